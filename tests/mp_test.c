@@ -1,0 +1,197 @@
+/*
+ * mp_test — test harness: watchdog, child and shm clean-up, CUnit runner.
+ */
+#include "config.h"
+
+#include <CUnit/Basic.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mp_test.h"
+
+#define MAX_CHILDREN 1024
+
+static pid_t children[MAX_CHILDREN];
+static int nchildren;
+static pid_t test_pid;
+static const char *prog = "test";
+static unsigned rand_state;
+
+static void kill_children(void)
+{
+	for (int i = 0; i < nchildren; i++)
+		if (children[i] > 0)
+			kill(children[i], SIGKILL);
+	for (int i = 0; i < nchildren; i++)
+		if (children[i] > 0)
+			waitpid(children[i], NULL, 0);
+	nchildren = 0;
+}
+
+/* Unlink every /dev/shm object carrying this run's tag; returns count. */
+static int sweep_shm(void)
+{
+	char prefix[64];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(prefix, sizeof(prefix), "messip-test-%ld-", (long)test_pid);
+	d = opendir("/dev/shm");
+	if (!d)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		char name[300];
+
+		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+			continue;
+		snprintf(name, sizeof(name), "/%s", de->d_name);
+		shm_unlink(name);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void cleanup(void)
+{
+	if (getpid() != test_pid)
+		return;
+	kill_children();
+	sweep_shm();
+}
+
+static void watchdog(int sig)
+{
+	static const char msg[] = "mp_test: WATCHDOG expired, killing the test\n";
+
+	(void)sig;
+	if (write(2, msg, sizeof(msg) - 1) < 0) {
+		/* nothing more we can do */
+	}
+	for (int i = 0; i < nchildren; i++)
+		if (children[i] > 0)
+			kill(children[i], SIGKILL);
+	sweep_shm();
+	_exit(99);
+}
+
+void mp_test_init(const char *progname, unsigned watchdog_sec)
+{
+	const char *seed = getenv("MP_TEST_SEED");
+
+	prog = progname;
+	test_pid = getpid();
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGALRM, watchdog);
+	alarm(watchdog_sec);
+	atexit(cleanup);
+	rand_state = seed ? (unsigned)strtoul(seed, NULL, 0)
+			  : (unsigned)time(NULL) ^ (unsigned)test_pid;
+	fprintf(stderr, "%s: seed %u (set MP_TEST_SEED to replay)\n", prog,
+		rand_state);
+}
+
+unsigned mp_test_rand(void)
+{
+	/* xorshift32: deterministic for a given seed. */
+	unsigned x = rand_state ? rand_state : 2463534242u;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	rand_state = x;
+	return x;
+}
+
+pid_t mp_test_fork(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid > 0 && nchildren < MAX_CHILDREN)
+		children[nchildren++] = pid;
+	if (pid == 0) {
+		nchildren = 0;
+		alarm(0);
+	}
+	return pid;
+}
+
+void mp_test_forget(pid_t pid)
+{
+	for (int i = 0; i < nchildren; i++)
+		if (children[i] == pid)
+			children[i] = -1;
+}
+
+void mp_test_kill(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	mp_test_forget(pid);
+}
+
+int mp_test_wait(pid_t pid, int timeout_ms)
+{
+	int status;
+
+	for (int waited = 0; waited <= timeout_ms; waited += 5) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid) {
+			mp_test_forget(pid);
+			return status;
+		}
+		if (r < 0)
+			return -1;
+		usleep(5000);
+	}
+	return -1;
+}
+
+const char *mp_test_shm_name(char *buf, size_t size, const char *tag)
+{
+	static unsigned counter;
+
+	snprintf(buf, size, "/messip-test-%ld-%s-%u", (long)test_pid, tag,
+		 counter++);
+	return buf;
+}
+
+int mp_test_main(const char *suite, const struct mp_test_case *tests)
+{
+	CU_pSuite s;
+	unsigned failed;
+	int left;
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 1;
+	s = CU_add_suite(suite, NULL, NULL);
+	if (!s)
+		return 1;
+	for (const struct mp_test_case *t = tests; t->name; t++)
+		if (!CU_add_test(s, t->name, t->fn))
+			return 1;
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	CU_cleanup_registry();
+	kill_children();
+	left = sweep_shm();
+	if (left) {
+		fprintf(stderr, "%s: FAIL: %d /dev/shm object(s) left behind\n",
+			prog, left);
+		failed++;
+	}
+	return failed ? 1 : 0;
+}
