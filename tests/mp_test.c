@@ -24,6 +24,23 @@ static int nchildren;
 static pid_t test_pid;
 static const char *prog = "test";
 static unsigned rand_state;
+static void (*hooks[8])(void);
+static int nhooks;
+
+void mp_test_on_cleanup(void (*fn)(void))
+{
+	for (int i = 0; i < nhooks; i++)
+		if (hooks[i] == fn)
+			return;
+	if (nhooks < 8)
+		hooks[nhooks++] = fn;
+}
+
+static void run_hooks(void)
+{
+	while (nhooks > 0)
+		hooks[--nhooks]();
+}
 
 static void kill_children(void)
 {
@@ -66,6 +83,7 @@ static void cleanup(void)
 	if (getpid() != test_pid)
 		return;
 	kill_children();
+	run_hooks();
 	sweep_shm();
 }
 
@@ -80,6 +98,7 @@ static void watchdog(int sig)
 	for (int i = 0; i < nchildren; i++)
 		if (children[i] > 0)
 			kill(children[i], SIGKILL);
+	run_hooks();
 	sweep_shm();
 	_exit(99);
 }
@@ -187,6 +206,7 @@ int mp_test_main(const char *suite, const struct mp_test_case *tests)
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
 	CU_cleanup_registry();
 	kill_children();
+	run_hooks();
 	left = sweep_shm();
 	if (left) {
 		fprintf(stderr, "%s: FAIL: %d /dev/shm object(s) left behind\n",

@@ -44,6 +44,10 @@ const char *mp_test_shm_name(char *buf, size_t size, const char *tag);
 /* Wait for child pid, up to timeout_ms; returns its wait status or -1. */
 int mp_test_wait(pid_t pid, int timeout_ms);
 
+/* Run fn at exit and when the watchdog fires (up to 8 hooks), before
+ * children are killed: for clean-up the harness cannot know (namespaces). */
+void mp_test_on_cleanup(void (*fn)(void));
+
 /* Deterministic per-run random source (seed printed on start). */
 unsigned mp_test_rand(void);
 
