@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -135,5 +136,13 @@ int mp_mgrproc_stop(struct mp_mgrproc *m)
 	}
 	if (m->conf[0])
 		unlink(m->conf);
+	if (status == -1) {
+		/* Killed: its segment may be left; a clean stop removes it
+		 * itself, which the tests that care assert. */
+		char seg[64];
+
+		snprintf(seg, sizeof(seg), "/messip-mgr-%d", m->port);
+		shm_unlink(seg);
+	}
 	return status;
 }

@@ -1,0 +1,500 @@
+/*
+ * mgr_worker — a worker's event loop (see mgr_worker.h).
+ *
+ * One pass: wait (epoll, at most one tick), note the time, accept, read
+ * and handle requests of ready connections, act on wake-up hints (deliver
+ * records, events, retry parked senders and LOCATE waiters), flush every
+ * connection that got output, then the tick's timers.  Signals only set
+ * flags that the loop reads.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "mgr_deliver.h"
+#include "mgr_log.h"
+#include "mgr_net.h"
+#include "mgr_proto.h"
+#include "mgr_worker.h"
+#include "mp_time.h"
+
+#define MAX_EVENTS   256
+#define ACCEPT_BURST 64
+#define TAG_LISTEN   ((void *)1)
+#define TAG_EVENTFD  ((void *)2)
+
+static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t master_gone_flag;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+static void on_master_gone(int sig)
+{
+	(void)sig;
+	master_gone_flag = 1;
+}
+
+static int setup_signals(void)
+{
+	struct sigaction sa;
+	sigset_t none;
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_term;
+	sigaction(SIGTERM, &sa, NULL);
+	sa.sa_handler = on_master_gone;
+	sigaction(SIGUSR2, &sa, NULL);
+	/* The master handles these for the whole manager. */
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGCHLD, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Die with the master (and check getppid in the tick, for a master
+	 * that died before this call). */
+	return prctl(PR_SET_PDEATHSIG, SIGUSR2);
+}
+
+void mgr_worker_dirty(struct mgr_worker *w, struct mgr_conn *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = 1;
+	c->dirty_next = w->dirty;
+	w->dirty = c;
+}
+
+void mgr_worker_unbind(struct mgr_worker *w, struct mgr_conn *c)
+{
+	if (c->reg >= 0 && (uint32_t)c->reg < w->st->lay.max_regs &&
+	    w->reg_conn[c->reg] == c)
+		w->reg_conn[c->reg] = NULL;
+	c->reg = -1;
+}
+
+static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
+{
+	uint32_t mask = 0;
+	struct epoll_event ev;
+
+	if (c->state != MGR_CONN_CLOSING &&
+	    mgr_conn_out_pending(c) < MGR_OUT_HIGH &&
+	    mgr_conn_in_avail(c) < w->in_limit)
+		mask |= EPOLLIN | EPOLLRDHUP;
+	if (want_out)
+		mask |= EPOLLOUT;
+	if (mask == c->epoll_mask)
+		return;
+	ev.events = mask;
+	ev.data.ptr = c;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+		c->epoll_mask = mask;
+}
+
+/* Close c.  ending: the connection broke or was dropped, which is an
+ * unclean end of its registration.  Not ending: BYE already ended it, or
+ * the worker is stopping and leaves it to be orphaned and resumed. */
+static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
+{
+	if (ending && c->reg >= 0)
+		mgr_state_reg_end(w->st, c->reg, 0);
+	mgr_worker_unbind(w, c);
+	mgr_proto_forget(w, c);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (c->dirty) {
+		struct mgr_conn **pp = &w->dirty;
+
+		while (*pp && *pp != c)
+			pp = &(*pp)->dirty_next;
+		if (*pp)
+			*pp = c->dirty_next;
+	}
+	/* close() removes it from the epoll set. */
+	mgr_conn_free(c);
+	__atomic_sub_fetch(&w->st->workers[w->index].connections, 1,
+			   __ATOMIC_RELAXED);
+}
+
+static void drop(struct mgr_worker *w, struct mgr_conn *c, const char *why)
+{
+	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-CLOSE",
+		"peer %s (registration %u): %s", c->peer, c->regno, why);
+	conn_close(w, c, 1);
+}
+
+static void accept_some(struct mgr_worker *w)
+{
+	for (int i = 0; i < ACCEPT_BURST; i++) {
+		struct epoll_event ev;
+		struct mgr_conn *c;
+		char peer[64];
+		int fd;
+
+		fd = mgr_net_accept(w->lfd, peer, sizeof(peer));
+		if (fd == -EAGAIN)
+			return;
+		if (fd < 0) {
+			if (mgr_ratelimit_take(&w->accept_rl, NULL))
+				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-ACCEPT",
+					"accept: %s", strerror(-fd));
+			return;
+		}
+		if (mgr_state_connections(w->st) >=
+		    (uint64_t)w->cfg.max_connections) {
+			if (mgr_ratelimit_take(&w->accept_rl, NULL))
+				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-MAXCONN",
+					"max_connections (%lld) reached; "
+					"refusing %s",
+					(long long)w->cfg.max_connections,
+					peer);
+			close(fd);
+			continue;
+		}
+		c = mgr_conn_new(fd, peer);
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->deadline_ns =
+			w->now + w->cfg.handshake_timeout_ms * 1000000LL;
+		c->epoll_mask = EPOLLIN | EPOLLRDHUP;
+		ev.events = c->epoll_mask;
+		ev.data.ptr = c;
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			mgr_conn_free(c);
+			continue;
+		}
+		c->next = w->conns;
+		if (w->conns)
+			w->conns->prev = c;
+		w->conns = c;
+		__atomic_add_fetch(&w->st->workers[w->index].connections, 1,
+				   __ATOMIC_RELAXED);
+	}
+}
+
+/* Input is ready on c: read what fits and handle it. */
+static void conn_readable(struct mgr_worker *w, struct mgr_conn *c,
+			  uint32_t events)
+{
+	for (int rounds = 0; rounds < 4; rounds++) {
+		int n = mgr_conn_read(c, w->in_limit);
+
+		if (n == -ENOBUFS && (events & (EPOLLHUP | EPOLLERR))) {
+			/* Cannot read further and the socket is dead: it
+			 * would be reported again and again. */
+			drop(w, c, "connection reset while input was full");
+			return;
+		}
+		if (n == -EAGAIN || n == -ENOBUFS)
+			break;
+		if (n == 0) {
+			/* EOF: handle what is complete, then end. */
+			mgr_proto_input(w, c);
+			drop(w, c, "end of stream");
+			return;
+		}
+		if (n < 0) {
+			drop(w, c, strerror(-n));
+			return;
+		}
+		if (mgr_proto_input(w, c) < 0) {
+			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
+					   __ATOMIC_RELAXED);
+			conn_close(w, c, 1);
+			return;
+		}
+		if (c->park_deadline || c->state == MGR_CONN_CLOSING ||
+		    mgr_conn_out_pending(c) >= MGR_OUT_HIGH)
+			break;
+	}
+	update_mask(w, c, c->epoll_mask & EPOLLOUT);
+}
+
+/* Write the output of every connection that got some this pass. */
+static void flush_dirty(struct mgr_worker *w)
+{
+	while (w->dirty) {
+		struct mgr_conn *c = w->dirty;
+		int rc;
+
+		w->dirty = c->dirty_next;
+		c->dirty = 0;
+		rc = mgr_conn_flush(c, w->now);
+		if (rc < 0) {
+			drop(w, c, strerror(-rc));
+			continue;
+		}
+		if (rc == 0 && c->state == MGR_CONN_CLOSING) {
+			conn_close(w, c, 0);
+			continue;
+		}
+		update_mask(w, c, rc == 1);
+	}
+}
+
+/* EPOLLOUT on c: write; when room came back, resume streaming to it.
+ * Returns 0 if c was closed. */
+static int conn_writable(struct mgr_worker *w, struct mgr_conn *c)
+{
+	int rc = mgr_conn_flush(c, w->now);
+
+	if (rc < 0) {
+		drop(w, c, strerror(-rc));
+		return 0;
+	}
+	if (rc == 0 && c->state == MGR_CONN_CLOSING) {
+		conn_close(w, c, 0);
+		return 0;
+	}
+	if (mgr_conn_out_pending(c) < MGR_OUT_HIGH) {
+		if (c->nsrv)
+			mgr_deliver_conn(w, c);
+		if (w->events_blocked)
+			mgr_state_wake(w->st, w->index, MGR_WAKE_EVENT);
+	}
+	update_mask(w, c, rc == 1);
+	return 1;
+}
+
+/* Parked senders: retry (a ring got room) or time them out. */
+static void retry_parked(struct mgr_worker *w)
+{
+	struct mgr_conn *c, *next;
+
+	for (c = w->conns; c && w->nparked; c = next) {
+		next = c->next;
+		if (!c->park_deadline)
+			continue;
+		if (mgr_proto_input(w, c) < 0) {
+			conn_close(w, c, 1);
+			continue;
+		}
+		update_mask(w, c, c->epoll_mask & EPOLLOUT);
+	}
+}
+
+static void reload(struct mgr_worker *w)
+{
+	int64_t vals[MGR_CFG_RELOADABLE];
+
+	if (!mgr_state_read_settings(w->st, &w->settings_gen, vals))
+		return;
+	if (mgr_config_import(&w->cfg, vals))
+		mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-SETTINGS",
+			"ignored out-of-range settings from the segment");
+	mgr_log_setup((enum mgr_log_level)w->cfg.log_level,
+		      (enum mgr_log_target)w->cfg.log_target);
+	w->st->resume_grace_ms = w->cfg.resume_grace_ms;
+	w->st->default_buffered = (uint32_t)w->cfg.default_buffered;
+}
+
+static void handle_hints(struct mgr_worker *w)
+{
+	for (int round = 0; round < 8; round++) {
+		uint32_t hints = mgr_state_take_hints(w->st);
+
+		if (!hints && !w->events_blocked)
+			return;
+		if (hints & MGR_WAKE_RELOAD)
+			reload(w);
+		if (hints & MGR_WAKE_DATA)
+			mgr_deliver_all(w);
+		if (hints & (MGR_WAKE_EVENT | MGR_WAKE_DEATH) ||
+		    w->events_blocked)
+			mgr_deliver_events(w);
+		if (hints & (MGR_WAKE_ROOM | MGR_WAKE_ORPHAN))
+			retry_parked(w);
+		if (hints & MGR_WAKE_LOCATE)
+			mgr_proto_locates(w, 1);
+		if (!hints)
+			return;
+	}
+}
+
+static void tick(struct mgr_worker *w)
+{
+	struct mgr_conn *c, *next;
+
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (c->stall_ns &&
+		    w->now - c->stall_ns >= w->cfg.write_timeout_ms * 1000000LL) {
+			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
+					   __ATOMIC_RELAXED);
+			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-SLOWPEER",
+				"peer %s (registration %u) read nothing of %zu "
+				"pending bytes for %lld ms; dropping it",
+				c->peer, c->regno, mgr_conn_out_pending(c),
+				(long long)w->cfg.write_timeout_ms);
+			conn_close(w, c, c->state == MGR_CONN_OPEN);
+			continue;
+		}
+		if (!c->deadline_ns || w->now < c->deadline_ns)
+			continue;
+		if (c->state == MGR_CONN_HANDSHAKE) {
+			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
+					   __ATOMIC_RELAXED);
+			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-HANDSHAKE",
+				"peer %s: no HELLO within %lld ms; closing",
+				c->peer, (long long)w->cfg.handshake_timeout_ms);
+		} else if (c->state == MGR_CONN_OPEN) {
+			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
+					   __ATOMIC_RELAXED);
+			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-READTIMEOUT",
+				"peer %s (registration %u): frame not completed "
+				"within %lld ms; closing",
+				c->peer, c->regno,
+				(long long)w->cfg.handshake_timeout_ms);
+		}
+		conn_close(w, c, c->state == MGR_CONN_OPEN);
+	}
+	if (w->nparked)
+		retry_parked(w);
+	if (w->locates)
+		mgr_proto_locates(w, 0);
+	mgr_state_housekeep(w->st, w->now);
+	if (w->events_blocked)
+		mgr_deliver_events(w);
+	if (getppid() != w->master_pid)
+		master_gone_flag = 1;
+}
+
+static int setup(struct mgr_worker *w)
+{
+	struct epoll_event ev;
+
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0)
+		return -errno;
+	/* EPOLLEXCLUSIVE: one worker is woken per new connection. */
+	ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+	ev.data.ptr = TAG_LISTEN;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) < 0)
+		return -errno;
+	ev.events = EPOLLIN;
+	ev.data.ptr = TAG_EVENTFD;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) < 0)
+		return -errno;
+	w->reg_conn = calloc(w->st->lay.max_regs, sizeof(*w->reg_conn));
+	if (!w->reg_conn)
+		return -ENOMEM;
+	w->in_limit = MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX +
+		      (size_t)w->cfg.max_message_size + 65536;
+	return 0;
+}
+
+int mgr_worker_run(struct mgr_state *st, const struct mgr_config *cfg,
+		   int index, int lfd, int efd, pid_t master,
+		   uint64_t host_token)
+{
+	static struct mgr_worker wk;
+	struct mgr_worker *w = &wk;
+	struct epoll_event evs[MAX_EVENTS];
+	int64_t next_tick;
+	int rc;
+
+	mgr_log_set_role(index);
+	memset(w, 0, sizeof(*w));
+	w->index = index;
+	w->cfg = *cfg;
+	w->st = st;
+	w->lfd = lfd;
+	w->efd = efd;
+	w->master_pid = master;
+	w->host_token = host_token;
+	snprintf(w->host_token_str, sizeof(w->host_token_str), "%llu",
+		 (unsigned long long)host_token);
+	if (setup_signals() < 0 || getppid() != master)
+		return 0;
+	rc = mgr_state_attach_worker(st, index, cfg);
+	if (rc == 0)
+		rc = setup(w);
+	if (rc < 0) {
+		mgr_log(MGR_LOG_ERROR, "MESSIP-MGR-WORKERSETUP",
+			"worker set-up failed: %s", strerror(-rc));
+		return MGR_EXIT_FATAL;
+	}
+	/* Settings may have been reloaded before this worker (re)started. */
+	w->settings_gen = 0;
+	reload(w);
+	__atomic_store_n(&st->workers[index].running, 1, __ATOMIC_RELEASE);
+	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-WORKER", "worker running");
+	/* Anything owed to this worker index before it started. */
+	mgr_state_wake(st, index, MGR_WAKE_EVENT | MGR_WAKE_DEATH);
+	next_tick = mp_time_now_ns();
+
+	while (!stop_flag && !master_gone_flag) {
+		int timeout = mp_time_left_ms(next_tick), n;
+
+		if (w->dirty || w->st->self_hints)
+			timeout = 0;
+		n = epoll_wait(w->epfd, evs, MAX_EVENTS, timeout);
+		w->now = mp_time_now_ns();
+		if (n < 0 && errno != EINTR)
+			break;
+		for (int i = 0; i < n; i++) {
+			void *p = evs[i].data.ptr;
+			uint64_t cnt;
+
+			if (p == TAG_LISTEN) {
+				accept_some(w);
+			} else if (p == TAG_EVENTFD) {
+				if (read(w->efd, &cnt, sizeof(cnt)) < 0) {
+					/* EAGAIN: another pass drained it */
+				}
+			} else {
+				struct mgr_conn *c = p;
+				uint32_t e = evs[i].events;
+
+				/* Only c's own handling can close c, so c
+				 * is valid for each of its events here. */
+				if ((e & EPOLLOUT) && !conn_writable(w, c))
+					continue;
+				if (e & (EPOLLIN | EPOLLERR | EPOLLHUP |
+					 EPOLLRDHUP))
+					conn_readable(w, c, e);
+			}
+		}
+		handle_hints(w);
+		flush_dirty(w);
+		if (w->now >= next_tick) {
+			tick(w);
+			flush_dirty(w);
+			next_tick = w->now + MGR_TICK_MS * 1000000LL;
+		}
+	}
+
+	if (master_gone_flag) {
+		mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-ORPHANED",
+			"master %ld is gone; worker exiting", (long)master);
+		mgr_state_unlink_orphaned(st);
+	}
+	/* Leave registrations as they are: if the manager goes on, they are
+	 * orphaned and resumed elsewhere. */
+	while (w->conns)
+		conn_close(w, w->conns, 0);
+	free(w->reg_conn);
+	close(w->epfd);
+	return 0;
+}
