@@ -12,25 +12,64 @@
  * Source compatible with the classic MESSIP 0.9 API.  Every call returns
  * -1 (or NULL) with errno set on failure; each errno value has one meaning:
  *
- *   EINVAL        bad argument (NULL handle, negative length, bad index)
+ *   EINVAL        bad argument (NULL or stale handle, negative length, an
+ *                 index that awaits no reply, a bad manager reference)
  *   ENAMETOOLONG  channel name longer than MESSIP_CHANNEL_NAME_MAXLEN
  *   ENOENT        no channel of that name
  *   EEXIST        the name is taken
- *   ENOSPC        the manager's channel table is full
- *   EMSGSIZE      message larger than the manager's maximum (64 KiB)
+ *   ENOSPC        the manager's tables or queue memory are full
+ *   EMSGSIZE      message larger than 64 KiB (or the manager's maximum)
  *   ETIMEDOUT     the call's deadline passed
  *   ESRCH         the peer (server or client) is gone
  *   ECONNREFUSED  no manager at that address
  *   ESHUTDOWN     the manager stayed unreachable past the grace period
  *   EPROTO        the peer spoke a protocol we do not understand
- *   EACCES        refused by the manager or the channel's owner
+ *   EACCES        refused by the manager
  *   EPERM         not the creator of the channel
  *   ENOMEM        out of memory
  *
- * Thread safety: messip_init, logging and messip_connect may be called
- * from any thread.  A connection and its channels may be used by one
- * thread at a time; different threads using different connections need
- * no locking.
+ * Timeouts: msec_timeout is MESSIP_NOTIMEOUT (wait forever), 0 (poll) or a
+ * deadline in milliseconds for the whole call.  A call that times out
+ * leaves everything usable; a late reply is recognised and dropped.
+ *
+ * Threads: messip_init, messip_connect, messip_log and the other logging
+ * calls may be called from any thread at any time.  A connection and
+ * every channel handle made through it form one unit that one thread at a
+ * time may use (another thread may take over once the first is done with
+ * it: no call keeps state between calls that a thread owns); different
+ * connections are independent, so threads that each use their own
+ * connection need no locking.  The library starts no thread.
+ *
+ * Processes: no call raises SIGPIPE, installs a signal handler or asserts
+ * on what a peer sent.  Every descriptor the library opens is
+ * close-on-exec.  A connection inherited through fork() is shared by both
+ * processes: use it in one of them only, and make a new connection in the
+ * other (call messip_init, then messip_connect).  While a child holds
+ * copies of a connection's sockets, the manager and the servers do not
+ * see the parent end: fork before connecting, or exec.
+ *
+ * Manager failures: if the link to the manager breaks (a manager worker
+ * died), the library reconnects and resumes its registration by itself,
+ * from whatever call next looks at the connection (a server sits in
+ * messip_receive, a client in messip_send), retrying for 5 s; programs
+ * notice nothing.  A process that makes no call at all for longer than
+ * that gets a new registration at its next call: its channels are created
+ * and connected again under the same names (the servers it was connected
+ * to saw MESSIP_MSG_DISMISSED meanwhile).  A buffered message whose
+ * acknowledgement was lost with a worker is sent again, so in that one
+ * case a server may receive it twice.
+ *
+ * Finding the manager: mgr_ref ("host" or "host:port"), else $MESSIP_MGR,
+ * else the first non-comment line "host [port [status_port]]" of
+ * /etc/messip (or of the file named by $MESSIP_CONFIG), else
+ * localhost:9200.
+ *
+ * Logging: messip_log() lines of the application go to the installed
+ * logger, or to stderr when there is none (the classic behaviour).  The
+ * library's own lines (each starting with an id such as
+ * "MESSIP-MGR-LOST") go to the installed logger only: without one the
+ * library writes nothing.  Both are filtered by the same mask (default
+ * MESSIP_LOG_ERROR | MESSIP_LOG_WARNING).
  */
 #ifndef MESSIP_H
 #define MESSIP_H
@@ -91,81 +130,126 @@ typedef struct messip_channel {
 	struct messip_channel_priv *priv;
 } messip_channel_t;
 
-/* Once per process (and after fork), before anything else.  Idempotent. */
+/* Once per process (and in a child after fork), before anything else.
+ * Idempotent and thread-safe; the library also works without it. */
 void messip_init(void);
 
-/* Register with the manager (mgr_ref "host[:port]", or NULL: MESSIP_MGR,
- * /etc/messip, localhost:9200).  NULL with ECONNREFUSED, ETIMEDOUT,
- * EPROTO, EACCES, EINVAL (bad mgr_ref), ENOMEM. */
+/* Register with the manager under a free-form id (display and
+ * notifications; truncated to MESSIP_MAXLEN_ID, need not be unique).
+ * mgr_ref: "host", "host:port", "[v6]:port" or NULL (see above).
+ * NULL with ECONNREFUSED, ETIMEDOUT, EPROTO, EACCES or ENOSPC (refused by
+ * the manager), EINVAL (bad reference, unknown host, bad $MESSIP_MGR or
+ * file line), ENOMEM. */
 messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 			     int msec_timeout);
 
-/* New extension: end the registration, close its channels, free it.
- * 0; -1 with EINVAL.  The handle is freed even when the manager is gone. */
+/* New extension: end the registration cleanly (servers see
+ * MESSIP_MSG_DISCONNECT, not DISMISSED), delete its channels, free the
+ * connection and every channel handle made through it.  0; -1 with
+ * EINVAL.  Everything is freed even when the manager cannot be told. */
 int messip_disconnect(messip_cnx_t *cnx, int msec_timeout);
 
 /* Server: create a channel.  maxnb_msg_buffered bounds its buffered
  * queue (0: the manager's default).  NULL with EEXIST, ENAMETOOLONG,
- * ENOSPC, ETIMEDOUT, ESHUTDOWN, EINVAL, ENOMEM. */
+ * ENOSPC, ETIMEDOUT, ESHUTDOWN, EINVAL (empty name, negative bound),
+ * EACCES, ENOMEM. */
 messip_channel_t *messip_channel_create(messip_cnx_t *cnx, const char *name,
 					int msec_timeout,
 					int32_t maxnb_msg_buffered);
 
-/* Server: 0 deleted; n > 0 clients still connected (nothing deleted);
- * -1 with ENOENT (unknown) or EPERM (not the creator), ETIMEDOUT. */
+/* Server: 0 deleted (the handle is freed; clients still linked to it
+ * get ESRCH); n > 0 clients still connected (nothing deleted); -1 with
+ * ENOENT (unknown), EPERM (not the creator, or a client handle),
+ * ETIMEDOUT, ESHUTDOWN, EINVAL. */
 int messip_channel_delete(messip_channel_t *ch, int msec_timeout);
 
-/* Client: connect to a channel by name.  NULL with ENOENT at once when
- * there is none, ENAMETOOLONG, ETIMEDOUT, ESRCH (server unreachable). */
+/* Client: connect to a channel by name.  Connecting again to the same
+ * channel on one connection returns the same handle (counted: each
+ * connect needs its disconnect).  NULL with ENOENT at once when there is
+ * none, ENAMETOOLONG, EINVAL, ETIMEDOUT, ESRCH (server unreachable),
+ * ESHUTDOWN, EPROTO, ENOMEM. */
 messip_channel_t *messip_channel_connect(messip_cnx_t *cnx, const char *name,
 					 int msec_timeout);
 
-/* New extension: as connect, but wait up to the timeout for the name. */
+/* New extension: as connect, but wait up to the timeout for the name
+ * to appear (then ETIMEDOUT). */
 messip_channel_t *messip_channel_locate(messip_cnx_t *cnx, const char *name,
 					int msec_timeout);
 
-/* Client: the server receives MESSIP_MSG_DISCONNECT once.  MESSIP_OK,
- * or -1 with EINVAL.  Frees the handle. */
+/* Client: undo one connect; the last one tells the manager (the server
+ * receives MESSIP_MSG_DISCONNECT once), closes the link and frees the
+ * handle.  A timeout of 0 does not wait for the manager's answer.
+ * MESSIP_OK, or -1 with EINVAL (bad handle, or a server handle). */
 int messip_channel_disconnect(messip_channel_t *ch, int msec_timeout);
 
-/* Client: 0 when the server answered; MESSIP_MSG_TIMEOUT (ETIMEDOUT);
- * -1 with ESRCH. */
+/* Client: 0 when the server answered (from inside its receive: the
+ * server program never sees pings); MESSIP_MSG_TIMEOUT (errno
+ * ETIMEDOUT); -1 with ESRCH, EPROTO, EINVAL. */
 int messip_channel_ping(messip_channel_t *ch, int msec_timeout);
 
-/* Server: wait for the next message or event; see API.md.  Returns an
- * index >= 0 (synchronous message, reply exactly once) or a MESSIP_MSG_*
- * code, MESSIP_MSG_TIMEOUT (errno ETIMEDOUT), or -1 with EINVAL, ENOMEM,
- * EBADMSG (a corrupt message was discarded), ESHUTDOWN. */
+/*
+ * Server: wait for the next message, timer or event.  Returns
+ *   an index >= 0: a synchronous message; reply to it exactly once, in
+ *     any order; *type is the sender's type, ch->remote_id its id;
+ *     indices are small and reused after the reply;
+ *   MESSIP_MSG_NOREPLY: a buffered message (*type, remote_id: sender);
+ *   MESSIP_MSG_TIMER: a timer expired (*type: the timer's type);
+ *   MESSIP_MSG_DISCONNECT, MESSIP_MSG_DISMISSED, MESSIP_MSG_DEATH_PROCESS:
+ *     remote_id is the client or process concerned (*type is 0);
+ *   MESSIP_MSG_TIMEOUT (errno ETIMEDOUT): nothing before the deadline;
+ *   -1 with EINVAL (bad or client handle, maxlen < 0, NULL buffer with
+ *     maxlen > 0), ENOMEM, or ESHUTDOWN: reported once when the manager
+ *     link is given up; receive goes on serving direct clients and
+ *     timers afterwards.
+ * ch->datalen is the message's length, ch->datalenr what was stored.  A
+ * message longer than maxlen is still received: the first maxlen bytes
+ * go to buffer and the whole of it is in ch->receive_allmsg[index] until
+ * the reply.  Dynamic mode: maxlen 0 and buffer != NULL means buffer is a
+ * void **; a buffer of the message's size is malloc'ed, its address
+ * stored there, and the caller frees it.
+ */
 int messip_receive(messip_channel_t *ch, int32_t *type, void *buffer,
 		   int maxlen, int msec_timeout);
 
-/* Server: reply to index.  0; -1 with EINVAL (index awaits no reply),
- * ESRCH (the client is gone), EMSGSIZE. */
+/* Server: reply to index.  0 (also when the client had withdrawn the
+ * request after a timeout: the reply is dropped); MESSIP_MSG_TIMEOUT
+ * (errno ETIMEDOUT: nothing was sent, the index still awaits its reply);
+ * -1 with EINVAL (index awaits no reply, bad length), ESRCH (the client
+ * is gone: the index is freed, the server carries on), EMSGSIZE. */
 int messip_reply(messip_channel_t *ch, int index, int32_t answer,
 		 const void *reply_buffer, int reply_len, int msec_timeout);
 
-/* Client: send and wait for the reply.  0 with *answer set;
- * MESSIP_MSG_TIMEOUT (errno ETIMEDOUT); -1 with ESRCH (server ended),
- * EMSGSIZE, EINVAL, ENOMEM. */
+/* Client: send and wait for the reply.  0 with *answer set (answer may
+ * be NULL); a reply longer than reply_maxlen is cut (ch->datalen tells
+ * its length, ch->datalenr what was stored); dynamic mode as in receive.
+ * MESSIP_MSG_TIMEOUT (errno ETIMEDOUT: the request is withdrawn and a
+ * late reply dropped); -1 with ESRCH (the server ended or is
+ * unreachable), EMSGSIZE, EINVAL, ENOMEM, EPROTO. */
 int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
 		int send_len, int32_t *answer, void *reply_buffer,
 		int reply_maxlen, int msec_timeout);
 
-/* Client: queue a message for the server without waiting for it.  Returns
- * the number of messages queued before this one; -1 with ETIMEDOUT (queue
- * full until the deadline: not queued), ESRCH (no server), EMSGSIZE,
- * ESHUTDOWN. */
+/* Client (or the channel's own server): queue a message for the server
+ * without waiting for it.  Returns the number of messages queued before
+ * this one.  A full queue makes the call wait for room.  -1 with
+ * ETIMEDOUT (still full at the deadline: not queued), ESRCH (the channel
+ * is gone), EMSGSIZE, ESHUTDOWN, EACCES, EINVAL. */
 int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 			     const void *send_buffer, int send_len,
 			     int msec_timeout);
 
-/* Server: arm a timer; expiries arrive as MESSIP_MSG_TIMER with *type.
- * (timer_t)-1 ... NULL-equivalent on error (EINVAL, ENOMEM). */
+/* Server: arm a timer: first expiry after msec_1st_shot (0: at once),
+ * then every msec_rep_shot (0: one shot).  Expiries arrive through
+ * messip_receive as MESSIP_MSG_TIMER with *type.  No signal is used.
+ * msec_timeout is unused (arming never waits).  The timer, or NULL
+ * ((timer_t)0) with EINVAL (negative time, bad or client handle), ENOMEM,
+ * EMFILE. */
 timer_t messip_timer_create(messip_channel_t *ch, int32_t type,
 			    int msec_1st_shot, int msec_rep_shot,
 			    int msec_timeout);
 
-/* Disarm and free a timer.  0; -1 with EINVAL. */
+/* Disarm and free a timer; expiries not yet received are dropped.  0;
+ * -1 with EINVAL (not a timer of this channel). */
 int messip_timer_delete(messip_channel_t *ch, timer_t timer_id);
 
 /* status != 0: this connection's channels receive MESSIP_MSG_DEATH_PROCESS
@@ -173,7 +257,9 @@ int messip_timer_delete(messip_channel_t *ch, timer_t timer_id);
  * 0; -1 with ETIMEDOUT, ESHUTDOWN, EINVAL. */
 int messip_death_notify(messip_cnx_t *cnx, int msec_timeout, int status);
 
-/* Vectored variants (new). */
+/* Vectored variants (new): the message is the concatenation of at most
+ * 62 pieces (more: EINVAL); otherwise as send, receive (no dynamic mode)
+ * and reply. */
 int messip_sendv(messip_channel_t *ch, int32_t type, const struct iovec *iov,
 		 int iovcnt, int32_t *answer, void *reply_buffer,
 		 int reply_maxlen, int msec_timeout);
@@ -182,11 +268,17 @@ int messip_receivev(messip_channel_t *ch, int32_t *type,
 int messip_replyv(messip_channel_t *ch, int index, int32_t answer,
 		  const struct iovec *iov, int iovcnt, int msec_timeout);
 
-/* New: a descriptor readable whenever messip_receive would not block.
- * -1 with EINVAL. */
+/* New: for a server channel, a descriptor that is readable whenever
+ * messip_receive would not block, for poll/epoll/event loops.  It may
+ * also wake for manager traffic that belongs to another channel of the
+ * same connection: after poll, call receive with a timeout of 0 (it then
+ * returns MESSIP_MSG_TIMEOUT).  The descriptor belongs to the channel:
+ * do not read it or close it.  -1 with EINVAL (bad or client handle). */
 int messip_channel_fd(messip_channel_t *ch);
 
-/* Logging. */
+/* Logging (see above).  messip_log returns the length of the line
+ * logged, 0 when the mask filtered it out.  messip_set_logger(NULL) goes
+ * back to stderr for the application's lines. */
 typedef void (*messip_logger_t)(unsigned level, const char *message);
 void messip_set_log_level(unsigned mask);
 unsigned messip_get_log_level(void);

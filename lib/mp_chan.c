@@ -1,0 +1,329 @@
+/*
+ * mp_chan — channel handles (see mp_chan.h).
+ *
+ * Invariants: a handle is one allocation (struct mp_chan_block) whose
+ * public half's priv points at its private half and back; mp_chan_get()
+ * checks both links and the magic before anything is used, and the magic
+ * is cleared when the handle is freed.  A live handle is on exactly one
+ * connection's list.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "messip.h"
+#include "mp_chan.h"
+#include "mp_cli.h"
+#include "mp_cnx.h"
+#include "mp_export.h"
+#include "mp_host.h"
+#include "mp_log.h"
+#include "mp_srv.h"
+#include "mp_time.h"
+
+#define MP_LOCATE_SLACK_MS 1000 /* the manager answers LOCATE at its deadline  \
+				 */
+
+struct mp_chan_block {
+	messip_channel_t pub;
+	struct messip_channel_priv priv;
+};
+
+struct messip_channel_priv *mp_chan_get(messip_channel_t *ch)
+{
+	struct messip_channel_priv *c;
+
+	if (!ch || !ch->priv)
+		return NULL;
+	c = ch->priv;
+	if (c->magic != MP_CH_MAGIC || c->pub != ch)
+		return NULL;
+	return c;
+}
+
+int mp_chan_check_name(const char *name)
+{
+	size_t n;
+
+	if (!name)
+		return -EINVAL;
+	n = strnlen(name, MESSIP_CHANNEL_NAME_MAXLEN + 1);
+	if (n == 0)
+		return -EINVAL;
+	return n > MESSIP_CHANNEL_NAME_MAXLEN ? -ENAMETOOLONG : 0;
+}
+
+static struct messip_channel_priv *chan_new(struct messip_cnx *cnx,
+					    const char *name, bool server)
+{
+	struct mp_chan_block *b = calloc(1, sizeof(*b));
+	struct messip_channel_priv *c;
+
+	if (!b)
+		return NULL;
+	c = &b->priv;
+	b->pub.priv = c;
+	c->pub = &b->pub;
+	c->magic = MP_CH_MAGIC;
+	c->cnx = cnx;
+	c->server = server;
+	c->handle = -1;
+	c->epoch = cnx->epoch;
+	c->srv.epfd = c->srv.lfd = c->srv.wakefd = c->srv.mgr_fd = -1;
+	mp_link_init(&c->cli.link, -1, MP_MAX_DATA);
+	strcpy(b->pub.name, name); /* length checked by the caller */
+	return c;
+}
+
+/* Free a handle that is on no list. */
+static void chan_free(struct messip_channel_priv *c)
+{
+	if (c->server)
+		mp_srv_close(c);
+	else
+		mp_cli_close(c);
+	c->magic = 0;
+	free(c->pub); /* the block starts with pub */
+}
+
+void mp_chan_destroy(struct messip_channel_priv *c)
+{
+	mp_cnx_remove_chan(c->cnx, c);
+	chan_free(c);
+}
+
+static int status_rc(int32_t a)
+{
+	return (a > 0 && a < 4096) ? -a : -EPROTO;
+}
+
+static int chan_create(struct messip_cnx *cnx, const char *name, int32_t maxbuf,
+		       int64_t deadline, struct messip_channel_priv **out)
+{
+	struct messip_channel_priv *c;
+	struct mp_wire_msg req, ans;
+	int lfd, rc;
+
+	rc = mp_cnx_wait_up(cnx, deadline);
+	if (rc < 0)
+		return rc;
+	if (!cnx->my_host && mp_host_token(&cnx->my_host) < 0)
+		cnx->my_host = 0; /* no same-host fast path: TCP only */
+	c = chan_new(cnx, name, true);
+	if (!c)
+		return -ENOMEM;
+	lfd = mp_sock_listen_local(mp_cnx_fd(cnx), c->addr, sizeof(c->addr));
+	if (lfd < 0) {
+		chan_free(c);
+		return lfd;
+	}
+	rc = mp_srv_open(c, lfd, maxbuf);
+	if (rc < 0) {
+		chan_free(c);
+		return rc;
+	}
+	memset(&req, 0, sizeof(req));
+	req.op = MP_OP_CH_CREATE;
+	strcpy(req.name, name);
+	req.a = maxbuf;
+	strcpy(req.addr, c->addr);
+	req.u = cnx->my_host;
+	rc = mp_cnx_rpc(cnx, &req, NULL, 0, &ans, deadline, 0);
+	if (rc == 0 && ans.a != 0)
+		rc = status_rc(ans.a);
+	if (rc < 0) {
+		chan_free(c);
+		return rc;
+	}
+	c->handle = ans.b;
+	c->gen = ans.u;
+	c->epoch = cnx->epoch;
+	mp_cnx_add_chan(cnx, c);
+	*out = c;
+	return 0;
+}
+
+MESSIP_EXPORT messip_channel_t *
+messip_channel_create(messip_cnx_t *handle, const char *name, int msec_timeout,
+		      int32_t maxnb_msg_buffered)
+{
+	struct messip_cnx *cnx = mp_cnx_get(handle);
+	struct messip_channel_priv *c = NULL;
+	int rc;
+
+	if (!cnx || maxnb_msg_buffered < 0)
+		return mp_fail_ptr(-EINVAL);
+	rc = mp_chan_check_name(name);
+	if (rc == 0)
+		rc = chan_create(cnx, name, maxnb_msg_buffered,
+				 mp_time_deadline(msec_timeout), &c);
+	if (rc < 0)
+		return mp_fail_ptr(rc);
+	mp_log(MESSIP_LOG_INFO, "MESSIP-CHANNEL-CREATED",
+	       "channel %s created at %s (handle %d)", name, c->addr,
+	       (int)c->handle);
+	return c->pub;
+}
+
+MESSIP_EXPORT int messip_channel_delete(messip_channel_t *ch, int msec_timeout)
+{
+	struct messip_channel_priv *c = mp_chan_get(ch);
+	struct mp_wire_msg req, ans;
+	int rc;
+
+	if (!c)
+		return mp_fail(-EINVAL);
+	if (!c->server)
+		return mp_fail(-EPERM);
+	memset(&req, 0, sizeof(req));
+	req.op = MP_OP_CH_DELETE;
+	strcpy(req.name, ch->name);
+	rc = mp_cnx_rpc(c->cnx, &req, NULL, 0, &ans,
+			mp_time_deadline(msec_timeout), 0);
+	if (rc == 0 && ans.a != 0)
+		rc = status_rc(ans.a);
+	if (rc < 0)
+		return mp_fail(rc);
+	if (ans.b > 0)
+		return ans.b; /* clients still connected: nothing deleted */
+	mp_chan_destroy(c);
+	return 0;
+}
+
+/* The existing client handle for name on cnx, if any. */
+static struct messip_channel_priv *find_client(struct messip_cnx *cnx,
+					       const char *name)
+{
+	for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
+		if (!c->server && strcmp(c->pub->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
+			int64_t deadline, struct messip_channel_priv **out)
+{
+	struct messip_channel_priv *c = find_client(cnx, name);
+	struct sockaddr_storage sa;
+	struct mp_wire_msg req, ans;
+	socklen_t salen;
+	bool fresh = !c;
+	int rc;
+
+	if (c && c->cli.link.fd >= 0 && mp_sock_hung_up(c->cli.link.fd))
+		mp_link_close(&c->cli.link); /* the server is gone */
+	if (c && c->cli.link.fd >= 0) {
+		c->cli.refs++;
+		*out = c;
+		return 0;
+	}
+	/* New, or the old link died (server gone): ask the manager again
+	 * and keep the same handle. */
+	memset(&req, 0, sizeof(req));
+	req.op = MP_OP_CH_CONNECT;
+	strcpy(req.name, name);
+	if (locate) {
+		req.flags = MP_WIRE_F_LOCATE;
+		req.a = mp_cnx_wait_field(deadline);
+	}
+	rc = mp_cnx_rpc(cnx, &req, NULL, 0, &ans, deadline,
+			locate ? (int64_t)MP_LOCATE_SLACK_MS * 1000000 : 0);
+	if (rc < 0)
+		return rc;
+	if (ans.a != 0)
+		return status_rc(ans.a);
+	if (ans.op != MP_OP_CH_INFO ||
+	    mp_sock_parse_addr(ans.addr, &sa, &salen) < 0)
+		return -EPROTO;
+	if (fresh) {
+		c = chan_new(cnx, name, false);
+		if (!c)
+			return -ENOMEM;
+	}
+	rc = mp_cli_open(c, (struct sockaddr *)&sa, salen, deadline);
+	if (rc < 0) {
+		/* Undo the manager's record; its answer is not awaited. */
+		memset(&req, 0, sizeof(req));
+		req.op = MP_OP_CH_DISCONNECT;
+		req.reqid = mp_cnx_reqid(cnx);
+		req.b = ans.b;
+		mp_cnx_post(cnx, &req);
+		if (fresh)
+			chan_free(c);
+		return rc;
+	}
+	c->handle = ans.b;
+	c->epoch = cnx->epoch;
+	c->cli.server_regno = ans.c;
+	c->cli.server_host = ans.u;
+	snprintf(c->addr, sizeof(c->addr), "%s", ans.addr);
+	memset(c->pub->remote_id, 0, sizeof(c->pub->remote_id));
+	memcpy(c->pub->remote_id, ans.id, MESSIP_MAXLEN_ID);
+	c->cli.refs++;
+	if (fresh)
+		mp_cnx_add_chan(cnx, c);
+	*out = c;
+	return 0;
+}
+
+static messip_channel_t *connect_common(messip_cnx_t *handle, const char *name,
+					int msec_timeout, bool locate)
+{
+	struct messip_cnx *cnx = mp_cnx_get(handle);
+	struct messip_channel_priv *c = NULL;
+	int rc;
+
+	if (!cnx)
+		return mp_fail_ptr(-EINVAL);
+	rc = mp_chan_check_name(name);
+	if (rc == 0)
+		rc = chan_connect(cnx, name, locate,
+				  mp_time_deadline(msec_timeout), &c);
+	if (rc < 0)
+		return mp_fail_ptr(rc);
+	return c->pub;
+}
+
+MESSIP_EXPORT messip_channel_t *
+messip_channel_connect(messip_cnx_t *cnx, const char *name, int msec_timeout)
+{
+	return connect_common(cnx, name, msec_timeout, false);
+}
+
+MESSIP_EXPORT messip_channel_t *
+messip_channel_locate(messip_cnx_t *cnx, const char *name, int msec_timeout)
+{
+	return connect_common(cnx, name, msec_timeout, true);
+}
+
+MESSIP_EXPORT int messip_channel_disconnect(messip_channel_t *ch,
+					    int msec_timeout)
+{
+	struct messip_channel_priv *c = mp_chan_get(ch);
+	struct mp_wire_msg req, ans;
+
+	if (!c || c->server)
+		return mp_fail(-EINVAL);
+	if (--c->cli.refs > 0)
+		return MESSIP_OK;
+	if (c->handle >= 0 && c->epoch == c->cnx->epoch) {
+		/* The manager tells the server (DISCONNECT, once).  Waiting
+		 * for its answer makes the event certain to be queued
+		 * before this returns; with a zero timeout it is only sent. */
+		memset(&req, 0, sizeof(req));
+		req.op = MP_OP_CH_DISCONNECT;
+		req.b = c->handle;
+		if (msec_timeout == 0) {
+			req.reqid = mp_cnx_reqid(c->cnx);
+			mp_cnx_post(c->cnx, &req);
+		} else {
+			mp_cnx_rpc(c->cnx, &req, NULL, 0, &ans,
+				   mp_time_deadline(msec_timeout), 0);
+		}
+	}
+	mp_chan_destroy(c);
+	return MESSIP_OK;
+}

@@ -1,0 +1,28 @@
+/*
+ * mp_chan — channel handles: create, delete, connect, locate, disconnect,
+ * and the allocation that holds a messip_channel_t with its private half.
+ *
+ * A client connection asks the manager for the channel (CH_CONNECT ->
+ * CH_INFO with the server's address), then opens its own TCP link to the
+ * server and says HELLO there.  One connection holds one client handle per
+ * channel name: connecting again returns it with a reference more, and
+ * only the last disconnect tells the manager and closes the link.
+ */
+#ifndef MP_CHAN_H
+#define MP_CHAN_H
+
+#include <stdint.h>
+
+#include "mp_priv.h"
+
+/* The private half of a valid handle, else NULL. */
+struct messip_channel_priv *mp_chan_get(messip_channel_t *ch);
+
+/* Close a handle's descriptors and free it (no manager request).  A
+ * client handle says BYE to its server first, without waiting. */
+void mp_chan_destroy(struct messip_channel_priv *c);
+
+/* Check a channel name: 0, -EINVAL (NULL or empty), -ENAMETOOLONG. */
+int mp_chan_check_name(const char *name);
+
+#endif

@@ -1,0 +1,309 @@
+/*
+ * mp_link — framed TCP connection (see mp_link.h).
+ *
+ * Invariants:
+ *   - in_off <= in_len <= in_cap <= MP_LINK_FRAME_MAX(max_data);
+ *   - bytes [in_off, in_len) are received but not yet decoded;
+ *   - out != NULL exactly while a committed frame's tail is unsent, and
+ *     then every new frame waits behind it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mp_link.h"
+#include "mp_sock.h"
+#include "mp_time.h"
+
+#define MP_LINK_INIT_CAP 4096
+#define MP_LINK_FRAME_MAX(d)                                                   \
+	((size_t)MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX + (size_t)(d))
+#define MP_LINK_IOV_MAX 64 /* header + up to 63 data pieces per sendmsg */
+
+void mp_link_init(struct mp_link *l, int fd, uint32_t max_data)
+{
+	memset(l, 0, sizeof(*l));
+	l->fd = fd;
+	l->max_data = max_data;
+}
+
+void mp_link_drop_fd(struct mp_link *l)
+{
+	l->fd = -1;
+}
+
+void mp_link_close(struct mp_link *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l->in);
+	free(l->out);
+	mp_link_init(l, -1, l->max_data);
+}
+
+/* Make room for `need` contiguous bytes at in_len (need bounded by the
+ * caller to one frame). */
+static int reserve(struct mp_link *l, size_t need)
+{
+	size_t held = l->in_len - l->in_off;
+	size_t cap;
+	uint8_t *p;
+
+	if (l->in_off && (l->in_cap - l->in_len < need || held == 0)) {
+		memmove(l->in, l->in + l->in_off, held);
+		l->in_off = 0;
+		l->in_len = held;
+	}
+	if (l->in_cap - l->in_len >= need)
+		return 0;
+	cap = l->in_cap ? l->in_cap : MP_LINK_INIT_CAP;
+	while (cap - l->in_len < need)
+		cap *= 2;
+	if (cap > MP_LINK_FRAME_MAX(l->max_data))
+		cap = MP_LINK_FRAME_MAX(l->max_data);
+	if (cap - l->in_len < need)
+		return -EMSGSIZE;
+	p = realloc(l->in, cap);
+	if (!p)
+		return -ENOMEM;
+	l->in = p;
+	l->in_cap = cap;
+	return 0;
+}
+
+int mp_link_fill(struct mp_link *l)
+{
+	size_t held = l->in_len - l->in_off, want = MP_LINK_INIT_CAP / 2;
+	struct mp_wire_hdr h;
+	ssize_t n;
+	int rc;
+
+	if (l->fd < 0)
+		return -EPIPE;
+	/* Size the read by the frame being assembled, if its header is
+	 * here: only then do we know (and have checked) how big it is. */
+	rc = mp_wire_decode_hdr(l->in ? l->in + l->in_off : NULL, held,
+				l->max_data, &h);
+	if (rc < 0)
+		return rc;
+	if (rc > 0 && MP_WIRE_HDR_SIZE + (size_t)h.len > held)
+		want = MP_WIRE_HDR_SIZE + (size_t)h.len - held;
+	if (held >= MP_LINK_FRAME_MAX(l->max_data))
+		return 0; /* a whole frame is waiting: decode it first */
+	if (want > MP_LINK_FRAME_MAX(l->max_data) - held)
+		want = MP_LINK_FRAME_MAX(l->max_data) - held;
+	rc = reserve(l, want);
+	if (rc < 0)
+		return rc;
+	do {
+		n = recv(l->fd, l->in + l->in_len, l->in_cap - l->in_len,
+			 MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		l->in_len += (size_t)n;
+		return (int)(n > INT_MAX ? INT_MAX : n);
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	return -EPIPE;
+}
+
+bool mp_link_frame_ready(const struct mp_link *l)
+{
+	size_t held = l->in_len - l->in_off;
+	struct mp_wire_hdr h;
+	int rc;
+
+	if (held < MP_WIRE_HDR_SIZE)
+		return false;
+	rc = mp_wire_decode_hdr(l->in + l->in_off, held, l->max_data, &h);
+	return rc < 0 || MP_WIRE_HDR_SIZE + (size_t)h.len <= held;
+}
+
+int mp_link_next(struct mp_link *l, struct mp_wire_msg *m)
+{
+	int rc;
+
+	if (!mp_link_has_input(l))
+		return 0;
+	rc = mp_wire_decode(l->in + l->in_off, l->in_len - l->in_off,
+			    l->max_data, m);
+	if (rc <= 0)
+		return rc;
+	l->in_off += (size_t)rc;
+	if (l->in_off == l->in_len)
+		l->in_off = l->in_len = 0; /* data stays readable: no move */
+	return 1;
+}
+
+/* Keep the unsent part of iov[0..cnt) (skipping `done` bytes) aside. */
+static int stash(struct mp_link *l, const struct iovec *iov, int cnt,
+		 size_t done, size_t total)
+{
+	size_t left = total - done, pos = 0;
+	uint8_t *p = malloc(left);
+
+	if (!p)
+		return -ENOMEM;
+	for (int i = 0; i < cnt; i++) {
+		const uint8_t *b = iov[i].iov_base;
+		size_t len = iov[i].iov_len;
+
+		if (done >= len) {
+			done -= len;
+			continue;
+		}
+		memcpy(p + pos, b + done, len - done);
+		pos += len - done;
+		done = 0;
+	}
+	l->out = p;
+	l->out_off = 0;
+	l->out_len = left;
+	return 0;
+}
+
+/* sendmsg once; bytes written, 0 if the socket is full, -EPIPE. */
+static ssize_t send_some(int fd, struct iovec *iov, int cnt)
+{
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+	ssize_t n;
+
+	do {
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	if (n >= 0)
+		return n;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+		return 0;
+	return -EPIPE;
+}
+
+/* Advance an iovec array past n bytes; returns the new start index. */
+static int iov_advance(struct iovec *iov, int cnt, int i, size_t n)
+{
+	while (i < cnt && n >= iov[i].iov_len) {
+		n -= iov[i].iov_len;
+		i++;
+	}
+	if (i < cnt && n) {
+		iov[i].iov_base = (uint8_t *)iov[i].iov_base + n;
+		iov[i].iov_len -= n;
+	}
+	return i;
+}
+
+int mp_link_flush(struct mp_link *l, int64_t deadline)
+{
+	while (mp_link_pending_out(l)) {
+		struct iovec v = {l->out + l->out_off, l->out_len - l->out_off};
+		ssize_t n;
+		int rc;
+
+		if (l->fd < 0)
+			return -EPIPE;
+		n = send_some(l->fd, &v, 1);
+		if (n < 0)
+			return -EPIPE;
+		l->out_off += (size_t)n;
+		if (n > 0)
+			continue;
+		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
+		if (rc == 0)
+			return -ETIMEDOUT;
+		if (rc < 0 || (rc & (POLLERR | POLLNVAL)))
+			return -EPIPE;
+	}
+	free(l->out);
+	l->out = NULL;
+	l->out_off = l->out_len = 0;
+	return 0;
+}
+
+int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
+		 const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+	uint8_t head[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	struct iovec v[MP_LINK_IOV_MAX], orig[MP_LINK_IOV_MAX];
+	size_t total, done = 0;
+	int cnt = 0, i = 0, rc;
+
+	if (l->fd < 0)
+		return -EPIPE;
+	if (iovcnt < 0 || iovcnt > MP_LINK_IOV_MAX - 1)
+		return -EINVAL;
+	rc = mp_link_flush(l, deadline);
+	if (rc < 0)
+		return rc;
+	rc = mp_wire_encode_head(m, head, sizeof(head));
+	if (rc < 0)
+		return rc;
+	v[cnt].iov_base = head;
+	v[cnt++].iov_len = (size_t)rc;
+	total = (size_t)rc;
+	for (int k = 0; k < iovcnt; k++) {
+		if (!iov[k].iov_len)
+			continue;
+		v[cnt++] = iov[k];
+		total += iov[k].iov_len;
+	}
+	if (total - (size_t)rc != m->datalen)
+		return -EINVAL;
+	memcpy(orig, v, sizeof(v[0]) * (size_t)cnt);
+	for (;;) {
+		ssize_t n = send_some(l->fd, v + i, cnt - i);
+
+		if (n < 0)
+			return -EPIPE;
+		done += (size_t)n;
+		if (done == total)
+			return 0;
+		i = iov_advance(v, cnt, i, (size_t)n);
+		if (n > 0)
+			continue;
+		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
+		if (rc < 0 || (rc > 0 && (rc & (POLLERR | POLLNVAL))))
+			return -EPIPE;
+		if (rc == 0) {
+			if (done == 0)
+				return -ETIMEDOUT;
+			/* Half a frame is out: commit the rest. */
+			return stash(l, orig, cnt, done, total);
+		}
+	}
+}
+
+int mp_link_send_msg(struct mp_link *l, const struct mp_wire_msg *m,
+		     int64_t deadline)
+{
+	struct mp_wire_msg copy = *m;
+
+	copy.datalen = 0;
+	return mp_link_send(l, &copy, NULL, 0, deadline);
+}
+
+int mp_link_recv(struct mp_link *l, struct mp_wire_msg *m, int64_t deadline)
+{
+	for (;;) {
+		int rc = mp_link_next(l, m);
+
+		if (rc != 0)
+			return rc;
+		rc = mp_link_fill(l);
+		if (rc < 0)
+			return rc;
+		if (rc > 0)
+			continue;
+		rc = mp_sock_wait(l->fd, POLLIN, deadline);
+		if (rc == 0)
+			return -ETIMEDOUT;
+		if (rc < 0)
+			return -EPIPE;
+	}
+}

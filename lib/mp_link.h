@@ -1,0 +1,96 @@
+/*
+ * mp_link — one framed TCP connection: an input buffer that yields whole
+ * decoded frames (mp_wire), and a frame writer with a deadline.
+ *
+ * Input: mp_link_fill() reads what the socket has into the buffer;
+ * mp_link_next() decodes the next complete frame.  A decoded frame's data
+ * points into the buffer and stays valid until the next mp_link_fill() (or
+ * mp_link_close()).  The buffer grows only to the size the frame header
+ * announces, after the header passed the codec's length check, so a peer
+ * can never make us allocate more than one maximum frame.
+ *
+ * Output: mp_link_send() writes one frame (header and fixed fields, then
+ * the caller's data vector) with sendmsg(MSG_NOSIGNAL): never SIGPIPE.  A
+ * frame is either not written at all (-ETIMEDOUT: nothing reached the
+ * socket before the deadline) or committed: if the deadline passes midway,
+ * the unsent tail is copied aside and written first by the next send or by
+ * mp_link_flush(), so the byte stream is never left with half a frame.
+ *
+ * Errors: -EPIPE means the link is gone (EOF, reset, or any socket error);
+ * -EPROTO / -EMSGSIZE mean the peer sent a frame we refuse.  Either way
+ * the caller closes the link.
+ */
+#ifndef MP_LINK_H
+#define MP_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "mp_wire.h"
+
+struct mp_link {
+	int fd;	     /* -1 when closed */
+	uint8_t *in; /* input buffer */
+	size_t in_cap;
+	size_t in_off; /* first unconsumed byte */
+	size_t in_len; /* bytes held */
+	uint8_t *out;  /* unsent tail of a committed frame */
+	size_t out_off;
+	size_t out_len;
+	uint32_t max_data; /* largest data field accepted */
+};
+
+/* Adopt fd (non-blocking).  Never fails: buffers are allocated lazily. */
+void mp_link_init(struct mp_link *l, int fd, uint32_t max_data);
+
+/* Close the socket and free the buffers. */
+void mp_link_close(struct mp_link *l);
+
+/* Forget the socket without any I/O (after fork: the child's copy). */
+void mp_link_drop_fd(struct mp_link *l);
+
+/* One non-blocking read.  Bytes read (> 0), 0 when nothing was there,
+ * -EPIPE on EOF or error, -ENOMEM. */
+int mp_link_fill(struct mp_link *l);
+
+/* Next complete frame: 1 (m filled), 0 (need more), -EPROTO, -EMSGSIZE. */
+int mp_link_next(struct mp_link *l, struct mp_wire_msg *m);
+
+/* A whole frame (or a frame the codec will refuse) is in the buffer. */
+bool mp_link_frame_ready(const struct mp_link *l);
+
+/* Complete frames may be waiting in the buffer. */
+static inline bool mp_link_has_input(const struct mp_link *l)
+{
+	return l->in_len > l->in_off;
+}
+
+/*
+ * Send m with m->datalen bytes taken from iov[0..iovcnt) (m->data is
+ * ignored; the caller sets m->datalen to the vector's total).  Returns 0
+ * once committed, -ETIMEDOUT (nothing written), -EPIPE, -EINVAL.
+ */
+int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
+		 const struct iovec *iov, int iovcnt, int64_t deadline);
+
+/* Shorthand for frames without data. */
+int mp_link_send_msg(struct mp_link *l, const struct mp_wire_msg *m,
+		     int64_t deadline);
+
+/* Write the pending tail: 0 when none is left, -ETIMEDOUT, -EPIPE. */
+int mp_link_flush(struct mp_link *l, int64_t deadline);
+
+static inline bool mp_link_pending_out(const struct mp_link *l)
+{
+	return l->out_len > l->out_off;
+}
+
+/*
+ * Wait for the next frame until deadline (reads as needed).  1 with m
+ * filled, -ETIMEDOUT, -EPIPE, -EPROTO, -EMSGSIZE.
+ */
+int mp_link_recv(struct mp_link *l, struct mp_wire_msg *m, int64_t deadline);
+
+#endif

@@ -1,0 +1,169 @@
+/*
+ * mp_priv — libmessip's private structures, shared by its modules.
+ *
+ * Objects and who owns them:
+ *
+ *   struct messip_cnx        one registration with the manager (mp_cnx.c):
+ *                            the manager link, its resume state, and the
+ *                            list of every channel handle made through it.
+ *   struct messip_channel_priv
+ *                            the private half of a messip_channel_t; both
+ *                            halves are one allocation (mp_chan.c).  A
+ *                            handle is either a server channel (struct
+ *                            mp_srv, mp_srv.c) or a client's connection to
+ *                            someone else's channel (struct mp_cli,
+ *                            mp_cli.c).
+ *
+ * Concurrency: a connection and everything hanging from it is used by one
+ * thread at a time (messip.h), so nothing here is locked.
+ *
+ * Error convention: internal functions return 0 / a count, or -errno;
+ * public functions convert once with mp_fail().
+ */
+#ifndef MP_PRIV_H
+#define MP_PRIV_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "messip.h"
+#include "mp_link.h"
+#include "mp_sock.h"
+
+#define MP_MAX_DATA	   MESSIP_MAX_MSGLEN
+#define MP_RESUME_GRACE_MS 5000 /* manager's resume_grace_ms default */
+#define MP_CNX_MAGIC	   0x6d70636eu
+#define MP_CH_MAGIC	   0x6d706368u
+#define MP_IOV_MAX	   62 /* data pieces per frame (mp_link) */
+
+/* What an epoll event's data.ptr points at: every watched object starts
+ * with a struct mp_src. */
+enum mp_src_kind {
+	MP_SRC_MGR = 1, /* the connection's manager link */
+	MP_SRC_LISTEN,	/* a server channel's listening socket */
+	MP_SRC_PEER,	/* a client connected to a server channel */
+	MP_SRC_TIMER,	/* a timerfd */
+	MP_SRC_WAKE,	/* a server channel's "queue not empty" eventfd */
+};
+
+struct mp_src {
+	int kind;
+};
+
+struct mp_item;
+struct mp_peer;
+struct mp_timer;
+
+/* A receive index: the request handed to the program, until its reply. */
+struct mp_slot {
+	struct mp_item *item; /* NULL: free */
+	bool canceled;	      /* the client withdrew it: drop the reply */
+};
+
+/* Server side of a channel (mp_srv.c). */
+struct mp_srv {
+	int epfd;	     /* the one wait: everything below */
+	int lfd;	     /* listening socket for direct clients */
+	int wakefd;	     /* eventfd: readable while work is queued */
+	int mgr_fd;	     /* manager fd currently in epfd, or -1 */
+	uint32_t mgr_events; /* its epoll events */
+	bool wake_set;
+	struct mp_src lsrc, wsrc;
+	struct mp_peer *peers;
+	struct mp_item *qhead, *qtail; /* received, not yet handed out */
+	unsigned qlen;
+	struct mp_slot *slots;
+	int nslots;
+	struct mp_timer *timers;
+	int32_t maxbuf;	    /* maxnb_msg_buffered, for re-registration */
+	uint64_t seq_seen;  /* highest BDELIVER sequence queued */
+	uint64_t seq_done;  /* highest handed to the program */
+	bool seen_any;	    /* seq_seen is meaningful */
+	bool done_any;	    /* seq_done is meaningful */
+	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */
+	bool shutdown_told; /* ESHUTDOWN reported once */
+};
+
+/* Client side of a channel (mp_cli.c). */
+struct mp_cli {
+	struct mp_link link; /* direct connection to the server */
+	uint32_t reqid;
+	uint32_t hello_reqid; /* WELCOME not yet seen while != 0 */
+	int refs;	      /* channel_connect calls not yet undone */
+	int32_t server_regno;
+	uint64_t server_host;
+};
+
+struct messip_channel_priv {
+	uint32_t magic;
+	messip_channel_t *pub;
+	struct messip_cnx *cnx;
+	struct messip_channel_priv *next; /* cnx->chans */
+	bool server;
+	int32_t handle; /* the manager's channel handle */
+	uint64_t gen;
+	unsigned epoch; /* registration (cnx->epoch) it belongs to */
+	char addr[MP_SOCK_ADDR_MAX]; /* server: ours; client: the server's */
+	struct mp_srv srv;
+	struct mp_cli cli;
+};
+
+enum mp_cnx_state {
+	MP_CNX_UP,	   /* link established and registered */
+	MP_CNX_DOWN,	   /* link lost; next attempt at next_try */
+	MP_CNX_CONNECTING, /* resume: TCP connect in progress */
+	MP_CNX_HELLO,	   /* resume: HELLO sent, waiting for WELCOME */
+	MP_CNX_DEAD,	   /* grace period over: ESHUTDOWN */
+};
+
+struct messip_cnx {
+	uint32_t magic;
+	struct mp_src src; /* MP_SRC_MGR */
+	struct mp_link mgr;
+	enum mp_cnx_state state;
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char where[MP_SOCK_HOST_MAX + 8]; /* "host:port", for logs */
+	messip_id_t id;
+	int32_t regno;
+	unsigned epoch;	     /* bumped by every new registration */
+	uint64_t token;	     /* resume token */
+	uint64_t host_token; /* the manager's host token */
+	uint64_t my_host;    /* ours (mp_host_token), 0 if unknown */
+	uint32_t reqid;
+	uint32_t hello_reqid;
+	int64_t down_since; /* when the link was lost */
+	int64_t next_try;   /* DOWN: next attempt */
+	int64_t try_end;    /* CONNECTING/HELLO: attempt deadline */
+	int backoff_ms;
+	bool death_notify;
+	/* Requests that timed out but whose success must be undone if the
+	 * answer comes late (CH_CREATE, CH_CONNECT): a small ring. */
+	struct {
+		uint32_t reqid;
+		uint8_t op;
+		char name[MESSIP_CHANNEL_NAME_MAXLEN + 1];
+	} undo[8];
+	unsigned nundo;
+	bool rereg; /* a new registration must re-declare */
+	bool in_rereg;
+	struct messip_channel_priv *chans;
+};
+
+/* Public-boundary conversions. */
+static inline int mp_fail(int rc)
+{
+	errno = -rc;
+	return -1;
+}
+
+static inline void *mp_fail_ptr(int rc)
+{
+	errno = -rc;
+	return NULL;
+}
+
+#endif

@@ -1,0 +1,925 @@
+/*
+ * mp_srv — server side of a channel: the receive loop, direct client
+ * connections, the work queue and receive indices (see mp_srv.h).
+ *
+ * Invariants:
+ *   - an item is in exactly one place: the queue, a slot (index awaiting
+ *     its reply), or freed;
+ *   - a peer's refs counts its items (queued or in a slot); a closed peer
+ *     is freed when refs reaches 0, so an index always points at a peer
+ *     that can at least answer "gone" (ESRCH);
+ *   - a peer with MP_PEER_MAX_REQ requests queued or unreplied is not read
+ *     (flow control: a client cannot make the server buffer without
+ *     bound; the socket's own window pushes back on it);
+ *   - wake_set mirrors the eventfd, and is true exactly while receive has
+ *     something to hand out without waiting (mp_srv_update_wake() is
+ *     called after anything that changes that);
+ *   - nothing read from a peer is trusted: frames come through the codec,
+ *     every field is checked before use, a peer that breaks the protocol
+ *     is disconnected (never an assert).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "messip.h"
+#include "mp_chan.h"
+#include "mp_cnx.h"
+#include "mp_export.h"
+#include "mp_log.h"
+#include "mp_srv.h"
+#include "mp_time.h"
+#include "mp_timer.h"
+
+#define MP_PEER_MAX_REQ 64 /* requests in flight per client link */
+#define MP_SRV_EVENTS	16 /* epoll events per wait */
+#define MP_SRV_READS	16 /* reads per wakeup for one large frame */
+#define MP_SRV_ACCEPTS	16 /* accepts per wakeup */
+#define MP_HUP_CHECK_NS 1000000 /* see mp_srv_reply */
+#define MP_SLOTS_INIT	16
+#define MP_NOTHING	INT_MIN
+
+struct mp_peer {
+	struct mp_src src; /* MP_SRC_PEER */
+	struct mp_link link;
+	struct mp_peer *next;
+	messip_id_t id;
+	int32_t regno;
+	int refs; /* items pointing here */
+	int nreq; /* requests queued or awaiting a reply */
+	bool hello;
+	bool closed;
+	bool paused;
+	bool want_out;
+};
+
+enum mp_item_kind { MP_ITEM_SEND, MP_ITEM_BUF, MP_ITEM_EVENT };
+
+struct mp_item {
+	struct mp_item *next;
+	int kind;
+	int32_t type;	      /* SEND/BUF: the sender's type; EVENT: code */
+	uint32_t reqid;	      /* SEND */
+	struct mp_peer *peer; /* SEND */
+	uint64_t seq;	      /* BUF */
+	int64_t taken_ns;     /* SEND: when receive handed it out */
+	messip_id_t id;	      /* sender (BUF), subject (EVENT) */
+	uint32_t len;
+	unsigned char data[];
+};
+
+#define container_of(p, type, member)                                          \
+	((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+/* ------------------------------------------------------------------ */
+/* Queue, slots, wake.                                                 */
+
+static struct mp_item *item_new(int kind, const void *data, uint32_t len)
+{
+	struct mp_item *it = malloc(sizeof(*it) + len);
+
+	if (!it)
+		return NULL;
+	memset(it, 0, sizeof(*it));
+	it->kind = kind;
+	it->len = len;
+	if (len)
+		memcpy(it->data, data, len);
+	return it;
+}
+
+static void enqueue(struct mp_srv *s, struct mp_item *it)
+{
+	it->next = NULL;
+	if (s->qtail)
+		s->qtail->next = it;
+	else
+		s->qhead = it;
+	s->qtail = it;
+	s->qlen++;
+}
+
+static void push_front(struct mp_srv *s, struct mp_item *it)
+{
+	it->next = s->qhead;
+	s->qhead = it;
+	if (!s->qtail)
+		s->qtail = it;
+	s->qlen++;
+}
+
+static struct mp_item *dequeue(struct mp_srv *s)
+{
+	struct mp_item *it = s->qhead;
+
+	if (!it)
+		return NULL;
+	s->qhead = it->next;
+	if (!s->qhead)
+		s->qtail = NULL;
+	s->qlen--;
+	it->next = NULL;
+	return it;
+}
+
+/* Remove queued requests matching peer (and reqid unless all). */
+static int unqueue(struct mp_srv *s, struct mp_peer *p, bool all,
+		   uint32_t reqid)
+{
+	struct mp_item **pp = &s->qhead, *prev = NULL;
+	int n = 0;
+
+	while (*pp) {
+		struct mp_item *it = *pp;
+
+		if (it->kind == MP_ITEM_SEND && it->peer == p &&
+		    (all || it->reqid == reqid)) {
+			*pp = it->next;
+			s->qlen--;
+			p->refs--;
+			p->nreq--;
+			free(it);
+			n++;
+			continue;
+		}
+		prev = it;
+		pp = &it->next;
+	}
+	s->qtail = prev;
+	return n;
+}
+
+static bool manager_dead(const struct messip_channel_priv *c)
+{
+	return c->cnx->state == MP_CNX_DEAD;
+}
+
+void mp_srv_update_wake(struct messip_channel_priv *c)
+{
+	struct mp_srv *s = &c->srv;
+	bool pending = s->qhead || mp_timer_pending(c) ||
+		       (manager_dead(c) && !s->shutdown_told);
+	uint64_t v = 1;
+
+	if (pending == s->wake_set || s->wakefd < 0)
+		return;
+	/* An eventfd counter: write makes it readable, read resets it. */
+	if (pending) {
+		if (write(s->wakefd, &v, sizeof(v)) != sizeof(v))
+			return;
+	} else {
+		if (read(s->wakefd, &v, sizeof(v)) != sizeof(v))
+			return;
+	}
+	s->wake_set = pending;
+}
+
+static int slots_grow(struct messip_channel_priv *c)
+{
+	struct mp_srv *s = &c->srv;
+	int n = s->nslots ? s->nslots * 2 : MP_SLOTS_INIT;
+	struct mp_slot *ns;
+	void **na;
+
+	if (n > (1 << 20))
+		return -ENOMEM;
+	ns = realloc(s->slots, sizeof(*ns) * (size_t)n);
+	if (!ns)
+		return -ENOMEM;
+	s->slots = ns;
+	na = realloc(c->pub->receive_allmsg, sizeof(*na) * (size_t)n);
+	if (!na)
+		return -ENOMEM;
+	c->pub->receive_allmsg = na;
+	for (int i = s->nslots; i < n; i++) {
+		ns[i].item = NULL;
+		ns[i].canceled = false;
+		na[i] = NULL;
+	}
+	s->nslots = n;
+	return 0;
+}
+
+/* Lowest free index (small numbers, reused after the reply). */
+static int slot_alloc(struct messip_channel_priv *c)
+{
+	struct mp_srv *s = &c->srv;
+	int i, rc;
+
+	for (i = 0; i < s->nslots; i++)
+		if (!s->slots[i].item)
+			return i;
+	rc = slots_grow(c);
+	return rc < 0 ? rc : i;
+}
+
+/* ------------------------------------------------------------------ */
+/* Peers (direct client connections).                                  */
+
+static void peer_events(struct messip_channel_priv *c, struct mp_peer *p)
+{
+	struct epoll_event ev = {.data.ptr = &p->src};
+
+	ev.events = (p->paused ? 0 : EPOLLIN) | (p->want_out ? EPOLLOUT : 0);
+	epoll_ctl(c->srv.epfd, EPOLL_CTL_MOD, p->link.fd, &ev);
+}
+
+static void peer_free(struct messip_channel_priv *c, struct mp_peer *p)
+{
+	for (struct mp_peer **pp = &c->srv.peers; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	mp_link_close(&p->link);
+	free(p);
+}
+
+static void peer_close(struct messip_channel_priv *c, struct mp_peer *p,
+		       const char *why)
+{
+	if (!p->closed) {
+		if (why)
+			mp_log(MESSIP_LOG_WARNING, "MESSIP-PEER-DROPPED",
+			       "channel %s: client \"%s\" disconnected: %s",
+			       c->pub->name, p->id, why);
+		epoll_ctl(c->srv.epfd, EPOLL_CTL_DEL, p->link.fd, NULL);
+		mp_link_close(&p->link);
+		p->closed = true;
+		/* Its requests not yet received have nobody to answer. */
+		unqueue(&c->srv, p, true, 0);
+	}
+	if (p->refs == 0)
+		peer_free(c, p);
+}
+
+/* Send a frame without data to a peer, never blocking; the tail of a
+ * frame the socket could not take at once is flushed on EPOLLOUT. */
+static int peer_send(struct messip_channel_priv *c, struct mp_peer *p,
+		     const struct mp_wire_msg *m, const struct iovec *iov,
+		     int iovcnt, int64_t deadline)
+{
+	int rc = mp_link_send(&p->link, m, iov, iovcnt, deadline);
+
+	if (rc == 0 && mp_link_pending_out(&p->link) && !p->want_out) {
+		p->want_out = true;
+		peer_events(c, p);
+	}
+	return rc;
+}
+
+static void cancel(struct messip_channel_priv *c, struct mp_peer *p,
+		   uint32_t reqid)
+{
+	struct mp_srv *s = &c->srv;
+
+	if (unqueue(s, p, false, reqid))
+		return;
+	for (int i = 0; i < s->nslots; i++) {
+		struct mp_item *it = s->slots[i].item;
+
+		if (it && it->peer == p && it->reqid == reqid) {
+			s->slots[i].canceled = true;
+			return;
+		}
+	}
+}
+
+/* One frame from a peer.  false: the peer was closed. */
+static bool peer_frame(struct messip_channel_priv *c, struct mp_peer *p,
+		       const struct mp_wire_msg *m)
+{
+	struct mp_wire_msg a;
+	struct mp_item *it;
+
+	memset(&a, 0, sizeof(a));
+	if (!p->hello) {
+		if (m->op != MP_OP_HELLO) {
+			peer_close(c, p, "no HELLO");
+			return false;
+		}
+		a.op = MP_OP_WELCOME;
+		a.reqid = m->reqid;
+		a.a = strcmp(m->name, c->pub->name) ? ENOENT : 0;
+		if (peer_send(c, p, &a, NULL, 0, mp_time_now_ns()) < 0 || a.a) {
+			peer_close(c, p, NULL);
+			return false;
+		}
+		p->hello = true;
+		memcpy(p->id, m->id, sizeof(p->id));
+		p->regno = m->c;
+		return true;
+	}
+	switch (m->op) {
+	case MP_OP_SEND:
+		it = item_new(MP_ITEM_SEND, m->data, m->datalen);
+		if (!it) {
+			peer_close(c, p, "out of memory");
+			return false;
+		}
+		it->type = m->a;
+		it->reqid = m->reqid;
+		it->peer = p;
+		memcpy(it->id, p->id, sizeof(it->id));
+		p->refs++;
+		if (++p->nreq >= MP_PEER_MAX_REQ && !p->paused) {
+			p->paused = true;
+			peer_events(c, p);
+		}
+		enqueue(&c->srv, it);
+		return true;
+	case MP_OP_CANCEL:
+		cancel(c, p, m->reqid);
+		return true;
+	case MP_OP_PING:
+		a.op = MP_OP_PONG;
+		a.reqid = m->reqid;
+		if (peer_send(c, p, &a, NULL, 0, mp_time_now_ns()) == -EPIPE) {
+			peer_close(c, p, NULL);
+			return false;
+		}
+		return true;
+	case MP_OP_BYE:
+		peer_close(c, p, NULL);
+		return false;
+	default:
+		peer_close(c, p, "unexpected frame");
+		return false;
+	}
+}
+
+/* Decode every complete frame held.  false: the peer was closed. */
+static bool peer_drain(struct messip_channel_priv *c, struct mp_peer *p)
+{
+	struct mp_wire_msg m;
+	int rc;
+
+	while (!p->paused && (rc = mp_link_next(&p->link, &m)) != 0) {
+		if (rc < 0) {
+			peer_close(c, p, "protocol error");
+			return false;
+		}
+		if (!peer_frame(c, p, &m))
+			return false;
+	}
+	return true;
+}
+
+static void peer_ready(struct messip_channel_priv *c, struct mp_peer *p,
+		       uint32_t events)
+{
+	int rc;
+
+	if (p->closed)
+		return;
+	if (events & EPOLLOUT) {
+		rc = mp_link_flush(&p->link, mp_time_now_ns());
+		if (rc == -EPIPE) {
+			peer_close(c, p, NULL);
+			return;
+		}
+		if (rc == 0) {
+			p->want_out = false;
+			peer_events(c, p);
+		}
+	}
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return;
+	if (p->paused) {
+		/* Not reading; a hang-up still ends it. */
+		if (events & (EPOLLHUP | EPOLLERR))
+			peer_close(c, p, NULL);
+		return;
+	}
+	/* Read until a frame is complete, then stop: the epoll is
+	 * level-triggered, so what is left is reported again and other
+	 * clients get their turn; a small request costs one read. */
+	for (int i = 0; i < MP_SRV_READS; i++) {
+		rc = mp_link_fill(&p->link);
+		if (rc < 0) {
+			peer_close(c, p, rc == -EPIPE ? NULL : "bad frame");
+			return;
+		}
+		if (rc == 0)
+			return;
+		if (mp_link_frame_ready(&p->link))
+			break;
+	}
+	peer_drain(c, p);
+}
+
+static void peer_unpause(struct messip_channel_priv *c, struct mp_peer *p)
+{
+	p->paused = false;
+	peer_events(c, p);
+	peer_drain(c, p); /* frames read before the pause */
+}
+
+static void accept_all(struct messip_channel_priv *c)
+{
+	for (int i = 0; i < MP_SRV_ACCEPTS; i++) {
+		struct epoll_event ev = {.events = EPOLLIN};
+		struct mp_peer *p;
+		int fd = mp_sock_accept(c->srv.lfd);
+
+		if (fd == -EAGAIN)
+			return;
+		if (fd < 0) {
+			mp_log(MESSIP_LOG_ERROR, "MESSIP-ACCEPT",
+			       "channel %s: accept: %s", c->pub->name,
+			       strerror(-fd));
+			return;
+		}
+		p = calloc(1, sizeof(*p));
+		if (!p) {
+			close(fd);
+			return;
+		}
+		p->src.kind = MP_SRC_PEER;
+		mp_link_init(&p->link, fd, MP_MAX_DATA);
+		ev.data.ptr = &p->src;
+		if (epoll_ctl(c->srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			mp_link_close(&p->link);
+			free(p);
+			return;
+		}
+		p->next = c->srv.peers;
+		c->srv.peers = p;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Manager side.                                                       */
+
+void mp_srv_watch_mgr(struct messip_channel_priv *c, int fd, uint32_t events)
+{
+	struct mp_srv *s = &c->srv;
+	struct epoll_event ev = {.events = events, .data.ptr = &c->cnx->src};
+
+	if (s->epfd < 0)
+		return;
+	if (s->mgr_fd == fd) {
+		if (fd >= 0 && events != s->mgr_events)
+			epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+		s->mgr_events = events;
+		return;
+	}
+	if (s->mgr_fd >= 0)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->mgr_fd, NULL);
+	s->mgr_fd = -1;
+	if (fd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		s->mgr_fd = fd;
+	s->mgr_events = events;
+}
+
+int mp_srv_push_buffered(struct messip_channel_priv *c,
+			 const struct mp_wire_msg *m)
+{
+	struct mp_srv *s = &c->srv;
+	struct mp_item *it;
+
+	if (s->seen_any && m->u <= s->seq_seen)
+		return 0; /* re-sent after a resume: already queued */
+	it = item_new(MP_ITEM_BUF, m->data, m->datalen);
+	if (!it)
+		return -ENOMEM;
+	it->type = m->a;
+	it->seq = m->u;
+	memcpy(it->id, m->id, sizeof(it->id));
+	s->seq_seen = m->u;
+	s->seen_any = true;
+	enqueue(s, it);
+	mp_srv_update_wake(c);
+	return 0;
+}
+
+int mp_srv_push_event(struct messip_channel_priv *c,
+		      const struct mp_wire_msg *m)
+{
+	struct mp_item *it;
+
+	if (m->a != MESSIP_MSG_DISCONNECT && m->a != MESSIP_MSG_DISMISSED &&
+	    m->a != MESSIP_MSG_DEATH_PROCESS) {
+		mp_log(MESSIP_LOG_WARNING, "MESSIP-EVENT-UNKNOWN",
+		       "channel %s: ignored event %d", c->pub->name, (int)m->a);
+		return 0;
+	}
+	it = item_new(MP_ITEM_EVENT, NULL, 0);
+	if (!it)
+		return -ENOMEM;
+	it->type = m->a;
+	it->seq = (uint64_t)(uint32_t)m->c;
+	memcpy(it->id, m->id, sizeof(it->id));
+	enqueue(&c->srv, it);
+	mp_srv_update_wake(c);
+	return 0;
+}
+
+void mp_srv_link_restored(struct messip_channel_priv *c, bool new_channel)
+{
+	struct mp_srv *s = &c->srv;
+
+	if (new_channel) {
+		s->seen_any = s->done_any = s->ack_due = false;
+	} else {
+		s->ack_due = s->done_any; /* what the manager may have lost */
+	}
+}
+
+/* Acknowledge what was handed out (cumulative BACK); never blocks. */
+static void ack_flush(struct messip_channel_priv *c)
+{
+	struct mp_wire_msg m;
+
+	if (!c->srv.ack_due)
+		return;
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_BACK;
+	m.b = c->handle;
+	m.u = c->srv.seq_done;
+	if (mp_cnx_post(c->cnx, &m) == 0) {
+		c->srv.ack_due = false;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Receive and reply.                                                  */
+
+static void set_result(struct messip_channel_priv *c, const char *id,
+		       int32_t datalen, int32_t stored)
+{
+	messip_channel_t *pub = c->pub;
+
+	memset(pub->remote_id, 0, sizeof(pub->remote_id));
+	if (id)
+		memcpy(pub->remote_id, id, MESSIP_MAXLEN_ID);
+	pub->datalen = datalen;
+	pub->datalenr = stored;
+}
+
+/* Hand out the next thing waiting: 0 with *result, MP_NOTHING, -errno. */
+static int take(struct messip_channel_priv *c, int32_t *type,
+		const struct mp_iov_sink *sink, int *result)
+{
+	struct mp_srv *s = &c->srv;
+	struct mp_item *it;
+	int32_t stored = 0;
+	int idx, rc;
+
+	if (manager_dead(c) && !s->shutdown_told) {
+		s->shutdown_told = true;
+		return -ESHUTDOWN;
+	}
+	if (mp_timer_take(c, type)) {
+		set_result(c, NULL, 0, 0);
+		*result = MESSIP_MSG_TIMER;
+		return 0;
+	}
+	it = dequeue(s);
+	if (!it)
+		return MP_NOTHING;
+	switch (it->kind) {
+	case MP_ITEM_SEND:
+		idx = slot_alloc(c);
+		if (idx < 0) {
+			push_front(s, it);
+			return idx;
+		}
+		rc = mp_iov_put(sink, it->data, it->len, &stored);
+		if (rc < 0) {
+			push_front(s, it);
+			return rc;
+		}
+		s->slots[idx].item = it;
+		s->slots[idx].canceled = false;
+		it->taken_ns = mp_time_now_ns();
+		c->pub->receive_allmsg[idx] = it->data;
+		*type = it->type;
+		set_result(c, it->peer->id, (int32_t)it->len, stored);
+		*result = idx;
+		return 0;
+	case MP_ITEM_BUF:
+		rc = mp_iov_put(sink, it->data, it->len, &stored);
+		if (rc < 0) {
+			push_front(s, it);
+			return rc;
+		}
+		*type = it->type;
+		set_result(c, it->id, (int32_t)it->len, stored);
+		s->seq_done = it->seq;
+		s->done_any = s->ack_due = true;
+		free(it);
+		/* Acknowledge at once: the record leaves the manager's ring
+		 * now, so a sender waiting for room wakes as soon as the
+		 * program has taken a message, not when it next sleeps. */
+		ack_flush(c);
+		*result = MESSIP_MSG_NOREPLY;
+		return 0;
+	default:
+		*type = 0;
+		set_result(c, it->id, 0, 0);
+		*result = it->type;
+		free(it);
+		return 0;
+	}
+}
+
+static void handle_event(struct messip_channel_priv *c,
+			 const struct epoll_event *ev)
+{
+	struct mp_src *src = ev->data.ptr;
+
+	switch (src->kind) {
+	case MP_SRC_MGR:
+		mp_cnx_pump(c->cnx);
+		break;
+	case MP_SRC_LISTEN:
+		accept_all(c);
+		break;
+	case MP_SRC_PEER:
+		peer_ready(c, container_of(src, struct mp_peer, src),
+			   ev->events);
+		break;
+	case MP_SRC_TIMER:
+		mp_timer_ready(container_of(src, struct mp_timer, src));
+		break;
+	default:
+		break; /* MP_SRC_WAKE: the queue is looked at anyway */
+	}
+}
+
+int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
+		   const struct mp_iov_sink *sink, int64_t deadline,
+		   int *result)
+{
+	struct epoll_event evs[MP_SRV_EVENTS];
+	struct messip_cnx *cnx = c->cnx;
+	bool waited = false;
+	int rc, n;
+
+	for (;;) {
+		int64_t now, until;
+
+		rc = take(c, type, sink, result);
+		if (rc != MP_NOTHING) {
+			mp_srv_update_wake(c);
+			return rc;
+		}
+		now = mp_time_now_ns();
+		if (waited && now >= deadline) {
+			ack_flush(c);
+			mp_srv_update_wake(c);
+			return -ETIMEDOUT;
+		}
+		/* About to sleep: acknowledge what was handed out, and
+		 * clear a stale wake flag (or epoll would not sleep). */
+		ack_flush(c);
+		if (c->srv.wake_set)
+			mp_srv_update_wake(c);
+		until = mp_cnx_wake_time(cnx);
+		if (until > deadline)
+			until = deadline;
+		n = epoll_wait(c->srv.epfd, evs, MP_SRV_EVENTS,
+			       mp_time_left_ms(until));
+		waited = true;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (int i = 0; i < n; i++)
+			handle_event(c, &evs[i]);
+		if (mp_cnx_wake_time(cnx) <= mp_time_now_ns())
+			mp_cnx_pump(cnx);
+		/* No mp_srv_update_wake() here: take() runs next, and the
+		 * flag is settled when receive returns. */
+	}
+}
+
+static void slot_release(struct messip_channel_priv *c, int index)
+{
+	struct mp_srv *s = &c->srv;
+	struct mp_item *it = s->slots[index].item;
+	struct mp_peer *p = it->peer;
+
+	s->slots[index].item = NULL;
+	s->slots[index].canceled = false;
+	c->pub->receive_allmsg[index] = NULL;
+	free(it);
+	p->refs--;
+	p->nreq--;
+	if (p->closed) {
+		if (p->refs == 0)
+			peer_free(c, p);
+	} else if (p->paused && p->nreq < MP_PEER_MAX_REQ) {
+		peer_unpause(c, p);
+	}
+}
+
+int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,
+		 const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+	struct mp_srv *s = &c->srv;
+	struct mp_wire_msg m;
+	struct mp_item *it;
+	struct mp_peer *p;
+	int64_t total;
+	int rc = 0;
+
+	if (index < 0 || index >= s->nslots || !s->slots[index].item)
+		return -EINVAL;
+	total = mp_iov_total(iov, iovcnt, MP_MAX_DATA);
+	if (total < 0)
+		return (int)total;
+	it = s->slots[index].item;
+	p = it->peer;
+	if (s->slots[index].canceled) {
+		rc = 0; /* the client gave up: nobody to tell */
+	} else if (p->closed ||
+		   (mp_time_now_ns() - it->taken_ns > MP_HUP_CHECK_NS &&
+		    mp_sock_hung_up(p->link.fd))) {
+		/* A write to a socket whose peer is gone still succeeds
+		 * locally: without this check a reply to a client that died
+		 * while its request was held would report success.  A reply
+		 * within a millisecond skips it (a syscall on the fast
+		 * path): a client dying then is indistinguishable from one
+		 * dying just after its reply arrived. */
+		peer_close(c, p, NULL); /* p lives on: refs > 0 */
+		rc = -ESRCH;
+	} else {
+		memset(&m, 0, sizeof(m));
+		m.op = MP_OP_REPLY;
+		m.reqid = it->reqid;
+		m.a = answer;
+		m.datalen = (uint32_t)total;
+		rc = peer_send(c, p, &m, iov, iovcnt, deadline);
+		if (rc == -ETIMEDOUT)
+			return rc; /* nothing sent: the index stays */
+		if (rc < 0) {
+			peer_close(c, p, NULL); /* p lives on: refs > 0 */
+			rc = -ESRCH;
+		}
+	}
+	slot_release(c, index);
+	mp_srv_update_wake(c);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Setup and teardown.                                                 */
+
+int mp_srv_open(struct messip_channel_priv *c, int lfd, int32_t maxbuf)
+{
+	struct mp_srv *s = &c->srv;
+	struct epoll_event ev = {.events = EPOLLIN};
+	int rc;
+
+	s->lfd = lfd;
+	s->mgr_fd = -1;
+	s->maxbuf = maxbuf;
+	s->lsrc.kind = MP_SRC_LISTEN;
+	s->wsrc.kind = MP_SRC_WAKE;
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	s->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->epfd < 0 || s->wakefd < 0)
+		return -errno;
+	ev.data.ptr = &s->lsrc;
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, lfd, &ev) < 0)
+		return -errno;
+	ev.data.ptr = &s->wsrc;
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev) < 0)
+		return -errno;
+	rc = slots_grow(c);
+	return rc;
+}
+
+void mp_srv_close(struct messip_channel_priv *c)
+{
+	struct mp_srv *s = &c->srv;
+	struct mp_item *it;
+
+	mp_timer_free_all(c);
+	while ((it = dequeue(s)) != NULL)
+		free(it);
+	for (int i = 0; i < s->nslots; i++)
+		free(s->slots[i].item);
+	while (s->peers) {
+		struct mp_peer *p = s->peers;
+
+		s->peers = p->next;
+		mp_link_close(&p->link);
+		free(p);
+	}
+	free(s->slots);
+	s->slots = NULL;
+	s->nslots = 0;
+	free(c->pub->receive_allmsg);
+	c->pub->receive_allmsg = NULL;
+	if (s->epfd >= 0)
+		close(s->epfd); /* also drops the manager fd from it */
+	if (s->lfd >= 0)
+		close(s->lfd);
+	if (s->wakefd >= 0)
+		close(s->wakefd);
+	s->epfd = s->lfd = s->wakefd = s->mgr_fd = -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Public API.                                                         */
+
+static int receive_common(messip_channel_t *ch, int32_t *type,
+			  const struct mp_iov_sink *sink, int msec_timeout)
+{
+	struct messip_channel_priv *c = mp_chan_get(ch);
+	int64_t deadline = mp_time_deadline(msec_timeout);
+	int32_t dummy;
+	int result = 0, rc;
+
+	if (!c || !c->server)
+		return mp_fail(-EINVAL);
+	rc = mp_iov_sink_check(sink);
+	if (rc < 0)
+		return mp_fail(rc);
+	rc = mp_srv_receive(c, type ? type : &dummy, sink, deadline, &result);
+	if (rc == -ETIMEDOUT) {
+		errno = ETIMEDOUT;
+		return MESSIP_MSG_TIMEOUT;
+	}
+	return rc < 0 ? mp_fail(rc) : result;
+}
+
+MESSIP_EXPORT int messip_receive(messip_channel_t *ch, int32_t *type,
+				 void *buffer, int maxlen, int msec_timeout)
+{
+	struct mp_iov_sink sink = mp_iov_sink_buf(buffer, maxlen);
+
+	return receive_common(ch, type, &sink, msec_timeout);
+}
+
+MESSIP_EXPORT int messip_receivev(messip_channel_t *ch, int32_t *type,
+				  const struct iovec *iov, int iovcnt,
+				  int msec_timeout)
+{
+	static const struct iovec none;
+	struct mp_iov_sink sink = {NULL, 0, iovcnt ? iov : &none, iovcnt};
+
+	if (iovcnt && !iov)
+		return mp_fail(-EINVAL);
+	return receive_common(ch, type, &sink, msec_timeout);
+}
+
+static int reply_common(messip_channel_t *ch, int index, int32_t answer,
+			const struct iovec *iov, int iovcnt, int msec_timeout)
+{
+	struct messip_channel_priv *c = mp_chan_get(ch);
+	int rc;
+
+	if (!c || !c->server)
+		return mp_fail(-EINVAL);
+	rc = mp_srv_reply(c, index, answer, iov, iovcnt,
+			  mp_time_deadline(msec_timeout));
+	if (rc == -ETIMEDOUT) {
+		errno = ETIMEDOUT;
+		return MESSIP_MSG_TIMEOUT;
+	}
+	return rc < 0 ? mp_fail(rc) : 0;
+}
+
+MESSIP_EXPORT int messip_reply(messip_channel_t *ch, int index, int32_t answer,
+			       const void *reply_buffer, int reply_len,
+			       int msec_timeout)
+{
+	struct iovec v = {(void *)reply_buffer, (size_t)reply_len};
+
+	if (reply_len < 0 || (reply_len > 0 && !reply_buffer))
+		return mp_fail(-EINVAL);
+	if (reply_len > MP_MAX_DATA)
+		return mp_fail(-EMSGSIZE);
+	return reply_common(ch, index, answer, &v, reply_len ? 1 : 0,
+			    msec_timeout);
+}
+
+MESSIP_EXPORT int messip_replyv(messip_channel_t *ch, int index, int32_t answer,
+				const struct iovec *iov, int iovcnt,
+				int msec_timeout)
+{
+	return reply_common(ch, index, answer, iov, iovcnt, msec_timeout);
+}
+
+MESSIP_EXPORT int messip_channel_fd(messip_channel_t *ch)
+{
+	struct messip_channel_priv *c = mp_chan_get(ch);
+
+	if (!c || !c->server)
+		return mp_fail(-EINVAL);
+	mp_srv_update_wake(c);
+	return c->srv.epfd;
+}

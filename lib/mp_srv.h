@@ -1,0 +1,64 @@
+/*
+ * mp_srv — the server side of a channel: one epoll over the listening
+ * socket, the direct client connections, the manager link, the timers and
+ * a wake eventfd; the queue of work not yet handed to the program; the
+ * receive indices awaiting a reply.
+ *
+ * Everything that arrives is first decoded into the channel's queue (one
+ * FIFO: synchronous requests, buffered messages, events); receive hands
+ * out the queue's head, timers first.  The wake eventfd is readable
+ * exactly while the queue (or a timer) holds something, so the epoll fd
+ * (messip_channel_fd) is readable whenever receive would not block.
+ *
+ * Buffered messages are acknowledged to the manager (BACK, cumulative)
+ * as soon as they are handed to the program (retried before receive
+ * sleeps if the link could not take it at once).  Records the manager re-sends
+ * after a resume are recognised by their sequence number and dropped.
+ */
+#ifndef MP_SRV_H
+#define MP_SRV_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "mp_iov.h"
+#include "mp_priv.h"
+#include "mp_wire.h"
+
+/* Set up the server state around the listening socket lfd (adopted). */
+int mp_srv_open(struct messip_channel_priv *c, int lfd, int32_t maxbuf);
+
+/* Close every descriptor and free every queued item and index. */
+void mp_srv_close(struct messip_channel_priv *c);
+
+/* Watch the manager link's fd (or stop: fd -1) with epoll events. */
+void mp_srv_watch_mgr(struct messip_channel_priv *c, int fd, uint32_t events);
+
+/* Queue what the manager pushed (BDELIVER / EVENT).  0 or -ENOMEM. */
+int mp_srv_push_buffered(struct messip_channel_priv *c,
+			 const struct mp_wire_msg *m);
+int mp_srv_push_event(struct messip_channel_priv *c,
+		      const struct mp_wire_msg *m);
+
+/* The manager link came back: re-acknowledge (resumed), or start the
+ * sequence numbers afresh (a new channel after a re-registration). */
+void mp_srv_link_restored(struct messip_channel_priv *c, bool new_channel);
+
+/* Re-evaluate the wake eventfd (after timers or the queue changed). */
+void mp_srv_update_wake(struct messip_channel_priv *c);
+
+/*
+ * See messip_receive.  0 with *result = an index >= 0 or a MESSIP_MSG_*
+ * code (kept out of the return value: MESSIP_MSG_DISCONNECT == -2 would
+ * read as -ENOENT); or -ETIMEDOUT, -ENOMEM, -ESHUTDOWN (once, when the
+ * manager link is declared dead), -errno from epoll.
+ */
+int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
+		   const struct mp_iov_sink *sink, int64_t deadline,
+		   int *result);
+
+/* See messip_reply: 0, -EINVAL, -ESRCH, -ETIMEDOUT. */
+int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,
+		 const struct iovec *iov, int iovcnt, int64_t deadline);
+
+#endif
