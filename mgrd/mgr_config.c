@@ -330,6 +330,17 @@ int mgr_config_check(const struct mgr_config *c, const char *origin,
 			 origin, c->listen);
 		return -EINVAL;
 	}
+	/* The status page shows ids and peers: same rule as the API. */
+	if (strcmp(c->status_listen, "off") != 0 &&
+	    (mgr_net_parse_addr(c->status_listen, &a) < 0 ||
+	     (!mgr_net_is_loopback(&a) && !c->allow_remote))) {
+		snprintf(err, errlen,
+			 "%s: status_listen: '%s' is not a loopback address; "
+			 "set 'allow_remote yes' to serve the status page "
+			 "beyond this host",
+			 origin, c->status_listen);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -407,6 +418,7 @@ int mgr_config_load(struct mgr_config *c, const char *path, char *err,
 		if (rc)
 			break;
 		if (strcmp(key, "listen") == 0 ||
+		    strcmp(key, "status_listen") == 0 ||
 		    strcmp(key, "allow_remote") == 0)
 			listen_line = lineno;
 	}

@@ -71,8 +71,8 @@ int mgr_config_set(struct mgr_config *c, const char *key, const char *value,
 		   const char *origin, int line, char *err, size_t errlen);
 
 /*
- * Cross-key checks: a non-loopback listen address needs allow_remote yes.
- * 0 or -EINVAL with err ("origin: listen: reason").
+ * Cross-key checks: a non-loopback listen or status_listen address needs
+ * allow_remote yes.  0 or -EINVAL with err ("origin: key: reason").
  */
 int mgr_config_check(const struct mgr_config *c, const char *origin,
 		     char *err, size_t errlen);

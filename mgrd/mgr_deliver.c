@@ -104,9 +104,11 @@ static int deliver_ch(struct mgr_worker *w, struct mgr_conn *c,
 			 * one consumer): start again from the tail; the
 			 * library drops what it already has. */
 			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-RINGCURSOR",
-				"channel slot %d: delivery cursor lost; "
-				"re-sending from the oldest record",
-				s->slot);
+				"channel '%.*s' (slot %d, server %s): "
+				"delivery cursor lost; re-sending from the "
+				"oldest record",
+				MP_CHTAB_NAME_MAX, w->st->chans[s->slot].name,
+				s->slot, c->peer);
 			s->started = 0;
 			break;
 		}
@@ -114,9 +116,10 @@ static int deliver_ch(struct mgr_worker *w, struct mgr_conn *c,
 		 * its only consumer, so it may reset it; what was queued is
 		 * lost and said so. */
 		mgr_log(MGR_LOG_ERROR, "MESSIP-MGR-RINGCORRUPT",
-			"channel slot %d (registration %u): ring error %s; "
-			"discarding its queued records",
-			s->slot, c->regno, strerror(-rc));
+			"channel '%.*s' (slot %d, server %s, registration %u): "
+			"ring error %s; discarding its queued records",
+			MP_CHTAB_NAME_MAX, w->st->chans[s->slot].name, s->slot,
+			c->peer, c->regno, strerror(-rc));
 		mp_ring_reset(ring);
 		s->started = 0;
 		break;
@@ -200,8 +203,10 @@ int mgr_deliver_ack(struct mgr_worker *w, struct mgr_conn *c, int idx,
 	}
 	if (rc < 0) {
 		mgr_log(MGR_LOG_ERROR, "MESSIP-MGR-RINGCORRUPT",
-			"channel slot %d: release failed: %s", s->slot,
-			strerror(-rc));
+			"channel '%.*s' (slot %d, server %s): release failed: "
+			"%s",
+			MP_CHTAB_NAME_MAX, w->st->chans[s->slot].name, s->slot,
+			c->peer, strerror(-rc));
 		s->started = 0;
 	}
 	return deliver_ch(w, c, s);

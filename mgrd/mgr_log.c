@@ -52,13 +52,20 @@ void mgr_log(enum mgr_log_level level, const char *msgid, const char *fmt, ...)
 
 	if (level > log_level || level < MGR_LOG_ERROR)
 		return;
-	if (log_worker < 0)
+	if (log_worker == MGR_LOG_ROLE_STATUS)
+		snprintf(role, sizeof(role), "status");
+	else if (log_worker < 0)
 		snprintf(role, sizeof(role), "master");
 	else
 		snprintf(role, sizeof(role), "worker %d", log_worker);
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	/* Ids and channel names come from clients: a newline or an escape
+	 * sequence in one must not forge a line or drive a terminal. */
+	for (char *p = text; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	if (log_target == MGR_LOG_SYSLOG) {
 		syslog(prio[level], "%s %s: %s", role, msgid, text);
 		return;

@@ -8,6 +8,9 @@
  * can change on reload.  Per-peer errors go through a rate limiter
  * (struct mgr_ratelimit) so that a misbehaving client cannot flood the log.
  *
+ * Control characters in the text are written as '?', so that client
+ * strings (ids, channel names) cannot forge lines.
+ *
  * The module keeps process-local state only (role, level, target); each
  * process of the manager sets its own after fork.
  */
@@ -28,8 +31,10 @@ enum mgr_log_target {
 	MGR_LOG_SYSLOG,
 };
 
-/* Set the role shown in every line: worker < 0 is the master, else
- * "worker N".  Call after fork. */
+/* Set the role shown in every line: worker >= 0 is "worker N",
+ * MGR_LOG_ROLE_STATUS the status process, any other negative value the
+ * master.  Call after fork. */
+#define MGR_LOG_ROLE_STATUS (-2)
 void mgr_log_set_role(int worker);
 
 /* Level filter and output; switching to syslog opens it ("messip-mgr",

@@ -3,7 +3,8 @@
  *
  * Invariants: pids[i] > 0 exactly while worker i runs; a worker slot with
  * respawn_at > 0 is due for a restart at that time; fatal[i] marks a
- * worker that exited MGR_EXIT_FATAL and is not restarted.
+ * worker that exited MGR_EXIT_FATAL and is not restarted.  The status
+ * process (mgr_status.h) is supervised the same way through `status`.
  */
 #include "config.h"
 
@@ -22,6 +23,7 @@
 #include "mgr_master.h"
 #include "mgr_net.h"
 #include "mgr_state.h"
+#include "mgr_status.h"
 #include "mgr_worker.h"
 #include "mp_host.h"
 #include "mp_time.h"
@@ -45,6 +47,7 @@ struct master {
 	int quick_deaths[MGR_MAX_WORKERS];
 	int fatal[MGR_MAX_WORKERS];
 	uint64_t host_token;
+	struct mgr_status_sup status;
 };
 
 static volatile sig_atomic_t got_chld, got_hup, got_term;
@@ -112,8 +115,11 @@ static int spawn(struct master *m, int i)
 		return -e;
 	}
 	if (pid == 0) {
-		int rc = mgr_worker_run(&m->st, &m->cfg, i, m->lfd, m->efds[i],
-					getppid(), m->host_token);
+		int rc;
+
+		mgr_status_close_in_child(&m->status);
+		rc = mgr_worker_run(&m->st, &m->cfg, i, m->lfd, m->efds[i],
+				    getppid(), m->host_token);
 
 		_exit(rc);
 	}
@@ -134,6 +140,8 @@ static void reap(struct master *m)
 		int64_t now = mp_time_now_ns();
 		int i;
 
+		if (mgr_status_reaped(&m->status, pid, status))
+			continue;
 		for (i = 0; i < (int)m->cfg.workers; i++)
 			if (m->pids[i] == pid)
 				break;
@@ -315,6 +323,8 @@ static int start(struct master *m)
 	mgr_log(MGR_LOG_INFO, "MESSIP-MGR-START",
 		"listening on %s with %lld workers, segment %s (%zu bytes)",
 		where, (long long)m->cfg.workers, name, m->st.lay.total);
+	/* Not fatal: a manager without its status page still serves. */
+	mgr_status_listen(&m->status, &m->cfg);
 	return 0;
 }
 
@@ -332,17 +342,20 @@ int mgr_master_run(const struct mgr_config *c, const char *conf_path,
 	m->port_override = port_override;
 	m->workers_override = workers_override;
 	m->lfd = -1;
+	mgr_status_init(&m->status);
 	for (int i = 0; i < MGR_MAX_WORKERS; i++)
 		m->efds[i] = -1;
 	mgr_log_set_role(-1);
 	raise_nofile();
 	setup_signals(&waitmask);
 	if (start(m) < 0) {
+		mgr_status_stop(&m->status);
 		mgr_state_close(&m->st);
 		return MGR_EXIT_STARTUP;
 	}
 	for (int i = 0; i < (int)m->cfg.workers; i++)
 		spawn(m, i);
+	mgr_status_spawn(&m->status, &m->st, &m->cfg, m->lfd);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "1", 1) < 0) {
 			/* the parent is gone: nobody to tell */
@@ -374,6 +387,7 @@ int mgr_master_run(const struct mgr_config *c, const char *conf_path,
 			if (m->pids[i] > 0 || !m->fatal[i])
 				alive++;
 		}
+		mgr_status_tick(&m->status, &m->st, &m->cfg, m->lfd, &next);
 		if (!alive) {
 			mgr_log(MGR_LOG_ERROR, "MESSIP-MGR-NOWORKERS",
 				"every worker failed to set up; stopping");
@@ -388,6 +402,7 @@ int mgr_master_run(const struct mgr_config *c, const char *conf_path,
 		ppoll(NULL, 0, &ts, &waitmask);
 	}
 	mgr_log(MGR_LOG_INFO, "MESSIP-MGR-STOP", "stopping");
+	mgr_status_stop(&m->status);
 	stop_workers(m, &waitmask);
 	mgr_state_close(&m->st);
 	close(m->lfd);

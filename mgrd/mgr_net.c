@@ -167,6 +167,27 @@ int mgr_net_accept(int lfd, char *peer, size_t peerlen)
 	/* Frames are small and latency matters more than packet count;
 	 * batching is done by the writer (one write per loop pass). */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	mgr_net_keepalive(fd);
 	format_ss(&ss, peer, peerlen);
 	return fd;
+}
+
+void mgr_net_keepalive(int fd)
+{
+	int one = 1, v;
+
+	/* A client host that vanishes (link down, power off) sends no FIN
+	 * nor RST: without probes its connection would look idle forever
+	 * and its registration would never end.  Failures leave the
+	 * kernel's defaults, which still notice, only much later. */
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	v = MGR_KEEPIDLE_S;
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
+	v = MGR_KEEPINTVL_S;
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+	v = MGR_KEEPCNT;
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+	/* Unacknowledged output (answers, deliveries) gives up as soon. */
+	v = MGR_USER_TIMEOUT_MS;
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof(v));
 }

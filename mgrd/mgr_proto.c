@@ -26,10 +26,11 @@ static int send_msg(struct mgr_worker *w, struct mgr_conn *c,
 	int rc = mgr_conn_send(c, m);
 
 	if (rc == -ENOBUFS) {
-		mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-SLOWPEER",
-			"peer %s (registration %u) does not read its "
-			"answers; dropping it",
-			c->peer, c->regno);
+		if (mgr_ratelimit_take(&w->peer_rl, NULL))
+			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-SLOWPEER",
+				"peer %s (registration %u) does not read its "
+				"answers; dropping it",
+				c->peer, c->regno);
 		return rc;
 	}
 	if (rc == 0)
@@ -78,12 +79,19 @@ static int ch_info(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
 static void bad_input(struct mgr_worker *w, struct mgr_conn *c,
 		      const char *msgid, const char *what)
 {
+	uint32_t supp = 0;
+	char more[48] = "";
+
 	__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
 			   __ATOMIC_RELAXED);
-	if (c->logged_bad++)
+	/* Once per connection, and a flood of bad connections is cut to a
+	 * few lines by the worker's limiter. */
+	if (c->logged_bad++ || !mgr_ratelimit_take(&w->peer_rl, &supp))
 		return;
-	mgr_log(MGR_LOG_WARNING, msgid, "peer %s%s%s: %s; closing", c->peer,
-		c->id[0] ? " id " : "", c->id, what);
+	if (supp)
+		snprintf(more, sizeof(more), " (%u lines suppressed)", supp);
+	mgr_log(MGR_LOG_WARNING, msgid, "peer %s%s%s: %s; closing%s", c->peer,
+		c->id[0] ? " id " : "", c->id, what, more);
 }
 
 static void unpark(struct mgr_worker *w, struct mgr_conn *c)
@@ -183,8 +191,9 @@ static int on_ch_create(struct mgr_worker *w, struct mgr_conn *c,
 		return result(w, c, m->reqid, ENOMEM, 0, 0);
 	}
 	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-CREATE",
-		"channel '%s' (slot %d) created by registration %u (%s)",
-		m->name, slot, c->regno, c->id);
+		"channel '%s' (slot %d) created by registration %u (%s) "
+		"from %s",
+		m->name, slot, c->regno, c->id, c->peer);
 	return result(w, c, m->reqid, 0, slot, gen);
 }
 

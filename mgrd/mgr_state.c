@@ -592,9 +592,11 @@ static void reg_end_locked(struct mgr_state *st, uint32_t reg, int clean)
 		if (st->sh->nregs > 0)
 			st->sh->nregs--;
 	}
+	/* Log: the strings are the segment's, bounded by their arrays. */
 	mgr_log(MGR_LOG_INFO, "MESSIP-MGR-END",
-		"registration %u (%s, pid %d) ended %s", r->regno, r->id,
-		r->pid, clean ? "cleanly" : "uncleanly");
+		"registration %u (%.*s, pid %d, peer %.*s) ended %s", r->regno,
+		(int)sizeof(r->id), r->id, r->pid, (int)sizeof(r->peer),
+		r->peer, clean ? "cleanly" : "uncleanly");
 }
 
 /* ---- registrations -------------------------------------------------------- */
@@ -774,9 +776,11 @@ int mgr_state_housekeep(struct mgr_state *st, int64_t now_ns)
 				died + st->resume_grace_ms * 1000000LL;
 			r->state = REG_ORPHAN;
 			mgr_log(MGR_LOG_INFO, "MESSIP-MGR-ORPHAN",
-				"registration %u (%s) orphaned by the death of "
-				"worker %u; waiting %lld ms for it to resume",
-				r->regno, r->id, r->worker,
+				"registration %u (%.*s, peer %.*s) orphaned by "
+				"the death of worker %u; waiting %lld ms for "
+				"it to resume",
+				r->regno, (int)sizeof(r->id), r->id,
+				(int)sizeof(r->peer), r->peer, r->worker,
 				(long long)st->resume_grace_ms);
 		} else if (r->state == REG_ORPHAN && now_ns >= r->deadline_ns) {
 			reg_end_locked(st, i, 0);

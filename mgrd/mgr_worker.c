@@ -342,11 +342,14 @@ static void tick(struct mgr_worker *w)
 		    w->now - c->stall_ns >= w->cfg.write_timeout_ms * 1000000LL) {
 			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
 					   __ATOMIC_RELAXED);
-			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-SLOWPEER",
-				"peer %s (registration %u) read nothing of %zu "
-				"pending bytes for %lld ms; dropping it",
-				c->peer, c->regno, mgr_conn_out_pending(c),
-				(long long)w->cfg.write_timeout_ms);
+			if (mgr_ratelimit_take(&w->peer_rl, NULL))
+				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-SLOWPEER",
+					"peer %s (registration %u) read "
+					"nothing of %zu pending bytes for "
+					"%lld ms; dropping it",
+					c->peer, c->regno,
+					mgr_conn_out_pending(c),
+					(long long)w->cfg.write_timeout_ms);
 			conn_close(w, c, c->state == MGR_CONN_OPEN);
 			continue;
 		}
@@ -355,17 +358,22 @@ static void tick(struct mgr_worker *w)
 		if (c->state == MGR_CONN_HANDSHAKE) {
 			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
 					   __ATOMIC_RELAXED);
-			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-HANDSHAKE",
-				"peer %s: no HELLO within %lld ms; closing",
-				c->peer, (long long)w->cfg.handshake_timeout_ms);
+			if (mgr_ratelimit_take(&w->peer_rl, NULL))
+				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-HANDSHAKE",
+					"peer %s: no HELLO within %lld ms; "
+					"closing",
+					c->peer,
+					(long long)w->cfg.handshake_timeout_ms);
 		} else if (c->state == MGR_CONN_OPEN) {
 			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
 					   __ATOMIC_RELAXED);
-			mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-READTIMEOUT",
-				"peer %s (registration %u): frame not completed "
-				"within %lld ms; closing",
-				c->peer, c->regno,
-				(long long)w->cfg.handshake_timeout_ms);
+			if (mgr_ratelimit_take(&w->peer_rl, NULL))
+				mgr_log(MGR_LOG_WARNING,
+					"MESSIP-MGR-READTIMEOUT",
+					"peer %s (registration %u): frame not "
+					"completed within %lld ms; closing",
+					c->peer, c->regno,
+					(long long)w->cfg.handshake_timeout_ms);
 		}
 		conn_close(w, c, c->state == MGR_CONN_OPEN);
 	}
