@@ -51,7 +51,7 @@ struct cfg_row {
 static const struct cfg_row rows[] = {
 	{ "listen", T_ADDR, F(listen), 0, 0, "127.0.0.1:9200", 0 },
 	{ "status_listen", T_ADDROFF, F(status_listen), 0, 0,
-	  "127.0.0.1:9201", 0 },
+	  MGR_STATUS_DEFAULT, 0 },
 	{ "workers", T_WORKERS, F(workers), 1, MGR_MAX_WORKERS, "auto", 0 },
 	{ "max_channels", T_INT, F(max_channels), 1, 1 << 20, "1024", 0 },
 	{ "max_links", T_INT, F(max_links), 16, 1 << 22, "16384", 0 },

@@ -21,6 +21,7 @@
 #define MGR_ADDR_MAX   80
 #define MGR_ERR_MAX    512
 #define MGR_MAX_WORKERS 64    /* worker bitmasks in the segment are 64-bit */
+#define MGR_STATUS_DEFAULT "127.0.0.1:9201" /* -p PORT moves it to PORT + 1 */
 
 struct mgr_config {
 	/* non-reloadable */

@@ -56,6 +56,16 @@ static int apply_overrides(struct mgr_config *c, const char *port,
 		mgr_net_parse_addr(c->listen, &a);
 		mgr_net_set_port(&a, (unsigned)p);
 		mgr_net_format(&a, c->listen, sizeof(c->listen));
+		/* The status page follows the API port (PORT + 1) unless the
+		 * file chose its own, so two managers started with -p on
+		 * default settings do not compete for 9201. */
+		if (strcmp(c->status_listen, MGR_STATUS_DEFAULT) == 0 &&
+		    p < 65535) {
+			mgr_net_parse_addr(c->status_listen, &a);
+			mgr_net_set_port(&a, (unsigned)p + 1);
+			mgr_net_format(&a, c->status_listen,
+				       sizeof(c->status_listen));
+		}
 	}
 	if (workers &&
 	    mgr_config_set(c, "workers", workers, "-w", 0, err, errlen) < 0)
