@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mgr_utf8.h"
+
 #define DEFAULT_STATUS "127.0.0.1:9201"
 #define DEFAULT_PORT   9200
 #define BODY_MAX       (8u * 1024 * 1024)
@@ -437,40 +439,6 @@ static int jnew(struct jdoc *d, int type)
 	return (int)d->count++;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 static int is_hex(char c)
 {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
@@ -504,7 +472,7 @@ static int jstring(struct jdoc *d, uint32_t *start, uint32_t *len)
 			i += 6;
 			continue;
 		}
-		k = utf8_len(u + i, d->n - i);
+		k = mgr_utf8_len(u + i, d->n - i, 1);
 		if (k == 0)
 			return jfail(d, "invalid UTF-8");
 		i += k;
@@ -810,7 +778,7 @@ static void jstr(const struct jdoc *d, int i, char *out, size_t size)
 			/* Validated UTF-8: copy the sequence whole, but
 			 * C1 controls (U+0080..U+009F) become '?'. */
 			const unsigned char *u = (const unsigned char *)s + k;
-			size_t q = utf8_len(u, n->len - k);
+			size_t q = mgr_utf8_len(u, n->len - k, 1);
 
 			if (q == 0)
 				q = 1;

@@ -29,6 +29,7 @@
 #include "mgr_log.h"
 #include "mgr_net.h"
 #include "mgr_status.h"
+#include "mgr_utf8.h"
 #include "mgr_worker.h"
 #include "mp_ring.h"
 #include "mp_time.h"
@@ -118,44 +119,6 @@ static void sb_printf(struct mgr_sbuf *b, const char *fmt, ...)
 	sb_add(b, tmp, (size_t)n);
 }
 
-/*
- * Length of the valid UTF-8 sequence at s (n bytes left), or 0 when it is
- * not one we pass through: malformed, overlong, a surrogate, past
- * U+10FFFF, or a C1 control (a terminal could act on it).
- */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 2 && cp < 0xa0) || (len == 3 && cp < 0x800) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 enum { ESC_HTML, ESC_JSON };
 
 /* Append text from the segment (at most max bytes, stops at NUL),
@@ -200,7 +163,7 @@ static void sb_text(struct mgr_sbuf *b, const char *s, size_t max, int mode)
 			i++;
 			continue;
 		}
-		len = utf8_len(u + i, n - i);
+		len = mgr_utf8_len(u + i, n - i, 0);
 		if (len == 0) {
 			sb_add(b, repl, 3);
 			i++;

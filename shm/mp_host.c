@@ -69,19 +69,6 @@ static uint64_t tok_check(uint64_t token)
 	return mix64(token ^ HOST_MAGIC);
 }
 
-static int check_name(const char *name)
-{
-	size_t len;
-
-	if (!name || name[0] != '/')
-		return -EINVAL;
-	len = strnlen(name, MP_SHM_NAME_MAX);
-	if (len >= MP_SHM_NAME_MAX)
-		return -ENAMETOOLONG;
-	if (len < 2 || strchr(name + 1, '/'))
-		return -EINVAL;
-	return 0;
-}
 
 /* 0 and *token; -ENOENT; -EACCES; -EBADMSG (not a valid token, perhaps
  * not yet); or another -errno. */
@@ -198,7 +185,7 @@ int mp_host_token_named(const char *name, uint64_t *token)
 	int replaced = 0;
 	int rc, r;
 
-	rc = check_name(name);
+	rc = mp_shm_check_name(name);
 	if (rc)
 		return rc;
 	for (;;) {

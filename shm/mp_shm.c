@@ -62,8 +62,7 @@ static void handle_reset(mp_shm_t *s)
 	memset(s->name, 0, sizeof(s->name));
 }
 
-/* "/name": one leading slash, no other, at least one more character. */
-static int check_name(const char *name)
+int mp_shm_check_name(const char *name)
 {
 	size_t len;
 
@@ -86,7 +85,7 @@ int mp_shm_create(mp_shm_t *s, const char *name, uint64_t magic,
 	int fd, rc;
 
 	handle_reset(s);
-	rc = check_name(name);
+	rc = mp_shm_check_name(name);
 	if (rc)
 		return rc;
 	if (size <= MP_SHM_HDR_SIZE || (uint64_t)size > (uint64_t)INT64_MAX)
@@ -160,7 +159,7 @@ int mp_shm_open(mp_shm_t *s, const char *name, uint64_t magic,
 	int fd, rc;
 
 	handle_reset(s);
-	rc = check_name(name);
+	rc = mp_shm_check_name(name);
 	if (rc)
 		return rc;
 	fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
@@ -238,7 +237,7 @@ void mp_shm_close(mp_shm_t *s)
 
 int mp_shm_unlink(const char *name)
 {
-	int rc = check_name(name);
+	int rc = mp_shm_check_name(name);
 
 	if (rc)
 		return rc;

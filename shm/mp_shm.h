@@ -88,6 +88,10 @@ uint32_t mp_shm_bump_generation(mp_shm_t *s);
 /* Unmap; when the handle is the owner, unlink the name too.  Idempotent. */
 void mp_shm_close(mp_shm_t *s);
 
+/* Check a segment name: "/name", one leading slash and no other, at
+ * least one more character.  0, -EINVAL, -ENAMETOOLONG. */
+int mp_shm_check_name(const char *name);
+
 /* Unlink a name (stale-object clean-up).  0 or -errno. */
 int mp_shm_unlink(const char *name);
 
