@@ -75,6 +75,18 @@ int32_t mp_cnx_wait_field(int64_t deadline)
 	return deadline == MP_TIME_FOREVER ? -1 : mp_time_left_ms(deadline);
 }
 
+/* Frames read behind an answer stay in the link's buffer, where the
+ * socket no longer reports them: make every server's wait see them
+ * (its receive dispatches them). */
+static void wake_servers(struct messip_cnx *cnx)
+{
+	if (!mp_link_frame_ready(&cnx->mgr))
+		return;
+	for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
+		if (c->server)
+			mp_srv_update_wake(c);
+}
+
 void mp_cnx_add_chan(struct messip_cnx *cnx, struct messip_channel_priv *c)
 {
 	c->next = cnx->chans;
@@ -83,6 +95,8 @@ void mp_cnx_add_chan(struct messip_cnx *cnx, struct messip_channel_priv *c)
 		mp_srv_watch_mgr(c, cnx->mgr.fd,
 				 cnx->state == MP_CNX_CONNECTING ? EPOLLOUT
 								 : EPOLLIN);
+	if (c->server)
+		mp_srv_update_wake(c); /* records behind the CH_CREATE answer */
 }
 
 void mp_cnx_remove_chan(struct messip_cnx *cnx, struct messip_channel_priv *c)
@@ -302,10 +316,20 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 		return 0;
 	case MP_OP_EVENT:
 		c = find_server(cnx, m->b);
-		if (c && mp_srv_push_event(c, m) < 0)
+		if (c && mp_srv_push_event(c, m) < 0) {
 			mp_log(MESSIP_LOG_ERROR, "MESSIP-NOMEM",
 			       "event %d for %s dropped", (int)m->a,
 			       c->pub->name);
+			return 0;
+		}
+		/* Queued (or a copy re-sent after a resume, or not ours any
+		 * more): the manager may forget it. */
+		memset(&a, 0, sizeof(a));
+		a.op = MP_OP_BACK;
+		a.flags = MP_WIRE_F_EVENT;
+		a.b = m->b;
+		a.u = m->u;
+		mp_cnx_post(cnx, &a);
 		return 0;
 	case MP_OP_PING:
 		memset(&a, 0, sizeof(a));
@@ -344,6 +368,7 @@ static int await_answer(struct messip_cnx *cnx, uint32_t reqid,
 				*ans = m;
 				ans->data = NULL;
 				ans->datalen = 0;
+				wake_servers(cnx);
 				return 0;
 			}
 			if (dispatch(cnx, &m) < 0) {

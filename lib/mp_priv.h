@@ -81,6 +81,7 @@ struct mp_srv {
 	int32_t maxbuf;	    /* maxnb_msg_buffered, for re-registration */
 	uint64_t seq_seen;  /* highest BDELIVER sequence queued */
 	uint64_t seq_done;  /* highest handed to the program */
+	uint64_t ev_seen;   /* highest EVENT sequence queued (0: none) */
 	bool seen_any;	    /* seq_seen is meaningful */
 	bool done_any;	    /* seq_done is meaningful */
 	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */

@@ -164,8 +164,12 @@ static bool manager_dead(const struct messip_channel_priv *c)
 void mp_srv_update_wake(struct messip_channel_priv *c)
 {
 	struct mp_srv *s = &c->srv;
+	/* Frames the manager sent right behind the answer to a request
+	 * wait in the link's buffer, where the socket no longer reports
+	 * them: they count as something to hand out (receive pumps them). */
 	bool pending = s->qhead || mp_timer_pending(c) ||
-		       (manager_dead(c) && !s->shutdown_told);
+		       (manager_dead(c) && !s->shutdown_told) ||
+		       mp_link_frame_ready(&c->cnx->mgr);
 	uint64_t v = 1;
 
 	if (pending == s->wake_set || s->wakefd < 0)
@@ -506,6 +510,8 @@ int mp_srv_push_event(struct messip_channel_priv *c,
 {
 	struct mp_item *it;
 
+	if (m->u && m->u <= c->srv.ev_seen)
+		return 0; /* re-sent after a resume: already queued */
 	if (m->a != MESSIP_MSG_DISCONNECT && m->a != MESSIP_MSG_DISMISSED &&
 	    m->a != MESSIP_MSG_DEATH_PROCESS) {
 		mp_log(MESSIP_LOG_WARNING, "MESSIP-EVENT-UNKNOWN",
@@ -518,6 +524,8 @@ int mp_srv_push_event(struct messip_channel_priv *c,
 	it->type = m->a;
 	it->seq = (uint64_t)(uint32_t)m->c;
 	memcpy(it->id, m->id, sizeof(it->id));
+	if (m->u)
+		c->srv.ev_seen = m->u;
 	enqueue(&c->srv, it);
 	mp_srv_update_wake(c);
 	return 0;
@@ -529,6 +537,7 @@ void mp_srv_link_restored(struct messip_channel_priv *c, bool new_channel)
 
 	if (new_channel) {
 		s->seen_any = s->done_any = s->ack_due = false;
+		s->ev_seen = 0;
 	} else {
 		s->ack_due = s->done_any; /* what the manager may have lost */
 	}
@@ -662,7 +671,7 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 {
 	struct epoll_event evs[MP_SRV_EVENTS];
 	struct messip_cnx *cnx = c->cnx;
-	bool waited = false;
+	bool waited = false, pumped = false;
 	int rc, n;
 
 	for (;;) {
@@ -679,6 +688,14 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 			mp_srv_update_wake(c);
 			return -ETIMEDOUT;
 		}
+		/* Frames already read from the manager (behind an answer)
+		 * would not wake the epoll below: dispatch them first. */
+		if (!pumped && mp_link_frame_ready(&cnx->mgr)) {
+			pumped = true;
+			mp_cnx_pump(cnx);
+			continue;
+		}
+		pumped = false;
 		/* About to sleep: acknowledge what was handed out, and
 		 * clear a stale wake flag (or epoll would not sleep). */
 		ack_flush(c);

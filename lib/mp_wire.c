@@ -37,7 +37,7 @@
  *   BSEND          x x x .  .   .   .    x
  *   BDELIVER       x x x x  .   x   .    x
  *   BACK           . x . x  .   .   .    .
- *   EVENT          x x x .  .   x   .    .
+ *   EVENT          x x x x  .   x   .    .
  *   DEATH_NOTIFY   x . . .  .   .   .    .
  *   PING, PONG     . . . .  .   .   .    .
  *   BYE, CANCEL    . . . .  .   .   .    .
@@ -100,7 +100,8 @@ static const struct op_row op_table[MP_OP_MAX_] = {
 				       MP_WF_ID | MP_WF_DATA,
 			       "BDELIVER"),
 	[MP_OP_BACK] = ROW(MP_WF_B | MP_WF_U, "BACK"),
-	[MP_OP_EVENT] = ROW(MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_ID, "EVENT"),
+	[MP_OP_EVENT] =
+		ROW(MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_U | MP_WF_ID, "EVENT"),
 	[MP_OP_DEATH_NOTIFY] = ROW(MP_WF_A, "DEATH_NOTIFY"),
 	[MP_OP_PING] = ROW(0, "PING"),
 	[MP_OP_PONG] = ROW(0, "PONG"),

@@ -66,9 +66,12 @@
  *   BDELIVER     mgr->lib  b=channel handle, a=type, c=sender registration,
  *                          u=sequence number, id=sender id, data
  *   BACK         lib->mgr  b=channel handle, u=sequence number delivered
- *                          (acknowledges every record up to it; no answer)
+ *                          (acknowledges every record up to it; no answer);
+ *                          with flags MP_WIRE_F_EVENT: every EVENT of that
+ *                          channel up to event sequence number u
  *   EVENT        mgr->lib  b=channel handle, a=event (MESSIP_MSG_*),
- *                          c=registration it is about, id=its id
+ *                          c=registration it is about, id=its id,
+ *                          u=event sequence number (grows per channel)
  *   DEATH_NOTIFY lib->mgr  a=0 off / 1 on
  *   PING         both      (answered by PONG, same reqid)
  *   PONG         both
@@ -108,6 +111,7 @@ enum mp_wire_op {
 
 /* Frame flags. */
 #define MP_WIRE_F_LOCATE 0x0001 /* CH_CONNECT: wait for the name */
+#define MP_WIRE_F_EVENT  0x0002 /* BACK: acknowledges events, not records */
 
 /* Field presence bits, per operation (mp_wire_fields()). */
 #define MP_WF_A    0x01

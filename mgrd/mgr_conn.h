@@ -14,7 +14,8 @@
  * Local caches (valid for the life of the connection, rebuilt from the
  * segment when a registration is resumed):
  *   links: channels this registration connected to, (slot, generation);
- *   srv:   channels it created, with the delivery window of each ring.
+ *   srv:   channels it created, with the delivery window of each ring
+ *          and how far its events were sent.
  */
 #ifndef MGR_CONN_H
 #define MGR_CONN_H
@@ -54,6 +55,8 @@ struct mgr_srvch {
 	int      started;        /* cursor valid (else start at the tail) */
 	uint64_t cursor;         /* next record to send */
 	uint32_t head, nflight;  /* FIFO of flight[] */
+	uint64_t ev_sent;        /* events sent up to this sequence number
+				    (they wait for the acknowledgement) */
 	struct mgr_flight flight[MGR_WINDOW];
 };
 

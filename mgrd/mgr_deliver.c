@@ -6,7 +6,9 @@
  * the records sent and not yet acknowledged, each with the ring position
  * just after it; cursor is the position after the last one sent.
  * Releasing up to flight[k].end therefore frees exactly the records up to
- * and including k.
+ * and including k.  ev_sent is the number of the last EVENT written on
+ * this connection: events come in increasing order per channel, so one not
+ * above it was sent already and waits for its acknowledgement.
  */
 #include "config.h"
 
@@ -212,16 +214,25 @@ int mgr_deliver_ack(struct mgr_worker *w, struct mgr_conn *c, int idx,
 	return deliver_ch(w, c, s);
 }
 
-/* mgr_emit_fn: queue an EVENT for the server's connection. */
+/* mgr_emit_fn: queue EVENT number seq for the server's connection,
+ * unless it was sent there already. */
 static int emit_event(void *ctx, int server, int slot, int32_t ev,
-		      uint32_t regno, const char *id)
+		      uint32_t regno, const char *id, uint64_t seq)
 {
 	struct mgr_worker *w = ctx;
 	struct mgr_conn *c = w->reg_conn[server];
 	struct mp_wire_msg m;
+	struct mgr_srvch *s;
+	int i;
 
 	if (!c || c->state != MGR_CONN_OPEN)
 		return -1;
+	i = mgr_conn_srv_find(c, slot);
+	if (i < 0)
+		return -1; /* not in its cache (cannot be): hold it back */
+	s = c->srv[i];
+	if (seq <= s->ev_sent)
+		return 1;
 	if (mgr_conn_out_pending(c) >= MGR_OUT_HIGH) {
 		w->events_blocked = 1;
 		return -1;
@@ -231,11 +242,13 @@ static int emit_event(void *ctx, int server, int slot, int32_t ev,
 	m.b = slot;
 	m.a = ev;
 	m.c = (int32_t)regno;
+	m.u = seq;
 	snprintf(m.id, sizeof(m.id), "%.*s", MP_WIRE_ID_MAX, id);
 	if (mgr_conn_send(c, &m) < 0) {
 		w->events_blocked = 1;
 		return -1;
 	}
+	s->ev_sent = seq;
 	mgr_worker_dirty(w, c);
 	return 0;
 }
@@ -243,7 +256,19 @@ static int emit_event(void *ctx, int server, int slot, int32_t ev,
 void mgr_deliver_events(struct mgr_worker *w)
 {
 	w->events_blocked = 0;
-	mgr_state_take_events(w->st, emit_event, w);
+	if (mgr_state_take_events(w->st, emit_event, w) < 0)
+		w->events_blocked = 1; /* no memory: retry on the tick */
+}
+
+int mgr_deliver_ack_events(struct mgr_worker *w, struct mgr_conn *c, int idx,
+			   uint64_t seq)
+{
+	struct mgr_srvch *s = c->srv[idx];
+	int rc = mgr_state_ack_events(w->st, c->reg, s->slot, s->gen, seq);
+
+	if (rc == -ESRCH)
+		srv_drop(c, s);
+	return 0;
 }
 
 static void attach_cb(void *ctx, int slot, uint32_t gen, int created)

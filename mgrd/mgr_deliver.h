@@ -1,7 +1,8 @@
 /*
  * mgr_deliver — the manager -> server direction: buffered records streamed
  * from a channel's ring as BDELIVER, acknowledgements (BACK) that free
- * them, and events (EVENT) taken from the segment.
+ * them, and events (EVENT) taken from the segment, which leave it only
+ * when acknowledged too (BACK with MP_WIRE_F_EVENT).
  *
  * A worker streams only the rings of channels created by registrations it
  * serves, so each ring has exactly one consumer.  Records are sent in ring
@@ -9,7 +10,10 @@
  * connection's output is under MGR_OUT_HIGH; a record leaves the ring only
  * when BACK covers it.  A resumed registration starts again from the ring's
  * tail, so unacknowledged records are sent again with their original
- * sequence numbers (the library drops those it already has).
+ * sequence numbers (the library drops those it already has).  Events work
+ * the same way: each carries its sequence number (u), a connection sends a
+ * channel's events once and in order, and a resumed registration gets the
+ * unacknowledged ones again.
  */
 #ifndef MGR_DELIVER_H
 #define MGR_DELIVER_H
@@ -30,8 +34,14 @@ void mgr_deliver_all(struct mgr_worker *w);
 int mgr_deliver_ack(struct mgr_worker *w, struct mgr_conn *c, int idx,
 		    uint64_t seq);
 
-/* Send the events owed to this worker's connections. */
+/* Send the events owed to this worker's connections (not yet sent on
+ * them). */
 void mgr_deliver_events(struct mgr_worker *w);
+
+/* BACK with MP_WIRE_F_EVENT: the events of channel srv[idx] up to seq
+ * were received.  0 (also when the channel is gone meanwhile). */
+int mgr_deliver_ack_events(struct mgr_worker *w, struct mgr_conn *c, int idx,
+			   uint64_t seq);
 
 /* After a resume: rebuild c's local caches (created and connected
  * channels) from the segment.  0 or -ENOMEM. */

@@ -301,7 +301,7 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		}
 		gen = c->links[i].gen;
 	}
-	rc = mgr_state_bsend(w->st, c->reg, slot, gen, m->a, m->data,
+	rc = mgr_state_bsend(w->st, c->reg, slot, gen, m->reqid, m->a, m->data,
 			     m->datalen);
 	if (rc == -ETIMEDOUT && m->c != 0) {
 		if (!c->park_deadline) {
@@ -313,8 +313,8 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 			/* Ask for a wake-up first, then try once more, so
 			 * room made in between is not missed. */
 			mgr_state_park(w->st, slot);
-			rc = mgr_state_bsend(w->st, c->reg, slot, gen, m->a,
-					     m->data, m->datalen);
+			rc = mgr_state_bsend(w->st, c->reg, slot, gen, m->reqid,
+					     m->a, m->data, m->datalen);
 			if (rc == -ETIMEDOUT)
 				return PARK;
 		}
@@ -339,6 +339,8 @@ static int on_back(struct mgr_worker *w, struct mgr_conn *c,
 			c->peer, m->b);
 		return 0;
 	}
+	if (m->flags & MP_WIRE_F_EVENT)
+		return mgr_deliver_ack_events(w, c, i, m->u);
 	return mgr_deliver_ack(w, c, i, m->u);
 }
 

@@ -278,8 +278,13 @@ void mgr_state_close(struct mgr_state *st)
 		mp_shm_close(&st->shm);
 	free(st->ringh);
 	free(st->ringh_gen);
+	free(st->evbuf);
+	free(st->evblocked);
 	st->ringh = NULL;
 	st->ringh_gen = NULL;
+	st->evbuf = NULL;
+	st->evblocked = NULL;
+	st->evcap = 0;
 }
 
 int mgr_state_attach_worker(struct mgr_state *st, int self,
@@ -297,7 +302,8 @@ int mgr_state_attach_worker(struct mgr_state *st, int self,
 	st->default_buffered = (uint32_t)c->default_buffered;
 	st->ringh = calloc(st->lay.max_channels, sizeof(*st->ringh));
 	st->ringh_gen = calloc(st->lay.max_channels, sizeof(*st->ringh_gen));
-	if (!st->ringh || !st->ringh_gen)
+	st->evblocked = calloc(st->lay.max_channels, 1);
+	if (!st->ringh || !st->ringh_gen || !st->evblocked)
 		return -ENOMEM;
 	return 0;
 }
@@ -521,7 +527,8 @@ static int death_listeners(struct mgr_state *st, uint32_t except)
 	return 0;
 }
 
-/* Free DEAD registrations that no death-notify channel still needs. */
+/* Free DEAD registrations that no death-notify channel still needs (has
+ * not acknowledged). */
 static void gc_dead_locked(struct mgr_state *st)
 {
 	uint64_t min_seen = UINT64_MAX;
@@ -535,8 +542,8 @@ static void gc_dead_locked(struct mgr_state *st)
 		cr = &st->regs[ch->creator];
 		if (cr->death_notify &&
 		    (cr->state == REG_LIVE || cr->state == REG_ORPHAN) &&
-		    ch->death_seen < min_seen)
-			min_seen = ch->death_seen;
+		    ch->ev_acked < min_seen)
+			min_seen = ch->ev_acked;
 	}
 	for (uint32_t r = 0; r < st->lay.max_regs; r++) {
 		struct mgr_reg_sh *g = &st->regs[r];
@@ -574,6 +581,7 @@ static void reg_end_locked(struct mgr_state *st, uint32_t reg, int clean)
 		if (ch->nclients > 0)
 			ch->nclients--;
 		l->reg = MGR_NONE;
+		l->ev_seq = ++st->sh->ev_seq;
 		l->state = (uint32_t)ev;
 		queue_wake(st, reg_owner(st, ch->creator), MGR_WAKE_EVENT);
 	}
@@ -583,7 +591,7 @@ static void reg_end_locked(struct mgr_state *st, uint32_t reg, int clean)
 			ch_remove_locked(st, s);
 	/* 3. Death notification, or free the slot. */
 	if (!clean && death_listeners(st, reg)) {
-		r->death_seq = ++st->sh->death_seq;
+		r->death_seq = ++st->sh->ev_seq;
 		r->state = REG_DEAD;
 		for (uint32_t w = 0; w < st->lay.nworkers; w++)
 			queue_wake(st, w, MGR_WAKE_DEATH);
@@ -706,12 +714,16 @@ int mgr_state_death_notify(struct mgr_state *st, int reg, int on)
 	rc = mgr_state_lock(st);
 	if (rc < 0)
 		return rc;
-	st->regs[reg].death_notify = on ? 1 : 0;
-	/* Only deaths from now on are reported. */
-	for (uint32_t s = 0; s < st->lay.max_channels; s++)
+	/* Switched on: only deaths from now on are reported (ev_acked gates
+	 * deaths only; pending link events stay until acknowledged).  On
+	 * again: deaths already owed are still delivered. */
+	for (uint32_t s = 0; on && !st->regs[reg].death_notify &&
+			     s < st->lay.max_channels;
+	     s++)
 		if (st->chans[s].state == CH_LIVE &&
 		    st->chans[s].creator == (uint32_t)reg)
-			st->chans[s].death_seen = st->sh->death_seq;
+			st->chans[s].ev_acked = st->sh->ev_seq;
+	st->regs[reg].death_notify = on ? 1 : 0;
 	if (!on)
 		gc_dead_locked(st);
 	mgr_state_unlock(st);
@@ -838,7 +850,7 @@ int mgr_state_ch_create(struct mgr_state *st, int reg, const char *name,
 	ch->capacity = (uint32_t)capacity;
 	ch->nclients = 0;
 	ch->host_token = host_token;
-	ch->death_seen = st->sh->death_seq;
+	ch->ev_acked = st->sh->ev_seq; /* earlier deaths are not its own */
 	ch->since = (int64_t)time(NULL);
 	__atomic_store_n(&ch->parked, 0, __ATOMIC_RELAXED);
 	copy_str(ch->name, sizeof(ch->name), name);
@@ -973,6 +985,7 @@ int mgr_state_ch_disconnect(struct mgr_state *st, int reg, int slot,
 		if (ch->nclients > 0)
 			ch->nclients--;
 		l->reg = MGR_NONE;
+		l->ev_seq = ++st->sh->ev_seq;
 		l->state = LINK_EV_DISCONNECT;
 		queue_wake(st, reg_owner(st, ch->creator), MGR_WAKE_EVENT);
 		rc = 0;
@@ -1009,7 +1022,8 @@ static mp_ring_t *ring_handle(struct mgr_state *st, uint32_t slot,
 }
 
 int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
-		    int32_t type, const void *data, uint32_t len)
+		    uint32_t reqid, int32_t type, const void *data,
+		    uint32_t len)
 {
 	struct mp_ring_rec meta;
 	struct mgr_reg_sh *me;
@@ -1033,6 +1047,18 @@ int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
 		goto out;
 	}
 	me = &st->regs[reg];
+	/* A re-sent request (its worker died before the answer left): it
+	 * was queued, so answer as the first time.  Serial order: ids wrap
+	 * around, and only the last one can really come again. */
+	if (reqid && me->bsend_reqid &&
+	    (int32_t)(reqid - me->bsend_reqid) <= 0) {
+		mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-BSENDAGAIN",
+			"registration %u: BSEND %u was queued already "
+			"(last %u); not queued again",
+			me->regno, reqid, me->bsend_reqid);
+		rc = reqid == me->bsend_reqid ? me->bsend_queued : 0;
+		goto out;
+	}
 	memset(&meta, 0, sizeof(meta));
 	meta.type = type;
 	meta.sender = me->regno;
@@ -1041,6 +1067,13 @@ int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
 	 * (-ETIMEDOUT) and the caller parks the request. */
 	rc = mp_ring_push(ring, &meta, data, len, 0);
 	if (rc >= 0) {
+		/* In the same critical section as the push: only a worker
+		 * killed between the two stores can leave a record whose
+		 * re-sent request is queued once more. */
+		if (reqid) {
+			me->bsend_queued = rc;
+			me->bsend_reqid = reqid;
+		}
 		__atomic_add_fetch(&st->workers[st->self].accepted, 1,
 				   __ATOMIC_RELAXED);
 		queue_wake(st, reg_owner(st, st->chans[slot].creator),
@@ -1108,31 +1141,73 @@ int mgr_state_release(struct mgr_state *st, int slot, uint32_t gen,
 
 /* ---- events ------------------------------------------------------------------ */
 
-/* The DEAD registration with the smallest death_seq above `after`. */
-static struct mgr_reg_sh *next_dead(struct mgr_state *st, uint64_t after)
+/* One pending event, for putting a worker's events in sequence order. */
+struct ev_item {
+	uint64_t seq;
+	uint32_t slot;
+	uint32_t src;   /* link index, or registration index for a death */
+	uint32_t death; /* DEATH_PROCESS of regs[src] (else a link event) */
+	uint32_t pad;
+};
+
+static int ev_cmp(const void *a, const void *b)
 {
-	struct mgr_reg_sh *best = NULL;
+	const struct ev_item *x = a, *y = b;
 
-	for (uint32_t r = 0; r < st->lay.max_regs; r++) {
-		struct mgr_reg_sh *g = &st->regs[r];
-
-		if (g->state == REG_DEAD && g->death_seq > after &&
-		    (!best || g->death_seq < best->death_seq))
-			best = g;
-	}
-	return best;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-int mgr_state_take_events(struct mgr_state *st, mgr_emit_fn emit, void *ctx)
+/* Append it to the process-local scratch array.  0 or -ENOMEM. */
+static int ev_add(struct mgr_state *st, size_t *n, uint64_t seq,
+		  uint32_t slot, uint32_t src, uint32_t death)
 {
-	int n = 0;
+	struct ev_item *v = st->evbuf;
 
-	if (st->self < 0 || mgr_state_lock(st) < 0)
-		return 0;
+	if (*n == st->evcap) {
+		size_t cap = st->evcap ? 2 * st->evcap : 64;
+
+		v = realloc(st->evbuf, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		st->evbuf = v;
+		st->evcap = cap;
+	}
+	v[*n].seq = seq;
+	v[*n].slot = slot;
+	v[*n].src = src;
+	v[*n].death = death;
+	v[*n].pad = 0;
+	(*n)++;
+	return 0;
+}
+
+/* Gather this worker's unacknowledged events into st->evbuf: dead
+ * registrations first (v[0..*ndead), templates), then the events
+ * themselves (v[*ndead..*n)).  0 or -ENOMEM. */
+static int ev_gather(struct mgr_state *st, size_t *ndead, size_t *n)
+{
+	*n = 0;
+	for (uint32_t r = 0; r < st->lay.max_regs; r++)
+		if (st->regs[r].state == REG_DEAD &&
+		    ev_add(st, n, st->regs[r].death_seq, 0, r, 1) < 0)
+			return -ENOMEM;
+	*ndead = *n;
+	for (uint32_t s = 0; *ndead && s < st->lay.max_channels; s++) {
+		struct mgr_ch_sh *ch = &st->chans[s];
+
+		if (ch->state != CH_LIVE || !owned_by_me(st, ch->creator) ||
+		    !st->regs[ch->creator].death_notify)
+			continue;
+		for (size_t k = 0; k < *ndead; k++) {
+			struct ev_item *d = (struct ev_item *)st->evbuf + k;
+
+			if (d->seq > ch->ev_acked &&
+			    ev_add(st, n, d->seq, s, d->src, 1) < 0)
+				return -ENOMEM;
+		}
+	}
 	for (uint32_t i = 0; i < st->lay.max_links; i++) {
 		struct mgr_link_sh *l = &st->links[i];
-		uint32_t srv;
-		int32_t ev;
 
 		if (l->state != LINK_EV_DISCONNECT &&
 		    l->state != LINK_EV_DISMISSED)
@@ -1141,41 +1216,107 @@ int mgr_state_take_events(struct mgr_state *st, mgr_emit_fn emit, void *ctx)
 			link_free(st, l);
 			continue;
 		}
-		srv = st->chans[l->ch].creator;
-		if (!owned_by_me(st, srv))
-			continue;
-		ev = l->state == LINK_EV_DISCONNECT ? MGR_EV_DISCONNECT
-						    : MGR_EV_DISMISSED;
-		if (emit(ctx, (int)srv, (int)l->ch, ev, l->regno, l->id) < 0)
-			continue;
-		link_free(st, l);
-		n++;
+		if (owned_by_me(st, st->chans[l->ch].creator) &&
+		    ev_add(st, n, l->ev_seq, l->ch, i, 0) < 0)
+			return -ENOMEM;
 	}
-	for (uint32_t s = 0; s < st->lay.max_channels; s++) {
-		struct mgr_ch_sh *ch = &st->chans[s];
+	return 0;
+}
 
-		if (ch->state != CH_LIVE ||
-		    ch->death_seen >= st->sh->death_seq ||
-		    !owned_by_me(st, ch->creator) ||
-		    !st->regs[ch->creator].death_notify)
+int mgr_state_take_events(struct mgr_state *st, mgr_emit_fn emit, void *ctx)
+{
+	struct ev_item *v;
+	size_t ndead, n;
+	int sent = 0;
+
+	if (st->self < 0 || !st->evblocked || mgr_state_lock(st) < 0)
+		return 0;
+	/* All or nothing: offering a later event before an earlier one of
+	 * the same channel would make the library drop the earlier one. */
+	if (ev_gather(st, &ndead, &n) < 0) {
+		mgr_log(MGR_LOG_ERROR, "MESSIP-MGR-NOMEM",
+			"no memory to sort pending events; retrying");
+		mgr_state_unlock(st);
+		return -ENOMEM;
+	}
+	v = st->evbuf;
+	if (n > ndead)
+		qsort(v + ndead, n - ndead, sizeof(*v), ev_cmp);
+	for (size_t k = ndead; k < n; k++) {
+		uint32_t slot = v[k].slot, srv = st->chans[slot].creator;
+		int rc;
+
+		if (st->evblocked[slot])
 			continue;
-		while (ch->death_seen < st->sh->death_seq) {
-			struct mgr_reg_sh *d = next_dead(st, ch->death_seen);
+		if (v[k].death) {
+			struct mgr_reg_sh *d = &st->regs[v[k].src];
 
-			if (!d) {
-				ch->death_seen = st->sh->death_seq;
-				break;
-			}
-			if (emit(ctx, (int)ch->creator, (int)s,
-				 MGR_EV_DEATH_PROCESS, d->regno, d->id) < 0)
-				break;
-			ch->death_seen = d->death_seq;
+			rc = emit(ctx, (int)srv, (int)slot,
+				  MGR_EV_DEATH_PROCESS, d->regno, d->id,
+				  v[k].seq);
+		} else {
+			struct mgr_link_sh *l = &st->links[v[k].src];
+
+			rc = emit(ctx, (int)srv, (int)slot,
+				  l->state == LINK_EV_DISCONNECT
+					  ? MGR_EV_DISCONNECT
+					  : MGR_EV_DISMISSED,
+				  l->regno, l->id, v[k].seq);
+		}
+		if (rc < 0)
+			st->evblocked[slot] = 1; /* keep its order */
+		else if (rc == 0)
+			sent++;
+	}
+	for (size_t k = ndead; k < n; k++)
+		st->evblocked[v[k].slot] = 0;
+	gc_dead_locked(st);
+	mgr_state_unlock(st);
+	return sent;
+}
+
+int mgr_state_ack_events(struct mgr_state *st, int reg, int slot, uint32_t gen,
+			 uint64_t seq)
+{
+	struct mgr_ch_sh *ch;
+	int rc, n = 0;
+
+	if (reg < 0 || !reg_ok(st, (uint32_t)reg))
+		return -EINVAL;
+	rc = mgr_state_lock(st);
+	if (rc < 0)
+		return rc;
+	if (slot < 0 || !ch_is_live(st, (uint32_t)slot, gen)) {
+		rc = -ESRCH;
+		goto out;
+	}
+	ch = &st->chans[slot];
+	if (ch->creator != (uint32_t)reg) {
+		rc = -EACCES;
+		goto out;
+	}
+	if (seq > st->sh->ev_seq)
+		seq = st->sh->ev_seq;
+	/* Events were offered in sequence order, so everything of this
+	 * channel up to seq was sent and is now acknowledged. */
+	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+		struct mgr_link_sh *l = &st->links[i];
+
+		if ((l->state == LINK_EV_DISCONNECT ||
+		     l->state == LINK_EV_DISMISSED) &&
+		    l->ch == (uint32_t)slot && l->ch_gen == gen &&
+		    l->ev_seq <= seq) {
+			link_free(st, l);
 			n++;
 		}
 	}
+	if (seq > ch->ev_acked)
+		ch->ev_acked = seq;
 	gc_dead_locked(st);
+	rc = n;
+out:
 	mgr_state_unlock(st);
-	return n;
+	return rc;
 }
 
 /* ---- repair ------------------------------------------------------------------- */
@@ -1242,6 +1383,15 @@ void mgr_state_repair(struct mgr_state *st)
 			st->chans[l->ch].nclients++;
 		nlinks++;
 	}
+	/* No event number may be given twice. */
+	for (uint32_t i = 0; i < st->lay.max_links; i++)
+		if (st->links[i].state != LINK_FREE &&
+		    st->links[i].ev_seq > sh->ev_seq)
+			sh->ev_seq = st->links[i].ev_seq;
+	for (uint32_t r = 0; r < st->lay.max_regs; r++)
+		if (st->regs[r].state == REG_DEAD &&
+		    st->regs[r].death_seq > sh->ev_seq)
+			sh->ev_seq = st->regs[r].death_seq;
 	sh->nregs = nregs;
 	sh->nchannels = nchannels;
 	sh->nlinks = nlinks;

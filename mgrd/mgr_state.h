@@ -37,9 +37,30 @@
  *
  * Events are never queued: a pending DISCONNECT or DISMISSED is a state of
  * the link entry it is about, and a pending DEATH_PROCESS is a dead
- * registration kept (state DEAD) until every death-notify channel has seen
- * its sequence number.  So the number of undelivered events is bounded by
- * the tables and none is ever dropped for lack of room.
+ * registration kept (state DEAD) until every death-notify channel has
+ * acknowledged its sequence number.  So the number of undelivered events
+ * is bounded by the tables and none is ever dropped for lack of room.
+ *
+ * Events are acknowledged like buffered records.  Every event gets a
+ * sequence number from one counter (mgr_sh.ev_seq) when it comes to be: a
+ * link entry turning DISCONNECT/DISMISSED, a registration dying.  A
+ * channel is offered its pending events in increasing sequence order; the
+ * server library acknowledges them cumulatively (BACK with
+ * MP_WIRE_F_EVENT), and only then does the event leave the segment (the
+ * link entry is freed, the channel's ev_acked passes the death).  Writing
+ * the EVENT is not enough: a worker killed after queueing it, or even
+ * after the kernel took it (a socket closed with unread input is reset,
+ * and its unsent bytes with it), would lose it.  After a resume the new
+ * owner offers every unacknowledged event again with its original number,
+ * and the library drops those it already has: exactly once.
+ *
+ * Buffered sends are deduplicated by request id.  Each registration
+ * records the request id of the last BSEND it queued and what it was
+ * answered (records queued before it); a library re-sends an unanswered
+ * BSEND after a resume with its original request id, and request ids of a
+ * registration only grow, so a BSEND whose id is not above the recorded one
+ * was queued already and is answered from the record instead of being
+ * queued twice.
  *
  * Repair.  Every multi-step update writes the record's `state` last when
  * creating and first when removing, so a worker killed inside the lock
@@ -63,7 +84,7 @@
 #include "mp_shm.h"
 
 #define MGR_SHM_MAGIC   0x3152474d5049534dULL /* "MSIPMGR1" */
-#define MGR_SHM_VERSION 1
+#define MGR_SHM_VERSION 2
 #define MGR_ID_LEN      16    /* ids are <= 8 chars; room for the NUL */
 #define MGR_NONE        UINT32_MAX
 
@@ -120,12 +141,14 @@ struct mgr_reg_sh {
 	int32_t  pid;
 	uint32_t death_notify;
 	int64_t  deadline_ns; /* ORPHAN: end at this time */
-	uint64_t death_seq;   /* DEAD: its place in the death order */
+	uint64_t death_seq;   /* DEAD: its event sequence number (ev_seq) */
 	int64_t  since;       /* realtime seconds, for status */
+	uint32_t bsend_reqid; /* request id of the last BSEND queued, 0 none */
+	int32_t  bsend_queued; /* and the records queued before it */
 	char     id[MGR_ID_LEN];
 	char     peer[56];
 };
-_Static_assert(sizeof(struct mgr_reg_sh) == 128, "registration size");
+_Static_assert(sizeof(struct mgr_reg_sh) == 136, "registration size");
 
 struct mgr_ch_sh {
 	uint32_t state;      /* enum mgr_ch_state */
@@ -135,7 +158,7 @@ struct mgr_ch_sh {
 	uint32_t capacity;   /* records */
 	uint32_t nclients;   /* connected links (derived) */
 	uint64_t host_token;
-	uint64_t death_seen; /* death_seq delivered up to */
+	uint64_t ev_acked;   /* events acknowledged up to this sequence */
 	uint64_t parked;     /* workers with senders parked on the ring (atomic) */
 	int64_t  since;
 	char     name[MP_CHTAB_NAME_MAX + 1];
@@ -150,9 +173,10 @@ struct mgr_link_sh {
 	uint32_t reg;        /* client registration index (CONNECTED) */
 	uint32_t regno;      /* client registration number */
 	uint32_t pad;
+	uint64_t ev_seq;     /* LINK_EV_*: the event's sequence number */
 	char     id[MGR_ID_LEN];
 };
-_Static_assert(sizeof(struct mgr_link_sh) == 40, "link size");
+_Static_assert(sizeof(struct mgr_link_sh) == 48, "link size");
 
 struct mgr_sh {
 	mp_lock_sh_t lock;
@@ -163,7 +187,7 @@ struct mgr_sh {
 	uint32_t next_regno;
 	uint32_t nregs, nchannels, nlinks;
 	uint32_t pad0;
-	uint64_t death_seq;
+	uint64_t ev_seq;              /* last event sequence number given */
 	/* atomics */
 	uint32_t settings_seq;        /* seqlock: odd while written */
 	uint32_t settings_gen;        /* bumped by each reload */
@@ -200,6 +224,9 @@ struct mgr_state {
 	uint32_t wake[64];     /* hints to send after unlock */
 	mp_ring_t *ringh;      /* cached ring handles, per slot */
 	uint32_t *ringh_gen;   /* channel gen each handle was attached for */
+	void    *evbuf;        /* take_events scratch (process-local) */
+	size_t   evcap;
+	uint8_t *evblocked;    /* per slot, during take_events */
 	int64_t resume_grace_ms;
 	uint32_t default_buffered;
 	uint32_t repairs;      /* times this process repaired the segment */
@@ -376,12 +403,17 @@ int mgr_state_ch_live(struct mgr_state *st, int slot, uint32_t gen);
 
 /*
  * Push a record from registration reg into channel (slot, gen)'s ring
- * without waiting.  Returns the number queued before it (>= 0) and wakes
- * the consumer, or -ETIMEDOUT (ring full: park and retry), -ESRCH (channel
- * gone), -EMSGSIZE, -EBADMSG (corrupt ring), -ENOTRECOVERABLE.
+ * without waiting, for the BSEND with request id reqid.  Returns the
+ * number queued before it (>= 0) and wakes the consumer, or -ETIMEDOUT
+ * (ring full: park and retry), -ESRCH (channel gone), -EMSGSIZE, -EBADMSG
+ * (corrupt ring), -ENOTRECOVERABLE.  A reqid that is not above the last
+ * one reg queued (serial order, so ids may wrap) is a re-sent request:
+ * nothing is pushed and the first answer's count is returned again.
+ * reqid 0 is never deduplicated.
  */
 int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
-		    int32_t type, const void *data, uint32_t len);
+		    uint32_t reqid, int32_t type, const void *data,
+		    uint32_t len);
 
 /* Before retrying a failed push: ask to be woken (MGR_WAKE_ROOM) when
  * the ring of slot gets room. */
@@ -407,19 +439,32 @@ int mgr_state_release(struct mgr_state *st, int slot, uint32_t gen,
 /* ---- events ------------------------------------------------------------- */
 
 /*
- * Emit callback: deliver event ev (MGR_EV_*) about registration
- * (regno, id) to the channel (slot) created by server registration
- * `server`.  Return 0 when it was queued, < 0 to leave it pending (the
- * connection's output is full).  Called with the lock held: queue bytes
- * in memory only.
+ * Emit callback: deliver event ev (MGR_EV_*) number seq about
+ * registration (regno, id) to the channel (slot) created by server
+ * registration `server`.  Return 0 when it was queued, 1 when that
+ * connection was sent it already (it waits for the acknowledgement), < 0
+ * when it cannot be queued now (the connection's output is full): the
+ * channel's later events are then not offered in this call, so that each
+ * channel gets its events in sequence order.  Called with the lock held:
+ * queue bytes in memory only.
  */
 typedef int (*mgr_emit_fn)(void *ctx, int server, int slot, int32_t ev,
-			   uint32_t regno, const char *id);
+			   uint32_t regno, const char *id, uint64_t seq);
 
-/* Deliver the pending DISCONNECT/DISMISSED events and DEATH_PROCESS
- * events owed to channels whose creator this worker owns.  Returns the
- * number emitted. */
+/* Offer the unacknowledged DISCONNECT/DISMISSED and DEATH_PROCESS events
+ * of channels whose creator this worker owns, per channel in increasing
+ * sequence order.  Returns the number emitted (callback returned 0). */
 int mgr_state_take_events(struct mgr_state *st, mgr_emit_fn emit, void *ctx);
+
+/*
+ * The creator reg of channel (slot, gen) acknowledged its events up to
+ * sequence seq: they leave the segment.  Returns the number of link
+ * events freed (>= 0), -ESRCH (channel gone), -EACCES (reg is not its
+ * creator).  seq is untrusted: one beyond the last number given is taken
+ * as the last.
+ */
+int mgr_state_ack_events(struct mgr_state *st, int reg, int slot, uint32_t gen,
+			 uint64_t seq);
 
 /* ---- repair ------------------------------------------------------------- */
 

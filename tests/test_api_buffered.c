@@ -3,7 +3,8 @@
  * sender identity, the "queued before" count, back-pressure against a
  * small queue (full + timeout: ETIMEDOUT and not queued; a waiting sender
  * wakes when the server takes one), truncation and dynamic mode, size
- * limits (library and manager).
+ * limits (library and manager), records and events that arrive in the
+ * same read as an answer.
  */
 #include "config.h"
 
@@ -288,12 +289,58 @@ static void test_manager_size_limit(void)
 	mp_mgrproc_stop(&small);
 }
 
+/* ---- frames right behind an answer ---------------------------------------- */
+
+/*
+ * The manager answers a request and, in the same write, streams what that
+ * request caused: a record pushed to the caller's own channel, or the
+ * DISCONNECT event of the caller's own client handle.  The library reads
+ * both at once and returns the answer; the rest waits in its buffer, where
+ * the socket no longer reports it.  receive must still hand it out at once
+ * (it used to sleep until some other traffic came, up to its timeout).
+ */
+static void test_frames_behind_answer(void)
+{
+	messip_cnx_t *cnx = api_connect("behind");
+	messip_channel_t *srv, *self;
+	int32_t type = -1, v = -1;
+	int64_t t0;
+	int r, i = 7;
+
+	CU_ASSERT_FATAL(cnx != NULL);
+	srv = messip_channel_create(cnx, "t-behind", 2000, 0);
+	CU_ASSERT_FATAL(srv != NULL);
+	self = messip_channel_connect(cnx, "t-behind", 2000);
+	CU_ASSERT_FATAL(self != NULL);
+	for (int round = 0; round < 5; round++) {
+		CU_ASSERT(messip_buffered_send(self, 3, &i, sizeof(i), 2000) ==
+			  0);
+		t0 = api_now_ms();
+		r = messip_receive(srv, &type, &v, sizeof(v), 2000);
+		CU_ASSERT_EQUAL(r, MESSIP_MSG_NOREPLY);
+		CU_ASSERT_EQUAL(type, 3);
+		CU_ASSERT_EQUAL(v, 7);
+		CU_ASSERT(api_now_ms() - t0 < 200);
+	}
+	CU_ASSERT(messip_channel_disconnect(self, 2000) == MESSIP_OK);
+	t0 = api_now_ms();
+	do
+		r = messip_receive(srv, &type, &v, sizeof(v), 2000);
+	while (r >= 0 && r != MESSIP_MSG_DISCONNECT &&
+	       api_now_ms() - t0 < 2000);
+	CU_ASSERT_EQUAL(r, MESSIP_MSG_DISCONNECT);
+	CU_ASSERT(api_now_ms() - t0 < 200);
+	messip_disconnect(cnx, 2000);
+}
+
 static const struct mp_test_case tests[] = {
 	{"buffered: order, type and sender", test_order_and_sender},
 	{"buffered: full queue, timeout, waiting for room", test_back_pressure},
 	{"buffered: truncation, dynamic mode, sizes",
 	 test_sizes_truncation_dynamic},
 	{"buffered: manager's max_message_size", test_manager_size_limit},
+	{"records and events right behind an answer are not held back",
+	 test_frames_behind_answer},
 	MP_TEST_END};
 
 int main(void)

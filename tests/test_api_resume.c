@@ -6,7 +6,10 @@
  *   - a client that stays silent past the grace period gets a new
  *     registration when it next calls, and its channel handle works;
  *   - the whole manager dies: direct messages go on, calls that need the
- *     manager fail with ESHUTDOWN after the grace period.
+ *     manager fail with ESHUTDOWN after the grace period;
+ *   - a worker dies after the server library took an event but before the
+ *     manager read its acknowledgement: the event comes again after the
+ *     resume and the program still sees it once.
  */
 #include "config.h"
 
@@ -19,8 +22,8 @@
 #define T_SYNC 1
 #define T_QUIT 2
 
-/* Kill every child of the manager's master (its workers). */
-static int kill_workers(pid_t master)
+/* Send sig to every child of the manager's master (its workers). */
+static int signal_workers(pid_t master, int sig)
 {
 	DIR *d = opendir("/proc");
 	struct dirent *de;
@@ -41,13 +44,18 @@ static int kill_workers(pid_t master)
 			continue;
 		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) &&
 		    sscanf(p + 2, "%*c %ld", &ppid) == 1 && ppid == master) {
-			kill((pid_t)atol(de->d_name), SIGKILL);
+			kill((pid_t)atol(de->d_name), sig);
 			n++;
 		}
 		fclose(f);
 	}
 	closedir(d);
 	return n;
+}
+
+static int kill_workers(pid_t master)
+{
+	return signal_workers(master, SIGKILL);
 }
 
 /* ---- workers die under traffic ------------------------------------------ */
@@ -329,12 +337,59 @@ static void test_manager_gone(void)
 	CU_ASSERT_EQUAL(messip_disconnect(cnx, 1000), 0);
 }
 
+/* ---- an event whose acknowledgement is lost ------------------------------ */
+
+static void test_event_once_across_resume(void)
+{
+	struct mp_mgrproc m;
+	messip_cnx_t *srv, *cli;
+	messip_channel_t *ch, *cc;
+	int32_t type;
+	int64_t t0;
+	int r, n = 0;
+	char buf[16];
+
+	/* One worker: it serves both connections. */
+	CU_ASSERT_FATAL(mp_mgrproc_start(&m, 1, "log_level error\n") == 0);
+	srv = messip_connect(m.ref, "evsrv", 5000);
+	cli = messip_connect(m.ref, "evcli", 5000);
+	CU_ASSERT_FATAL(srv && cli);
+	ch = messip_channel_create(srv, "t-evonce", 2000, 0);
+	CU_ASSERT_FATAL(ch != NULL);
+	cc = messip_channel_connect(cli, "t-evonce", 2000);
+	CU_ASSERT_FATAL(cc != NULL);
+	/* Answered: the DISCONNECT event left the worker in the same pass. */
+	CU_ASSERT_EQUAL(messip_channel_disconnect(cc, 2000), MESSIP_OK);
+	/* The worker stops reading: the library's acknowledgement of the
+	 * event stays in its socket, and dies with it. */
+	CU_ASSERT_FATAL(signal_workers(m.pid, SIGSTOP) == 1);
+	r = messip_receive(ch, &type, buf, sizeof(buf), 2000);
+	CU_ASSERT_EQUAL(r, MESSIP_MSG_DISCONNECT);
+	CU_ASSERT_FATAL(signal_workers(m.pid, SIGKILL) == 1);
+	/* The library resumes; the manager offers the event again. */
+	t0 = api_now_ms();
+	while (api_now_ms() - t0 < 3000) {
+		r = messip_receive(ch, &type, buf, sizeof(buf), 500);
+		if (r == MESSIP_MSG_DISCONNECT)
+			n++;
+	}
+	CU_ASSERT_EQUAL(n, 0);
+	/* And the link works again. */
+	CU_ASSERT_PTR_NOT_NULL(messip_channel_create(srv, "t-evafter", 2000,
+						     0));
+	messip_disconnect(cli, 1000);
+	messip_disconnect(srv, 1000);
+	mp_mgrproc_stop(&m);
+}
+
 static const struct mp_test_case tests[] = {
 	{"manager workers killed under traffic: resumed, nothing lost",
 	 test_workers_killed},
 	{"silent past the grace period: new registration",
 	 test_silent_past_grace},
 	{"manager gone: direct traffic goes on, ESHUTDOWN", test_manager_gone},
+	{"event whose acknowledgement a dead worker lost: reported once",
+	 test_event_once_across_resume},
 	MP_TEST_END};
 
 int main(void)

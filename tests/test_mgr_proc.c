@@ -4,7 +4,10 @@
  * registrations resumed or, after the grace period, ended), kill -9 of
  * workers under buffered load with an exact delivery count, the master
  * killed (workers gone within 1 s, no /dev/shm object left), a second
- * manager on the same port, a stale segment, SIGHUP good and bad, SIGTERM.
+ * manager on the same port, a stale segment, SIGHUP good and bad, SIGTERM
+ * (workers stopped first: none reports its master gone).  Across a worker's
+ * death: a BSEND re-sent with its request id is not queued twice, an
+ * unacknowledged EVENT is sent again with its number.
  */
 #include "config.h"
 
@@ -114,11 +117,14 @@ static int wait_workers(pid_t master, int n, const pid_t *old, int nold,
 }
 
 /* (Re)register with a resume token, retrying while the manager restarts
- * a worker.  Returns the WELCOME status or a transport error. */
+ * a worker.  Request ids go on growing, as a library's do (the manager
+ * takes a BSEND whose id is not above the last one queued for a re-sent
+ * one).  Returns the WELCOME status or a transport error. */
 static int resume(struct tcli *c, const char *id, int timeout_ms)
 {
 	int64_t t0 = mp_time_now_ns();
 	uint64_t token = c->token;
+	uint32_t next = c->next_reqid;
 	int32_t regno = c->regno;
 	int rc;
 
@@ -129,8 +135,36 @@ static int resume(struct tcli *c, const char *id, int timeout_ms)
 			break;
 		usleep(20000);
 	} while (ms_since(t0) < timeout_ms);
+	if (c->next_reqid < next)
+		c->next_reqid = next + 1;
 	if (rc == 0 && c->regno != regno)
 		return -EBADMSG;
+	return rc;
+}
+
+/* BSEND with a request id chosen by the caller (so that it can be sent
+ * again after a resume, as the library does).  The RESULT's status (and
+ * *queued its b), or < 0 when the connection broke. */
+static int bsend_id(struct tcli *c, uint32_t reqid, int32_t h, int32_t type,
+		    const void *d, uint32_t len, int32_t *queued)
+{
+	struct mp_wire_msg m = { .op = MP_OP_BSEND };
+	struct tcli_msg *t = NULL;
+	int rc;
+
+	m.reqid = reqid;
+	m.b = h;
+	m.a = type;
+	m.c = -1;
+	m.data = d;
+	m.datalen = len;
+	rc = tcli_call(c, &m, &t, 10000);
+	if (rc < 0)
+		return rc;
+	rc = t->m.op == MP_OP_RESULT ? t->m.a : -EPROTO;
+	if (queued)
+		*queued = t->m.b;
+	tcli_msg_free(t);
 	return rc;
 }
 
@@ -274,7 +308,10 @@ struct sender_report {
 };
 
 /* Child: send NMSG buffered messages (type = k), resuming after a broken
- * connection; report which were answered OK. */
+ * connection and sending the unanswered one again with its request id,
+ * as the library does (so a record queued by a worker that died before
+ * answering would be queued twice if the manager did not recognise it);
+ * report which were answered OK. */
 static void sender(int idx, int fd)
 {
 	struct sender_report rep;
@@ -290,18 +327,18 @@ static void sender(int idx, int fd)
 		_exit(2);
 	rep.regno = c.regno;
 	for (int k = 0; k < NMSG; k++) {
-		int rc = tcli_bsend(&c, h, k, data, sizeof(data), -1, NULL,
-				    10000);
+		uint32_t reqid = c.next_reqid++;
+		int rc;
 
-		if (rc == 0) {
-			rep.ok[k] = 1;
-			continue;
+		while ((rc = bsend_id(&c, reqid, h, k, data, sizeof(data),
+				      NULL)) < 0) {
+			rep.reconnects++;
+			if (resume(&c, id, 10000) != 0)
+				_exit(4);
 		}
 		if (rc > 0)
 			_exit(3); /* a status other than success */
-		rep.reconnects++;
-		if (resume(&c, id, 10000) != 0)
-			_exit(4);
+		rep.ok[k] = 1;
 	}
 	if (write(fd, &rep, sizeof(rep)) != sizeof(rep))
 		_exit(5);
@@ -450,6 +487,7 @@ static void test_kill_workers_under_load(void)
 		delivered, expected, dups, kills, reconnects, srv_resumes,
 		(long long)ms_since(t0));
 	CU_ASSERT(done == NSENDERS);
+	CU_ASSERT(expected == (long)NSENDERS * NMSG); /* every one answered */
 	CU_ASSERT(kills == 2);
 	CU_ASSERT(reconnects > 0);
 	CU_ASSERT(srv_resumes > 0);
@@ -476,6 +514,129 @@ static void test_kill_workers_under_load(void)
 		CU_ASSERT(twice == 0);
 	}
 	tcli_close(&srv);
+	CU_ASSERT(mp_mgrproc_stop(&mgr) == 0);
+}
+
+/* A BSEND queued by a worker that died before its answer left: the client
+ * resumes and sends it again with its request id (as the library does); it
+ * is answered as the first time and not queued twice. */
+static void test_bsend_resent_after_death(void)
+{
+	struct mp_wire_msg m = { .op = MP_OP_BSEND };
+	struct tcli srv, cli;
+	struct tcli_msg *t = NULL;
+	pid_t kids[MAX_KIDS];
+	int32_t h, queued = -1;
+	uint64_t seq = 0, last = 0;
+	uint32_t reqid;
+
+	/* One worker: its death breaks both connections. */
+	CU_ASSERT_FATAL(mp_mgrproc_start(&mgr, 1, NULL) == 0);
+	CU_ASSERT_FATAL(tcli_hello(&srv, mgr.port, "srv", 0) == 0);
+	CU_ASSERT_FATAL(tcli_create(&srv, "once", 8, &h) == 0);
+	CU_ASSERT_FATAL(tcli_hello(&cli, mgr.port, "cli", 0) == 0);
+	CU_ASSERT_FATAL(tcli_connect(&cli, "once", -2, NULL, 3000) == 0);
+	CU_ASSERT(tcli_bsend(&cli, h, 1, "first", 5, 0, NULL, 3000) == 0);
+	/* The request whose answer is lost: sent, its RESULT never read. */
+	reqid = cli.next_reqid++;
+	m.reqid = reqid;
+	m.b = h;
+	m.a = 2;
+	m.c = -1;
+	m.data = "again";
+	m.datalen = 5;
+	CU_ASSERT_FATAL(tcli_send(&cli, &m) > 0);
+	/* Both are queued: the server sees them, acknowledges neither. */
+	for (int i = 1; i <= 2; i++) {
+		CU_ASSERT_FATAL(tcli_recv_op(&srv, MP_OP_BDELIVER, &t, 3000) ==
+				0);
+		CU_ASSERT(t->m.a == i);
+		seq = t->m.u;
+		tcli_msg_free(t);
+		t = NULL;
+	}
+	CU_ASSERT_FATAL(children_of(mgr.pid, kids, MAX_KIDS) == 1);
+	kill(kids[0], SIGKILL);
+	CU_ASSERT(wait_workers(mgr.pid, 1, kids, 1, 2000) >= 0);
+	CU_ASSERT_FATAL(resume(&srv, "srv", 3000) == 0);
+	CU_ASSERT_FATAL(resume(&cli, "cli", 3000) == 0);
+	/* Sent again: the first answer ("first" was queued before it). */
+	CU_ASSERT(bsend_id(&cli, reqid, h, 2, "again", 5, &queued) == 0);
+	CU_ASSERT(queued == 1);
+	/* A new one finds exactly two before it. */
+	queued = -1;
+	CU_ASSERT(tcli_bsend(&cli, h, 3, "third", 5, 0, &queued, 3000) == 0);
+	CU_ASSERT(queued == 2);
+	/* The server: the two unacknowledged ones again (same numbers), the
+	 * third, and nothing else. */
+	for (int i = 1; i <= 3; i++) {
+		CU_ASSERT_FATAL(tcli_recv_op(&srv, MP_OP_BDELIVER, &t, 3000) ==
+				0);
+		CU_ASSERT(t->m.a == i);
+		if (i == 2)
+			CU_ASSERT(t->m.u == seq);
+		last = t->m.u;
+		tcli_msg_free(t);
+		t = NULL;
+	}
+	tcli_back(&srv, h, last);
+	CU_ASSERT(tcli_recv_op(&srv, MP_OP_BDELIVER, &t, 300) == -ETIMEDOUT);
+	tcli_msg_free(t);
+	tcli_close(&srv);
+	tcli_close(&cli);
+	CU_ASSERT(mp_mgrproc_stop(&mgr) == 0);
+}
+
+/* An EVENT sent by a worker that died before the server acknowledged it
+ * comes again after the resume, with its number; acknowledged, never
+ * again. */
+static void test_event_survives_worker_death(void)
+{
+	struct tcli srv, cli;
+	struct tcli_msg *t = NULL;
+	pid_t kids[MAX_KIDS];
+	int32_t h, regno;
+	uint64_t u = 0;
+
+	CU_ASSERT_FATAL(mp_mgrproc_start(&mgr, 1, NULL) == 0);
+	CU_ASSERT_FATAL(tcli_hello(&srv, mgr.port, "srv", 0) == 0);
+	CU_ASSERT_FATAL(tcli_create(&srv, "ev", 0, &h) == 0);
+	CU_ASSERT_FATAL(tcli_hello(&cli, mgr.port, "cli", 0) == 0);
+	CU_ASSERT_FATAL(tcli_connect(&cli, "ev", -2, NULL, 3000) == 0);
+	regno = cli.regno;
+	CU_ASSERT(tcli_disconnect(&cli, h) == 0);
+	/* Received, but the acknowledgement never reaches the manager. */
+	CU_ASSERT_FATAL(tcli_recv_op(&srv, MP_OP_EVENT, &t, 3000) == 0);
+	CU_ASSERT(t->m.a == -2 && t->m.c == regno && t->m.u > 0);
+	u = t->m.u;
+	tcli_msg_free(t);
+	t = NULL;
+	CU_ASSERT_FATAL(children_of(mgr.pid, kids, MAX_KIDS) == 1);
+	kill(kids[0], SIGKILL);
+	CU_ASSERT(wait_workers(mgr.pid, 1, kids, 1, 2000) >= 0);
+	CU_ASSERT_FATAL(resume(&srv, "srv", 3000) == 0);
+	CU_ASSERT_FATAL(tcli_recv_op(&srv, MP_OP_EVENT, &t, 3000) == 0);
+	CU_ASSERT(t->m.a == -2 && t->m.c == regno && t->m.u == u);
+	tcli_msg_free(t);
+	t = NULL;
+	{
+		struct mp_wire_msg m = { .op = MP_OP_BACK };
+
+		m.flags = MP_WIRE_F_EVENT;
+		m.b = h;
+		m.u = u;
+		CU_ASSERT(tcli_send(&srv, &m) >= 0);
+	}
+	CU_ASSERT(tcli_ping(&srv) == 0);
+	/* Acknowledged: another worker death does not bring it back. */
+	CU_ASSERT_FATAL(children_of(mgr.pid, kids, MAX_KIDS) == 1);
+	kill(kids[0], SIGKILL);
+	CU_ASSERT(wait_workers(mgr.pid, 1, kids, 1, 2000) >= 0);
+	CU_ASSERT_FATAL(resume(&srv, "srv", 3000) == 0);
+	CU_ASSERT(tcli_recv_op(&srv, MP_OP_EVENT, &t, 300) == -ETIMEDOUT);
+	tcli_msg_free(t);
+	tcli_close(&srv);
+	tcli_close(&cli);
 	CU_ASSERT(mp_mgrproc_stop(&mgr) == 0);
 }
 
@@ -754,6 +915,93 @@ static void test_sigterm_clean(void)
 	tcli_close(&c);
 }
 
+/* Start mgr with its stderr going to a new temporary file (its name in
+ * path, 128 bytes). */
+static void start_logged(int workers, const char *extra, char *path)
+{
+	int fd, saved;
+
+	snprintf(path, 128, "/tmp/messip-test-%ld-mgr.log", (long)getpid());
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	CU_ASSERT_FATAL(fd >= 0);
+	saved = dup(STDERR_FILENO);
+	CU_ASSERT_FATAL(saved >= 0);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	fd = mp_mgrproc_start(&mgr, workers, extra);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	CU_ASSERT_FATAL(fd == 0);
+}
+
+/* Count lines of the log at path holding what. */
+static int log_count(const char *path, const char *what)
+{
+	char line[1024];
+	FILE *f = fopen(path, "r");
+	int n = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, what) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* SIGTERM with clients, a parked sender and a worker that does not answer
+ * (stopped): the master stops its workers first (SIGTERM, then SIGKILL
+ * after its grace), so no worker reports it gone, and exits 0. */
+static void test_sigterm_no_orphaned(void)
+{
+	struct mp_wire_msg m = { .op = MP_OP_BSEND };
+	struct tcli srv, cli;
+	pid_t kids[MAX_KIDS];
+	char log[128];
+	int32_t h;
+	int status;
+	int64_t t0;
+
+	for (int round = 0; round < 2; round++) {
+		start_logged(2, "log_level info\n", log);
+		CU_ASSERT_FATAL(wait_workers(mgr.pid, 2, NULL, 0, 2000) >= 0);
+		CU_ASSERT_FATAL(tcli_hello(&srv, mgr.port, "srv", 0) == 0);
+		CU_ASSERT_FATAL(tcli_create(&srv, "full", 1, &h) == 0);
+		CU_ASSERT_FATAL(tcli_hello(&cli, mgr.port, "cli", 0) == 0);
+		CU_ASSERT_FATAL(tcli_connect(&cli, "full", -2, NULL, 3000) ==
+				0);
+		CU_ASSERT(tcli_bsend(&cli, h, 1, "x", 1, 0, NULL, 3000) == 0);
+		m.b = h;
+		m.c = -1;
+		m.data = "parked";
+		m.datalen = 6;
+		CU_ASSERT(tcli_send(&cli, &m) > 0);
+		usleep(100000);
+		if (round == 1) {
+			CU_ASSERT_FATAL(children_of(mgr.pid, kids, MAX_KIDS) ==
+					2);
+			kill(kids[0], SIGSTOP);
+		}
+		t0 = mp_time_now_ns();
+		status = mp_mgrproc_stop(&mgr);
+		CU_ASSERT(status != -1 && WIFEXITED(status) &&
+			  WEXITSTATUS(status) == 0);
+		CU_ASSERT(ms_since(t0) < 4500);
+		CU_ASSERT(!shm_exists(mgr.port));
+		CU_ASSERT(log_count(log, "MESSIP-MGR-STOP") == 1);
+		CU_ASSERT(log_count(log, "ORPHANED") == 0);
+		CU_ASSERT(log_count(log, "MESSIP-MGR-WORKERDIED") == 0);
+		if (log_count(log, "ORPHANED") != 0)
+			fprintf(stderr, "round %d: a worker said its master "
+					"was gone\n",
+				round);
+		CU_ASSERT(tcli_wait_closed(&srv, 1000) == 0);
+		tcli_close(&srv);
+		tcli_close(&cli);
+		unlink(log);
+	}
+}
+
 static const struct mp_test_case tests[] = {
 	{ "workers visible in the process list", test_worker_count },
 	{ "worker killed: restarted < 1 s, registrations resumed",
@@ -762,12 +1010,18 @@ static const struct mp_test_case tests[] = {
 	  test_orphan_grace },
 	{ "kill -9 workers under buffered load: exactly once, in order",
 	  test_kill_workers_under_load },
+	{ "BSEND queued, worker killed before the answer: not queued twice",
+	  test_bsend_resent_after_death },
+	{ "EVENT not acknowledged when its worker dies: sent again once",
+	  test_event_survives_worker_death },
 	{ "master killed: workers gone < 1 s, no shm left",
 	  test_master_killed },
 	{ "second manager on the same port refused", test_duplicate_manager },
 	{ "stale segment of a dead manager replaced", test_stale_segment },
 	{ "SIGHUP: good file applies, bad file keeps settings", test_sighup },
 	{ "SIGTERM: clean stop, no shm left", test_sigterm_clean },
+	{ "SIGTERM: workers stopped first, none reports ORPHANED",
+	  test_sigterm_no_orphaned },
 	MP_TEST_END
 };
 

@@ -3,9 +3,10 @@
  * (2 workers unless said otherwise) on a free loopback port, driven by
  * raw protocol clients (test_mgr_cli).  Every operation's round trip, the
  * name rules (EEXIST, ENOENT, LOCATE), buffered messages (order, full
- * ring, parked senders), events (DISCONNECT, DISMISSED exactly once,
- * DEATH_PROCESS), bad input closing only the offending connection, and
- * 1,000 concurrent connections.
+ * ring, parked senders, no stall when a parked sender and the server share
+ * the worker), events (DISCONNECT, DISMISSED exactly once, DEATH_PROCESS,
+ * growing sequence numbers), bad input closing only the offending
+ * connection, and 1,000 concurrent connections.
  */
 #include "config.h"
 
@@ -28,11 +29,13 @@
 #define EV_DEATH_PROCESS (-7)
 
 static struct mp_mgrproc mgr;
+static uint64_t ev_last[64];
 
 static void start(int workers, const char *extra)
 {
 	int rc = mp_mgrproc_start(&mgr, workers, extra);
 
+	memset(ev_last, 0, sizeof(ev_last));
 	CU_ASSERT_FATAL(rc == 0);
 }
 
@@ -48,7 +51,9 @@ static int64_t ms_since(int64_t t0)
 	return (mp_time_now_ns() - t0) / 1000000;
 }
 
-/* Expect an EVENT of kind ev about registration regno on channel handle. */
+/* Expect an EVENT of kind ev about registration regno on channel handle;
+ * its sequence number grows per channel (the last one seen is kept per
+ * handle in ev_last). */
 static void expect_event(struct tcli *srv, int32_t handle, int32_t ev,
 			 int32_t regno, const char *id)
 {
@@ -59,6 +64,10 @@ static void expect_event(struct tcli *srv, int32_t handle, int32_t ev,
 	CU_ASSERT(t->m.a == ev);
 	CU_ASSERT(t->m.b == handle);
 	CU_ASSERT(t->m.c == regno);
+	if (handle >= 0 && handle < 64) {
+		CU_ASSERT(t->m.u > ev_last[handle]);
+		ev_last[handle] = t->m.u;
+	}
 	if (id)
 		CU_ASSERT_STRING_EQUAL(t->m.id, id);
 	tcli_msg_free(t);
@@ -419,6 +428,71 @@ static void test_ring_full(void)
 		tcli_msg_free(t);
 	}
 	CU_ASSERT(tcli_bsend(&cli, h, 1, "y", 1, 0, NULL, 3000) == ESRCH);
+	tcli_close(&srv);
+	tcli_close(&cli);
+	stop();
+}
+
+/* The server and a sender parked on its full ring share the only worker:
+ * every record the server makes room for is streamed at once (not when
+ * the park ends), and the parked sender completes. */
+static void test_parked_same_worker(void)
+{
+	enum { CAP = 4, N = 24 };
+	struct tcli srv, cli;
+	int64_t worst = 0, t0;
+	int32_t h;
+	int got = 0, ok = 0;
+
+	start(1, NULL);
+	CU_ASSERT_FATAL(tcli_hello(&srv, mgr.port, "srv", 0) == 0);
+	CU_ASSERT_FATAL(tcli_create(&srv, "pw", CAP, &h) == 0);
+	CU_ASSERT_FATAL(tcli_hello(&cli, mgr.port, "cli", 0) == 0);
+	CU_ASSERT_FATAL(tcli_connect(&cli, "pw", -2, NULL, 3000) == 0);
+	/* Pipelined: CAP fill the ring, the next parks (5 s), the rest wait
+	 * behind it. */
+	for (int k = 0; k < N; k++) {
+		struct mp_wire_msg m = { .op = MP_OP_BSEND };
+
+		m.b = h;
+		m.a = k;
+		m.c = 5000;
+		m.data = "r";
+		m.datalen = 1;
+		CU_ASSERT_FATAL(tcli_send(&cli, &m) > 0);
+	}
+	usleep(200000); /* the ring is full, a sender parked */
+	t0 = mp_time_now_ns();
+	while (got < N) {
+		struct tcli_msg *t = NULL;
+		int64_t dt;
+
+		if (tcli_recv_op(&srv, MP_OP_BDELIVER, &t, 3000) < 0)
+			break;
+		dt = ms_since(t0);
+		if (dt > worst)
+			worst = dt;
+		CU_ASSERT(t->m.a == got);
+		got++;
+		usleep(20000); /* a slow consumer */
+		tcli_back(&srv, h, t->m.u);
+		tcli_msg_free(t);
+		t0 = mp_time_now_ns();
+	}
+	fprintf(stderr, "parked, same worker: %d records, worst wait %lld "
+			"ms\n",
+		got, (long long)worst);
+	CU_ASSERT(got == N);
+	CU_ASSERT(worst < 200);
+	for (int k = 0; k < N; k++) {
+		struct tcli_msg *t = NULL;
+
+		if (tcli_recv_op(&cli, MP_OP_RESULT, &t, 3000) == 0 &&
+		    t->m.a == 0)
+			ok++;
+		tcli_msg_free(t);
+	}
+	CU_ASSERT(ok == N);
 	tcli_close(&srv);
 	tcli_close(&cli);
 	stop();
@@ -820,6 +894,8 @@ static const struct mp_test_case tests[] = {
 	{ "LOCATE waits, succeeds, times out", test_locate },
 	{ "buffered: pipelined senders, order, seq", test_bsend_order },
 	{ "buffered: full ring, parked senders", test_ring_full },
+	{ "buffered: parked sender and server on one worker: no stall",
+	  test_parked_same_worker },
 	{ "buffered: parked request outlives the read deadline",
 	  test_parked_outlives_read_deadline },
 	{ "buffered: access and size", test_bsend_access_and_size },

@@ -2,8 +2,10 @@
  * test_mgr_state — the manager's segment (mgrd/mgr_state.c) driven
  * directly in one process acting as worker 0 of 2: registrations,
  * channels, links and their events, orphaning by epoch and the grace
- * period, resume, death notification order and clean-up, ring push/park/
- * release, and repair after a lock holder died or left records half-done.
+ * period, resume, death notification order and clean-up, events kept until
+ * acknowledged and offered again in order, BSEND deduplication by request
+ * id, ring push/park/release, and repair after a lock holder died or left
+ * records half-done.
  */
 #include "config.h"
 
@@ -25,28 +27,40 @@ static struct mgr_state st;
 static struct mgr_config cfg;
 static int efds[2] = { -1, -1 };
 
-/* Events captured by the emit callback. */
+/* Events captured by the emit callback, which keeps a per-channel "sent
+ * up to" like a worker's connection does (reset it to play a resumed
+ * registration's new connection). */
 struct ev {
 	int server, slot;
 	int32_t ev;
 	uint32_t regno;
+	uint64_t seq;
 	char id[16];
 };
 static struct ev evs[64];
-static int nevs, refuse_emit;
+static int nevs, refuse_emit, emit_budget;
+static uint64_t sent_upto[16];
 
 static int emit(void *ctx, int server, int slot, int32_t ev, uint32_t regno,
-		const char *id)
+		const char *id, uint64_t seq)
 {
 	(void)ctx;
-	if (refuse_emit || nevs >= 64)
+	if (slot < 0 || slot >= 16)
 		return -1;
+	if (seq <= sent_upto[slot])
+		return 1;
+	if (refuse_emit || nevs >= 64 || emit_budget == 0)
+		return -1;
+	if (emit_budget > 0)
+		emit_budget--;
 	evs[nevs].server = server;
 	evs[nevs].slot = slot;
 	evs[nevs].ev = ev;
 	evs[nevs].regno = regno;
+	evs[nevs].seq = seq;
 	snprintf(evs[nevs].id, sizeof(evs[nevs].id), "%s", id);
 	nevs++;
+	sent_upto[slot] = seq;
 	return 0;
 }
 
@@ -69,6 +83,8 @@ static void setup(void)
 	CU_ASSERT_FATAL(mgr_state_attach_worker(&st, 0, &cfg) == 0);
 	nevs = 0;
 	refuse_emit = 0;
+	emit_budget = -1;
+	memset(sent_upto, 0, sizeof(sent_upto));
 }
 
 static void teardown(void)
@@ -137,6 +153,9 @@ static void test_regs_and_channels(void)
 	CU_ASSERT(nevs == 1 && evs[0].ev == MGR_EV_DISCONNECT &&
 		  evs[0].regno == b.regno && evs[0].slot == slot &&
 		  evs[0].server == a.reg && !strcmp(evs[0].id, "beta"));
+	/* Sent, not yet acknowledged: still pending. */
+	CU_ASSERT(st.sh->nlinks == 1);
+	CU_ASSERT(mgr_state_ack_events(&st, a.reg, slot, gen, evs[0].seq) == 1);
 	CU_ASSERT(st.sh->nlinks == 0);
 	CU_ASSERT(mgr_state_ch_delete(&st, a.reg, "c", &n, &s2) == 0);
 	CU_ASSERT(n == 0);
@@ -165,7 +184,7 @@ static void test_unclean_end_and_death(void)
 {
 	struct mgr_reginfo srv, watch, cli, other;
 	struct mgr_chinfo info;
-	uint32_t gen;
+	uint32_t gen, wgen;
 	int slot, wslot;
 
 	setup();
@@ -174,7 +193,7 @@ static void test_unclean_end_and_death(void)
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "cli", 3, "", &cli) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "other", 4, "", &other) == 0);
 	slot = mgr_state_ch_create(&st, srv.reg, "s", 0, "", 0, &gen);
-	wslot = mgr_state_ch_create(&st, watch.reg, "w", 0, "", 0, &gen);
+	wslot = mgr_state_ch_create(&st, watch.reg, "w", 0, "", 0, &wgen);
 	CU_ASSERT_FATAL(slot >= 0 && wslot >= 0);
 	CU_ASSERT(mgr_state_death_notify(&st, watch.reg, 1) == 0);
 	CU_ASSERT(mgr_state_ch_connect(&st, cli.reg, "s", &info) == slot);
@@ -199,7 +218,10 @@ static void test_unclean_end_and_death(void)
 				  evs[i].ev == MGR_EV_DEATH_PROCESS);
 		}
 	}
-	/* Every death-notify channel saw it: the dead slot is freed. */
+	/* Kept until every death-notify channel acknowledged it. */
+	CU_ASSERT(st.regs[cli.reg].state == REG_DEAD);
+	CU_ASSERT(mgr_state_ack_events(&st, watch.reg, wslot, wgen,
+				       sent_upto[wslot]) == 0);
 	CU_ASSERT(st.regs[cli.reg].state == REG_FREE);
 
 	/* Two deaths in a row arrive in order. */
@@ -214,6 +236,11 @@ static void test_unclean_end_and_death(void)
 		CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 2);
 		CU_ASSERT(nevs == 2 && evs[0].regno == d2.regno &&
 			  evs[1].regno == d1.regno);
+		CU_ASSERT(evs[0].seq < evs[1].seq);
+		CU_ASSERT(mgr_state_ack_events(&st, watch.reg, wslot, wgen,
+					       evs[1].seq) == 0);
+		CU_ASSERT(st.regs[d1.reg].state == REG_FREE &&
+			  st.regs[d2.reg].state == REG_FREE);
 	}
 	/* A clean end is no death. */
 	nevs = 0;
@@ -288,13 +315,13 @@ static void test_ring_push_park_release(void)
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "cli", 2, "", &cli) == 0);
 	slot = mgr_state_ch_create(&st, srv.reg, "r", 2, "", 0, &gen);
 	CU_ASSERT_FATAL(slot >= 0);
-	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 7, "ab", 2) == 0);
-	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 8, "cd", 2) == 1);
-	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 9, "ef", 2) ==
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 7, "ab", 2) == 0);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 8, "cd", 2) == 1);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 9, "ef", 2) ==
 		  -ETIMEDOUT);
-	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 9, buf, 1025) ==
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 9, buf, 1025) ==
 		  -EMSGSIZE);
-	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen + 2, 9, "x", 1) ==
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen + 2, 0, 9, "x", 1) ==
 		  -ESRCH);
 	/* The consumer wake-up was for ourselves. */
 	CU_ASSERT(mgr_state_take_hints(&st) & MGR_WAKE_DATA);
@@ -314,7 +341,7 @@ static void test_ring_push_park_release(void)
 	CU_ASSERT(st.chans[slot].parked == 0);
 	CU_ASSERT(st.workers[1].hints & MGR_WAKE_ROOM);
 	CU_ASSERT(st.workers[0].delivered == 1);
-	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 9, "ef", 2) == 1);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 9, "ef", 2) == 1);
 	/* Deleting the channel wakes parked senders so they see ESRCH. */
 	st.workers[1].hints = 0;
 	st.self = 1;
@@ -322,9 +349,141 @@ static void test_ring_push_park_release(void)
 	st.self = 0;
 	mgr_state_reg_end(&st, srv.reg, 1);
 	CU_ASSERT(st.workers[1].hints & MGR_WAKE_ROOM);
-	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 9, "ef", 2) ==
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 9, "ef", 2) ==
 		  -ESRCH);
 	CU_ASSERT(mgr_state_ring(&st, slot, gen) == NULL);
+	teardown();
+}
+
+/* Events leave the segment only when acknowledged; a new connection of the
+ * server (after a resume) is offered every unacknowledged one again, with
+ * its number, in order; a channel whose output is full waits. */
+static void test_events_acknowledged(void)
+{
+	struct mgr_reginfo srv, a, b, c;
+	struct mgr_chinfo info;
+	uint64_t seq[3];
+	uint32_t gen;
+	int slot;
+
+	setup();
+	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "srv", 1, "", &srv) == 0);
+	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "a", 2, "", &a) == 0);
+	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "b", 3, "", &b) == 0);
+	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "c", 4, "", &c) == 0);
+	slot = mgr_state_ch_create(&st, srv.reg, "e", 0, "", 0, &gen);
+	CU_ASSERT_FATAL(slot >= 0 && slot < 16);
+	CU_ASSERT(mgr_state_death_notify(&st, srv.reg, 1) == 0);
+	CU_ASSERT(mgr_state_ch_connect(&st, a.reg, "e", &info) == slot);
+	CU_ASSERT(mgr_state_ch_connect(&st, b.reg, "e", &info) == slot);
+	/* DISCONNECT (a), then DISMISSED and DEATH_PROCESS (b). */
+	CU_ASSERT(mgr_state_ch_disconnect(&st, a.reg, slot, gen) == 0);
+	mgr_state_reg_end(&st, b.reg, 0);
+	CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 3);
+	CU_ASSERT_FATAL(nevs == 3);
+	CU_ASSERT(evs[0].ev == MGR_EV_DISCONNECT && evs[0].regno == a.regno);
+	CU_ASSERT(evs[1].ev == MGR_EV_DISMISSED && evs[1].regno == b.regno);
+	CU_ASSERT(evs[2].ev == MGR_EV_DEATH_PROCESS && evs[2].regno == b.regno);
+	CU_ASSERT(evs[0].seq < evs[1].seq && evs[1].seq < evs[2].seq);
+	for (int i = 0; i < 3; i++)
+		seq[i] = evs[i].seq;
+	/* Sent once per connection. */
+	CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 0);
+	/* A new connection (resume): all again, same numbers, in order. */
+	memset(sent_upto, 0, sizeof(sent_upto));
+	nevs = 0;
+	CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 3);
+	for (int i = 0; i < 3 && i < nevs; i++)
+		CU_ASSERT(evs[i].seq == seq[i]);
+	/* Output full after one: the later ones wait, in order. */
+	memset(sent_upto, 0, sizeof(sent_upto));
+	nevs = 0;
+	emit_budget = 1;
+	CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 1);
+	CU_ASSERT(nevs == 1 && evs[0].seq == seq[0]);
+	emit_budget = -1;
+	CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 2);
+	CU_ASSERT(nevs == 3 && evs[1].seq == seq[1] && evs[2].seq == seq[2]);
+	/* Acknowledgements: only the creator, only a live channel. */
+	CU_ASSERT(mgr_state_ack_events(&st, a.reg, slot, gen, seq[2]) ==
+		  -EACCES);
+	CU_ASSERT(mgr_state_ack_events(&st, srv.reg, slot, gen + 2, seq[2]) ==
+		  -ESRCH);
+	/* Up to the second: both link events leave, the death stays. */
+	CU_ASSERT(st.sh->nlinks == 2);
+	CU_ASSERT(mgr_state_ack_events(&st, srv.reg, slot, gen, seq[1]) == 2);
+	CU_ASSERT(st.sh->nlinks == 0);
+	CU_ASSERT(st.regs[b.reg].state == REG_DEAD);
+	memset(sent_upto, 0, sizeof(sent_upto));
+	nevs = 0;
+	CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 1);
+	CU_ASSERT(nevs == 1 && evs[0].seq == seq[2] &&
+		  evs[0].ev == MGR_EV_DEATH_PROCESS);
+	/* A number never given is taken as the last one. */
+	CU_ASSERT(mgr_state_ack_events(&st, srv.reg, slot, gen, ~0ULL) == 0);
+	CU_ASSERT(st.regs[b.reg].state == REG_FREE);
+	CU_ASSERT(st.chans[slot].ev_acked == st.sh->ev_seq);
+	/* A later event gets a larger number. */
+	CU_ASSERT(mgr_state_ch_connect(&st, c.reg, "e", &info) == slot);
+	mgr_state_reg_end(&st, c.reg, 1);
+	nevs = 0;
+	CU_ASSERT(mgr_state_take_events(&st, emit, NULL) == 1);
+	CU_ASSERT(nevs == 1 && evs[0].seq > seq[2] &&
+		  evs[0].ev == MGR_EV_DISCONNECT);
+	teardown();
+}
+
+/* A BSEND re-sent with the request id of one already queued (its worker
+ * died before the answer left) is answered as before and not queued. */
+static void test_bsend_resent(void)
+{
+	struct mgr_reginfo srv, cli, other;
+	mp_ring_t *ring;
+	uint32_t gen;
+	int slot;
+
+	setup();
+	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "srv", 1, "", &srv) == 0);
+	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "cli", 2, "", &cli) == 0);
+	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "other", 3, "", &other) == 0);
+	slot = mgr_state_ch_create(&st, srv.reg, "d", 4, "", 0, &gen);
+	CU_ASSERT_FATAL(slot >= 0);
+	ring = mgr_state_ring(&st, slot, gen);
+	CU_ASSERT_FATAL(ring != NULL);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 5, 1, "a", 1) == 0);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 6, 1, "b", 1) == 1);
+	CU_ASSERT(st.regs[cli.reg].bsend_reqid == 6);
+	/* Again: the same answer, nothing queued. */
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 6, 1, "b", 1) == 1);
+	CU_ASSERT(mp_ring_count(ring) == 2);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 5, 1, "a", 1) >= 0);
+	CU_ASSERT(mp_ring_count(ring) == 2);
+	/* Ids are per registration. */
+	CU_ASSERT(mgr_state_bsend(&st, other.reg, slot, gen, 6, 1, "o", 1) ==
+		  2);
+	CU_ASSERT(mp_ring_count(ring) == 3);
+	/* Serial order across the wrap of the 32-bit id. */
+	st.regs[cli.reg].bsend_reqid = 0xfffffffeu;
+	st.regs[cli.reg].bsend_queued = 7;
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0xfffffffeu, 1, "c",
+				  1) == 7);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0xfffffff0u, 1, "c",
+				  1) >= 0);
+	CU_ASSERT(mp_ring_count(ring) == 3);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 1, 1, "d", 1) == 3);
+	CU_ASSERT(mp_ring_count(ring) == 4);
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 1, 1, "d", 1) ==
+		  3); /* full ring: still answered */
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 2, 1, "e", 1) ==
+		  -ETIMEDOUT); /* newer: really pushed (and full) */
+	/* reqid 0 is never taken for a repeat. */
+	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 1, "e", 1) ==
+		  -ETIMEDOUT);
+	CU_ASSERT(mp_ring_count(ring) == 4);
+	/* A fresh registration starts with nothing recorded. */
+	mgr_state_reg_end(&st, other.reg, 1);
+	CU_ASSERT(mgr_state_reg_new(&st, "other", 3, "", &other) == 0);
+	CU_ASSERT(st.regs[other.reg].bsend_reqid == 0);
 	teardown();
 }
 
@@ -412,6 +571,10 @@ static const struct mp_test_case tests[] = {
 	{ "orphan by epoch, resume, expiry after grace",
 	  test_orphan_resume_expire },
 	{ "ring push, park, release wakes parked", test_ring_push_park_release },
+	{ "events acknowledged: kept, offered again in order",
+	  test_events_acknowledged },
+	{ "BSEND re-sent with its request id: not queued twice",
+	  test_bsend_resent },
 	{ "lock holder dies: repair of half-done records", test_repair },
 	{ "settings seqlock and reload hint", test_settings_seqlock },
 	MP_TEST_END

@@ -41,7 +41,7 @@ static const unsigned expect_fields[MP_OP_MAX_] = {
 	[MP_OP_BDELIVER] =
 		MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_U | MP_WF_ID | MP_WF_DATA,
 	[MP_OP_BACK] = MP_WF_B | MP_WF_U,
-	[MP_OP_EVENT] = MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_ID,
+	[MP_OP_EVENT] = MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_U | MP_WF_ID,
 	[MP_OP_DEATH_NOTIFY] = MP_WF_A,
 	[MP_OP_PING] = 0,
 	[MP_OP_PONG] = 0,
@@ -618,7 +618,7 @@ static void test_string_over_field(void)
 		unsigned max;
 	} cases[] = {
 		{MP_OP_CH_DELETE, 0, MP_WIRE_NAME_MAX},
-		{MP_OP_EVENT, 12, MP_WIRE_ID_MAX},
+		{MP_OP_EVENT, 20, MP_WIRE_ID_MAX},
 		{MP_OP_WELCOME, 16, MP_WIRE_ADDR_MAX},
 	};
 	static uint8_t b[MP_WIRE_HDR_SIZE + 512];
