@@ -42,14 +42,32 @@ static void run_hooks(void)
 		hooks[--nhooks]();
 }
 
+/* SIGTERM first, so that a manager started by the test stops cleanly
+ * (workers first, segment removed) instead of leaving its workers to
+ * report an orphaning and its segment behind; SIGKILL what is still
+ * there after a bounded wait. */
 static void kill_children(void)
 {
+	int left = 0;
+
 	for (int i = 0; i < nchildren; i++)
-		if (children[i] > 0)
+		if (children[i] > 0 && kill(children[i], SIGTERM) == 0)
+			left++;
+	for (int waited = 0; left > 0 && waited < 3000; waited += 10) {
+		for (int i = 0; i < nchildren; i++)
+			if (children[i] > 0 &&
+			    waitpid(children[i], NULL, WNOHANG) == children[i]) {
+				children[i] = -1;
+				left--;
+			}
+		if (left > 0)
+			usleep(10000);
+	}
+	for (int i = 0; i < nchildren; i++)
+		if (children[i] > 0) {
 			kill(children[i], SIGKILL);
-	for (int i = 0; i < nchildren; i++)
-		if (children[i] > 0)
 			waitpid(children[i], NULL, 0);
+		}
 	nchildren = 0;
 }
 
