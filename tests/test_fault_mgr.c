@@ -1,0 +1,344 @@
+/*
+ * test_fault_mgr — the whole manager goes away under live programs and
+ * comes back on the same port (messip.h, "Manager failures"): the
+ * libraries' resume is answered ESTALE by the new manager, so each takes
+ * a new registration and declares its channels again under the same
+ * names; direct (synchronous) traffic never stops.
+ *
+ *   - stopped cleanly (SIGTERM) and restarted within the grace period:
+ *     the segment is removed and made again, the server's name comes
+ *     back, buffered messages flow again, nobody sees an error or event;
+ *   - killed outright (SIGKILL, master and workers) and restarted: the
+ *     stale segment is taken over, and the same holds;
+ *   - stopped for longer than the grace period, then restarted: calls
+ *     that need the manager fail with ESHUTDOWN, the server is told once,
+ *     the connection stays given up (ESHUTDOWN at once, even with the
+ *     manager back), and a new connection works.
+ *
+ * Covered elsewhere: workers killed under traffic (test_api_resume,
+ * test_mgr_proc), the manager gone for good (test_api_resume), the master
+ * killed and a second master (test_mgr_proc).
+ */
+#include "config.h"
+
+#include "test_fault_util.h"
+
+#define T_ECHO	 1
+#define T_QUIT	 2
+#define GRACE_MS 5000 /* resume_grace_ms default, and the library's */
+
+struct rs_arg {
+	const char *ref;
+	const char *name;
+	struct api_gate *ready;
+};
+
+/* What the server reports when told to quit. */
+struct rs_report {
+	int32_t buffered, errors, shutdowns, events;
+};
+
+/* Serves echo (answer: buffered messages so far) until T_QUIT. */
+static void restart_server(void *p)
+{
+	struct rs_arg *a = p;
+	messip_cnx_t *cnx = messip_connect(a->ref, "rsrv", 5000);
+	struct rs_report rep = {0};
+	messip_channel_t *ch;
+	int64_t end;
+
+	CHILD_CHECK(cnx);
+	ch = messip_channel_create(cnx, a->name, 5000, 0);
+	CHILD_CHECK(ch);
+	api_gate_signal(a->ready);
+	end = api_now_ms() + 45000;
+	while (api_now_ms() < end) {
+		int32_t type = 0;
+		char buf[64];
+		int r = messip_receive(ch, &type, buf, sizeof(buf), 500);
+
+		if (r == MESSIP_MSG_TIMEOUT)
+			continue;
+		if (r == -1) {
+			if (errno == ESHUTDOWN)
+				rep.shutdowns++;
+			else
+				rep.errors++;
+			continue;
+		}
+		if (r == MESSIP_MSG_NOREPLY) {
+			rep.buffered++;
+			continue;
+		}
+		if (r < 0) {
+			fprintf(stderr, "restart server: event %d from %s\n", r,
+				ch->remote_id);
+			rep.events++;
+			continue;
+		}
+		if (type == T_QUIT) {
+			CHILD_CHECK(messip_reply(ch, r, 0, &rep, sizeof(rep),
+						 2000) == 0);
+			break;
+		}
+		CHILD_CHECK(messip_reply(ch, r, rep.buffered, buf, ch->datalenr,
+					 2000) == 0);
+	}
+	messip_disconnect(cnx, 1000);
+}
+
+/* Echo; the server's count of buffered messages, or -1. */
+static int echo(messip_channel_t *ch)
+{
+	int32_t answer = -1;
+	char buf[8] = "";
+
+	if (messip_send(ch, T_ECHO, "ping", 5, &answer, buf, sizeof(buf),
+			2000) != 0 ||
+	    strcmp(buf, "ping") != 0)
+		return -1;
+	return answer;
+}
+
+/* Wait until the server counted n buffered messages. */
+static int wait_count(messip_channel_t *ch, int n, int timeout_ms)
+{
+	int64_t end = api_now_ms() + timeout_ms;
+	int c = -1;
+
+	while (api_now_ms() < end) {
+		c = echo(ch);
+		if (c >= n)
+			break;
+		api_sleep_ms(20);
+	}
+	return c;
+}
+
+static int quit_server(messip_channel_t *ch, struct rs_report *rep)
+{
+	int32_t answer = -1;
+
+	memset(rep, 0, sizeof(*rep));
+	return messip_send(ch, T_QUIT, NULL, 0, &answer, rep, sizeof(*rep),
+			   3000);
+}
+
+/* Kill a manager outright: master and workers, no clean-up. */
+static void kill_manager(struct mp_mgrproc *m)
+{
+	pid_t w[64];
+	int n;
+
+	/* Freeze them all first: a worker that saw its master die would
+	 * tidy up (remove the segment), which a crash does not. */
+	kill(m->pid, SIGSTOP);
+	n = fault_children_of(m->pid, w, 64);
+	for (int i = 0; i < n; i++)
+		kill(w[i], SIGSTOP);
+	for (int i = 0; i < n; i++)
+		kill(w[i], SIGKILL);
+	kill(m->pid, SIGKILL);
+	mp_test_kill(m->pid);
+	m->pid = 0;
+	unlink(m->conf);
+	api_sleep_ms(50); /* the workers are gone too */
+}
+
+static void restart_case(int hard)
+{
+	struct mp_mgrproc m, m2;
+	struct api_gate ready;
+	struct rs_arg ra = {NULL, "f-restart", &ready};
+	struct rs_report rep;
+	messip_cnx_t *cnx, *probe;
+	messip_channel_t *ch, *pch = NULL;
+	int64_t t0, t_back, t_name = -1;
+	pid_t srv;
+	int port;
+
+	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 2, NULL) == 0);
+	port = m.port;
+	ra.ref = m.ref;
+	api_gate_init(&ready);
+	srv = api_fork(restart_server, &ra);
+	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
+	cnx = messip_connect(m.ref, "rcli", 5000);
+	CU_ASSERT_FATAL(cnx != NULL);
+	ch = messip_channel_connect(cnx, "f-restart", 5000);
+	CU_ASSERT_FATAL(ch != NULL);
+	CU_ASSERT(messip_buffered_send(ch, 1, "one", 3, 2000) >= 0);
+	CU_ASSERT_EQUAL(wait_count(ch, 1, 3000), 1);
+
+	t0 = api_now_ms();
+	if (hard) {
+		kill_manager(&m);
+		/* What a crash leaves: the segment. */
+		CU_ASSERT(fault_mgr_segment_left(port));
+	} else {
+		kill(m.pid, SIGTERM);
+		CU_ASSERT(mp_test_wait(m.pid, 5000) != -1);
+		m.pid = 0;
+		unlink(m.conf);
+		CU_ASSERT(!fault_mgr_segment_left(port));
+	}
+	/* No manager: synchronous traffic goes on. */
+	CU_ASSERT_EQUAL(echo(ch), 1);
+	CU_ASSERT_EQUAL(fault_mgr_start_on(&m2, port, 2, NULL), 0);
+	t_back = api_now_ms() - t0;
+	CU_ASSERT(t_back < GRACE_MS / 2);
+
+	/* The server declares its channel again by itself. */
+	probe = messip_connect(m2.ref, "probe", 2000);
+	CU_ASSERT_PTR_NOT_NULL(probe);
+	if (probe) {
+		pch = messip_channel_locate(probe, "f-restart", GRACE_MS);
+		t_name = api_now_ms() - t0;
+	}
+	CU_ASSERT_PTR_NOT_NULL(pch);
+	/* Then the client's buffered messages reach it again. */
+	CU_ASSERT(messip_buffered_send(ch, 2, "two", 3, GRACE_MS) >= 0);
+	CU_ASSERT_EQUAL(wait_count(ch, 2, 3000), 2);
+	if (pch)
+		CU_ASSERT(messip_buffered_send(pch, 3, "three", 5, 2000) >= 0);
+	CU_ASSERT_EQUAL(wait_count(ch, pch ? 3 : 2, 3000), pch ? 3 : 2);
+	/* The client's own registration is new and works. */
+	CU_ASSERT_PTR_NOT_NULL(
+		messip_channel_create(cnx, "f-restart-c", GRACE_MS, 0));
+	CU_ASSERT_EQUAL(messip_death_notify(cnx, 2000, 0), 0);
+	fprintf(stderr,
+		"  manager %s: back after %lld ms, name back after %lld ms\n",
+		hard ? "killed" : "stopped", (long long)t_back,
+		(long long)t_name);
+	/* Nobody saw an error or an event. */
+	CU_ASSERT_EQUAL(quit_server(ch, &rep), 0);
+	CU_ASSERT_EQUAL(rep.buffered, pch ? 3 : 2);
+	CU_ASSERT_EQUAL(rep.errors, 0);
+	CU_ASSERT_EQUAL(rep.shutdowns, 0);
+	CU_ASSERT_EQUAL(rep.events, 0);
+	CU_ASSERT(api_child_ok(srv, 5000));
+	if (probe)
+		CU_ASSERT_EQUAL(messip_disconnect(probe, 2000), 0);
+	CU_ASSERT_EQUAL(messip_disconnect(cnx, 2000), 0);
+	CU_ASSERT(mp_mgrproc_stop(&m2) != -1);
+	CU_ASSERT(!fault_mgr_segment_left(port));
+	fault_mgr_segment_remove(port);
+	api_gate_close(&ready);
+}
+
+static void test_restart_sigterm(void)
+{
+	restart_case(0);
+}
+
+static void test_restart_sigkill(void)
+{
+	restart_case(1);
+}
+
+FAULT_BOTH_PATHS(test_restart_sigterm)
+FAULT_BOTH_PATHS(test_restart_sigkill)
+
+/* ---- away for longer than the grace period ------------------------------ */
+
+static void test_away_past_grace(void)
+{
+	struct mp_mgrproc m, m2;
+	struct api_gate ready;
+	struct rs_arg ra = {NULL, "f-away", &ready};
+	struct rs_report rep;
+	messip_cnx_t *cnx, *fresh;
+	messip_channel_t *ch;
+	int64_t t0, dt;
+	pid_t srv;
+	int port;
+
+	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 1, NULL) == 0);
+	port = m.port;
+	ra.ref = m.ref;
+	api_gate_init(&ready);
+	srv = api_fork(restart_server, &ra);
+	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
+	cnx = messip_connect(m.ref, "awaycli", 5000);
+	CU_ASSERT_FATAL(cnx != NULL);
+	ch = messip_channel_connect(cnx, "f-away", 5000);
+	CU_ASSERT_FATAL(ch != NULL);
+	t0 = api_now_ms();
+	CU_ASSERT(mp_mgrproc_stop(&m) != -1);
+	/* A call that needs the manager waits out the grace period. */
+	CU_ASSERT_PTR_NULL(
+		messip_channel_create(cnx, "f-away1", 3 * GRACE_MS, 0));
+	dt = api_now_ms() - t0;
+	CU_ASSERT_EQUAL(errno, ESHUTDOWN);
+	CU_ASSERT(dt >= GRACE_MS - 200 && dt < GRACE_MS + 2000);
+	fprintf(stderr, "  ESHUTDOWN after %lld ms\n", (long long)dt);
+	/* The manager comes back: this connection stays given up. */
+	CU_ASSERT_EQUAL(fault_mgr_start_on(&m2, port, 1, NULL), 0);
+	t0 = api_now_ms();
+	CU_ASSERT_PTR_NULL(messip_channel_create(cnx, "f-away2", 2000, 0));
+	CU_ASSERT_EQUAL(errno, ESHUTDOWN);
+	CU_ASSERT_EQUAL(messip_death_notify(cnx, 2000, 1), -1);
+	CU_ASSERT_EQUAL(errno, ESHUTDOWN);
+	if (getenv("MESSIP_NO_SHM")) {
+		/* Through the manager: given up too.  (On the same host a
+		 * buffered message goes through the channel's segment and
+		 * needs no manager.) */
+		CU_ASSERT_EQUAL(messip_buffered_send(ch, 1, "x", 1, 2000), -1);
+		CU_ASSERT_EQUAL(errno, ESHUTDOWN);
+	}
+	CU_ASSERT(api_now_ms() - t0 < 500);
+	/* Direct traffic never needed it; the server was told once. */
+	CU_ASSERT(echo(ch) >= 0);
+	/* A new connection is a new registration on the new manager; the
+	 * given-up server's name is not there. */
+	fresh = messip_connect(m2.ref, "fresh", 2000);
+	CU_ASSERT_PTR_NOT_NULL(fresh);
+	if (fresh) {
+		CU_ASSERT_PTR_NULL(
+			messip_channel_connect(fresh, "f-away", 500));
+		CU_ASSERT_EQUAL(errno, ENOENT);
+		CU_ASSERT_PTR_NOT_NULL(
+			messip_channel_create(fresh, "f-away", 2000, 0));
+		CU_ASSERT_EQUAL(messip_disconnect(fresh, 2000), 0);
+	}
+	CU_ASSERT_EQUAL(quit_server(ch, &rep), 0);
+	CU_ASSERT_EQUAL(rep.shutdowns, 1);
+	CU_ASSERT_EQUAL(rep.errors, 0);
+	CU_ASSERT_EQUAL(rep.events, 0);
+	CU_ASSERT(api_child_ok(srv, 5000));
+	CU_ASSERT_EQUAL(messip_disconnect(cnx, 1000), 0);
+	CU_ASSERT(mp_mgrproc_stop(&m2) != -1);
+	CU_ASSERT(!fault_mgr_segment_left(port));
+	fault_mgr_segment_remove(port);
+	api_gate_close(&ready);
+}
+
+FAULT_BOTH_PATHS(test_away_past_grace)
+
+static const struct mp_test_case tests[] = {
+	{"manager stopped and restarted within the grace (shared memory): "
+	 "clients re-register, names and buffered traffic come back",
+	 test_restart_sigterm_shm},
+	{"manager stopped and restarted within the grace (TCP): clients "
+	 "re-register, names and buffered traffic come back",
+	 test_restart_sigterm_tcp},
+	{"manager killed and restarted (shared memory): stale segment taken "
+	 "over, clients re-register",
+	 test_restart_sigkill_shm},
+	{"manager killed and restarted (TCP): stale segment taken over, "
+	 "clients re-register",
+	 test_restart_sigkill_tcp},
+	{"manager away past the grace (shared memory): ESHUTDOWN, given up "
+	 "for good, a new connection works",
+	 test_away_past_grace_shm},
+	{"manager away past the grace (TCP): ESHUTDOWN, given up for good, a "
+	 "new connection works",
+	 test_away_past_grace_tcp},
+	MP_TEST_END};
+
+int main(void)
+{
+	mp_test_init("test_fault_mgr", 60);
+	api_verbose();
+	return mp_test_main("fault_mgr", tests);
+}
