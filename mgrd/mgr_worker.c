@@ -10,11 +10,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -153,6 +155,23 @@ static void accept_some(struct mgr_worker *w)
 		fd = mgr_net_accept(w->lfd, peer, sizeof(peer));
 		if (fd == -EAGAIN)
 			return;
+		if ((fd == -EMFILE || fd == -ENFILE) && w->spare_fd >= 0) {
+			/* Out of descriptors: the pending connection would
+			 * keep the listening socket readable and this loop
+			 * spinning.  Give up the spare descriptor, accept
+			 * the connection and close it (the peer sees it
+			 * refused at once), then take the spare back. */
+			close(w->spare_fd);
+			fd = accept4(w->lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0)
+				close(fd);
+			w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			if (mgr_ratelimit_take(&w->accept_rl, NULL))
+				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-NOFILE",
+					"out of file descriptors; refusing a "
+					"connection");
+			continue;
+		}
 		if (fd < 0) {
 			if (mgr_ratelimit_take(&w->accept_rl, NULL))
 				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-ACCEPT",
@@ -395,6 +414,7 @@ static int setup(struct mgr_worker *w)
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0)
 		return -errno;
+	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	/* EPOLLEXCLUSIVE: one worker is woken per new connection. */
 	ev.events = EPOLLIN | EPOLLEXCLUSIVE;
 	ev.data.ptr = TAG_LISTEN;

@@ -40,6 +40,7 @@ struct mgr_worker {
 	struct mgr_config cfg;      /* reloadable fields follow the master */
 	struct mgr_state *st;
 	int epfd, lfd, efd;
+	int spare_fd;               /* kept to shed a connection on EMFILE */
 	pid_t master_pid;
 	int64_t now;                /* monotonic ns, updated once per pass */
 	uint64_t host_token;

@@ -309,37 +309,6 @@ static void test_server_emfile_spin(void)
 	fault_tcp_only(0);
 }
 
-static void test_manager_emfile_spin(void)
-{
-	enum { MAXC = 100 };
-	messip_cnx_t *c[MAXC];
-	struct mp_mgrproc m;
-	pid_t w[4];
-	long c0 = -1, c1 = -1;
-	int n = 0;
-
-	fault_mgr_nofile = 48;
-	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 1, NULL) == 0);
-	fault_mgr_nofile = 0;
-	while (n < MAXC && (c[n] = messip_connect(m.ref, "many", 500)) != NULL)
-		n++;
-	CU_ASSERT(n < MAXC);
-	if (fault_children_of(m.pid, w, 4) == 1) {
-		c0 = fault_cpu_ms(w[0]);
-		api_sleep_ms(1000);
-		c1 = fault_cpu_ms(w[0]);
-	}
-	fprintf(stderr,
-		"  manager worker with a client it cannot accept: %ld "
-		"ms CPU in 1 s\n",
-		c1 - c0);
-	CU_ASSERT(c0 >= 0 && c1 - c0 < SPIN_MS);
-	for (int i = 0; i < n; i++)
-		messip_disconnect(c[i], 1000);
-	mp_mgrproc_stop(&m);
-	fault_mgr_segment_remove(m.port);
-}
-
 /* ---- shared memory: a reply to a client that died before the receive ---- */
 
 static void unread_victim(void *p)
@@ -424,8 +393,6 @@ static const struct mp_test_case all[] = {
 	 test_shm_reply_to_client_dead_before_receive},
 	{"server out of descriptors with a client waiting: does not spin",
 	 test_server_emfile_spin},
-	{"manager out of descriptors with a client waiting: does not spin",
-	 test_manager_emfile_spin},
 	MP_TEST_END};
 
 int main(int argc, char **argv)

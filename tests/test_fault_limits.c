@@ -555,6 +555,41 @@ static void test_dev_shm_full_server(void)
 	api_gate_close(&ready);
 }
 
+/* A process that spins on a listening socket it cannot accept from
+ * burns about 1000 ms of CPU per second; a quiet one, almost none. */
+#define SPIN_MS 300
+
+static void test_manager_emfile_spin(void)
+{
+	enum { MAXC = 100 };
+	messip_cnx_t *c[MAXC];
+	struct mp_mgrproc m;
+	pid_t w[4];
+	long c0 = -1, c1 = -1;
+	int n = 0;
+
+	fault_mgr_nofile = 48;
+	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 1, NULL) == 0);
+	fault_mgr_nofile = 0;
+	while (n < MAXC && (c[n] = messip_connect(m.ref, "many", 500)) != NULL)
+		n++;
+	CU_ASSERT(n < MAXC);
+	if (fault_children_of(m.pid, w, 4) == 1) {
+		c0 = fault_cpu_ms(w[0]);
+		api_sleep_ms(1000);
+		c1 = fault_cpu_ms(w[0]);
+	}
+	fprintf(stderr,
+		"  manager worker with a client it cannot accept: %ld "
+		"ms CPU in 1 s\n",
+		c1 - c0);
+	CU_ASSERT(c0 >= 0 && c1 - c0 < SPIN_MS);
+	for (int i = 0; i < n; i++)
+		messip_disconnect(c[i], 1000);
+	mp_mgrproc_stop(&m);
+	fault_mgr_segment_remove(m.port);
+}
+
 static const struct mp_test_case tests[] = {
 	{"more connections than max_connections: the extra one refused at "
 	 "once, the others work",
@@ -569,6 +604,9 @@ static const struct mp_test_case tests[] = {
 	 test_ring_memory_full},
 	{"channel table full: channel_create ENOSPC, room reused",
 	 test_channel_table_full},
+	{"manager out of descriptors with a client waiting: the connection "
+	 "is shed, the worker does not spin",
+	 test_manager_emfile_spin},
 	{"/dev/shm full: the manager refuses to start, with a message",
 	 test_dev_shm_full_manager},
 	{"/dev/shm full in a server: channel served over TCP, or ENOSPC",
