@@ -478,6 +478,23 @@ void mgr_state_unlock(struct mgr_state *st)
 
 /* ---- channels (lock held) ------------------------------------------------- */
 
+/*
+ * Scans of the link table stop at the high-water mark (lock held): links
+ * are taken lowest index first, so with few clients a scan reads a few
+ * entries instead of max_links (16384 by default), which made every
+ * look-up, disconnect and event acknowledgement cost tens of
+ * microseconds.  The mark only grows (ch_connect raises it before the
+ * link it covers becomes live, so a worker dying in between leaves it too
+ * high, never too low); repair recomputes it.  Clamped: shared memory is
+ * not trusted.
+ */
+static uint32_t links_end(const struct mgr_state *st)
+{
+	uint32_t hw = st->sh->links_hw;
+
+	return hw < st->lay.max_links ? hw : st->lay.max_links;
+}
+
 static void link_free(struct mgr_state *st, struct mgr_link_sh *l)
 {
 	if (l->state == LINK_CONNECTED && l->ch < st->lay.max_channels &&
@@ -500,7 +517,7 @@ static void ch_remove_locked(struct mgr_state *st, uint32_t slot)
 	ch->gen++;
 	__atomic_store_n(&ch->state, CH_FREE, __ATOMIC_RELEASE);
 	mp_chtab_remove(&st->chtab, ch->name);
-	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+	for (uint32_t i = 0, end = links_end(st); i < end; i++) {
 		struct mgr_link_sh *l = &st->links[i];
 
 		if (l->state != LINK_FREE && l->ch == slot)
@@ -533,6 +550,12 @@ static void gc_dead_locked(struct mgr_state *st)
 {
 	uint64_t min_seen = UINT64_MAX;
 
+	/* Called after every event handed out or acknowledged: without a
+	 * dead registration there is nothing to do, and the scans below
+	 * (every channel and registration slot) would cost more than the
+	 * request that got here. */
+	if (!st->sh->ndead)
+		return;
 	for (uint32_t s = 0; s < st->lay.max_channels; s++) {
 		struct mgr_ch_sh *ch = &st->chans[s];
 		struct mgr_reg_sh *cr;
@@ -550,6 +573,8 @@ static void gc_dead_locked(struct mgr_state *st)
 
 		if (g->state == REG_DEAD && g->death_seq <= min_seen) {
 			g->state = REG_FREE;
+			if (st->sh->ndead > 0)
+				st->sh->ndead--;
 			if (st->sh->nregs > 0)
 				st->sh->nregs--;
 		}
@@ -566,7 +591,7 @@ static void reg_end_locked(struct mgr_state *st, uint32_t reg, int clean)
 		return;
 	/* 1. Its client links become pending events for their servers
 	 *    (exactly once: a link leaves CONNECTED here and only here). */
-	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+	for (uint32_t i = 0, end = links_end(st); i < end; i++) {
 		struct mgr_link_sh *l = &st->links[i];
 		struct mgr_ch_sh *ch;
 
@@ -593,6 +618,7 @@ static void reg_end_locked(struct mgr_state *st, uint32_t reg, int clean)
 	if (!clean && death_listeners(st, reg)) {
 		r->death_seq = ++st->sh->ev_seq;
 		r->state = REG_DEAD;
+		st->sh->ndead++;
 		for (uint32_t w = 0; w < st->lay.nworkers; w++)
 			queue_wake(st, w, MGR_WAKE_DEATH);
 	} else {
@@ -746,7 +772,7 @@ int mgr_state_reg_list(struct mgr_state *st, int reg,
 			n++;
 		}
 	}
-	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+	for (uint32_t i = 0, end = links_end(st); i < end; i++) {
 		struct mgr_link_sh *l = &st->links[i];
 
 		if (l->state == LINK_CONNECTED && l->reg == (uint32_t)reg &&
@@ -921,7 +947,7 @@ int mgr_state_ch_connect(struct mgr_state *st, int reg, const char *name,
 		goto out;
 	}
 	ch = &st->chans[slot];
-	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+	for (uint32_t i = 0, end = links_end(st); i < end; i++) {
 		l = &st->links[i];
 		if (l->state == LINK_CONNECTED && l->reg == (uint32_t)reg &&
 		    l->ch == (uint32_t)slot && l->ch_gen == ch->gen) {
@@ -932,10 +958,19 @@ int mgr_state_ch_connect(struct mgr_state *st, int reg, const char *name,
 			free_link = l;
 	}
 	if (!found) {
+		/* Past the mark every link is free: take the first one. */
+		uint32_t k = links_end(st);
+
+		for (; !free_link && k < st->lay.max_links; k++)
+			if (st->links[k].state == LINK_FREE)
+				free_link = &st->links[k];
 		if (!free_link) {
 			rc = -ENOSPC;
 			goto out;
 		}
+		k = (uint32_t)(free_link - st->links);
+		if (k >= st->sh->links_hw)
+			st->sh->links_hw = k + 1; /* before the link is live */
 		me = &st->regs[reg];
 		free_link->ch = (uint32_t)slot;
 		free_link->ch_gen = ch->gen;
@@ -975,7 +1010,7 @@ int mgr_state_ch_disconnect(struct mgr_state *st, int reg, int slot,
 		goto out;
 	}
 	rc = -EACCES;
-	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+	for (uint32_t i = 0, end = links_end(st); i < end; i++) {
 		struct mgr_link_sh *l = &st->links[i];
 		struct mgr_ch_sh *ch = &st->chans[slot];
 
@@ -1187,7 +1222,7 @@ static int ev_add(struct mgr_state *st, size_t *n, uint64_t seq,
 static int ev_gather(struct mgr_state *st, size_t *ndead, size_t *n)
 {
 	*n = 0;
-	for (uint32_t r = 0; r < st->lay.max_regs; r++)
+	for (uint32_t r = 0; st->sh->ndead && r < st->lay.max_regs; r++)
 		if (st->regs[r].state == REG_DEAD &&
 		    ev_add(st, n, st->regs[r].death_seq, 0, r, 1) < 0)
 			return -ENOMEM;
@@ -1206,7 +1241,7 @@ static int ev_gather(struct mgr_state *st, size_t *ndead, size_t *n)
 				return -ENOMEM;
 		}
 	}
-	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+	for (uint32_t i = 0, end = links_end(st); i < end; i++) {
 		struct mgr_link_sh *l = &st->links[i];
 
 		if (l->state != LINK_EV_DISCONNECT &&
@@ -1299,7 +1334,7 @@ int mgr_state_ack_events(struct mgr_state *st, int reg, int slot, uint32_t gen,
 		seq = st->sh->ev_seq;
 	/* Events were offered in sequence order, so everything of this
 	 * channel up to seq was sent and is now acknowledged. */
-	for (uint32_t i = 0; i < st->lay.max_links; i++) {
+	for (uint32_t i = 0, end = links_end(st); i < end; i++) {
 		struct mgr_link_sh *l = &st->links[i];
 
 		if ((l->state == LINK_EV_DISCONNECT ||
@@ -1324,7 +1359,7 @@ out:
 void mgr_state_repair(struct mgr_state *st)
 {
 	struct mgr_sh *sh = st->sh;
-	uint32_t nregs = 0, nchannels = 0, nlinks = 0;
+	uint32_t nregs = 0, nchannels = 0, nlinks = 0, ndead = 0;
 	char name[MP_CHTAB_NAME_MAX + 1];
 
 	/* Registrations: unknown states become free. */
@@ -1335,6 +1370,8 @@ void mgr_state_repair(struct mgr_state *st)
 			g->state = REG_FREE;
 		if (g->state != REG_FREE)
 			nregs++;
+		if (g->state == REG_DEAD)
+			ndead++;
 	}
 	/* Channels against the name table: a record is live only if fully
 	 * created (state written last) and its name is in the table. */
@@ -1395,6 +1432,14 @@ void mgr_state_repair(struct mgr_state *st)
 	sh->nregs = nregs;
 	sh->nchannels = nchannels;
 	sh->nlinks = nlinks;
+	sh->ndead = ndead;
+	sh->links_hw = 0;
+	for (uint32_t i = st->lay.max_links; i > 0; i--) {
+		if (st->links[i - 1].state != LINK_FREE) {
+			sh->links_hw = i;
+			break;
+		}
+	}
 	if (sh->next_regno == 0 || sh->next_regno > INT32_MAX)
 		sh->next_regno = 1;
 	/* Every worker may hold stale event state: let them all look. */

@@ -186,7 +186,7 @@ struct mgr_sh {
 	/* under the lock */
 	uint32_t next_regno;
 	uint32_t nregs, nchannels, nlinks;
-	uint32_t pad0;
+	uint32_t links_hw;            /* links[] from here on are all free */
 	uint64_t ev_seq;              /* last event sequence number given */
 	/* atomics */
 	uint32_t settings_seq;        /* seqlock: odd while written */
@@ -194,7 +194,10 @@ struct mgr_sh {
 	int64_t  settings[MGR_CFG_RELOADABLE];
 	int64_t  housekeep_ns;        /* next housekeeping due */
 	uint64_t locate_waiters;      /* workers with LOCATE waiters */
-	uint8_t  pad[64];
+	/* under the lock; a hint that lets scans be skipped (repair
+	 * recounts it) */
+	uint32_t ndead;               /* registrations in REG_DEAD */
+	uint8_t  pad[60];
 };
 
 /* Trusted geometry, computed from the configuration. */
