@@ -307,13 +307,16 @@ static int rec_load(const mp_ring_t *r, uint64_t pos, uint64_t head,
 
 /* ---- init / attach -------------------------------------------------- */
 
+/* max_records + RING_SEQ_SLACK must fit an int: count and reset return
+ * up to that many (found by tests/fuzz_ring: INT32_MAX made them return
+ * INT_MIN for a ring whose seqs were that far apart). */
 static int limits_ok(uint32_t data_bytes, uint32_t max_records,
 		     uint32_t max_payload)
 {
 	return mp_ring_size(data_bytes) != 0 &&
 	       max_payload <= MP_RING_MAX_PAYLOAD &&
 	       rec_size(max_payload) <= data_bytes && max_records >= 1 &&
-	       max_records <= INT32_MAX;
+	       max_records <= INT32_MAX - RING_SEQ_SLACK;
 }
 
 static void handle_fill(mp_ring_t *r, void *mem, uint32_t data_bytes,
