@@ -27,6 +27,11 @@
  *   EACCES        refused by the manager
  *   EPERM         not the creator of the channel
  *   ENOMEM        out of memory
+ *   EBADMSG       the same-host segment held garbage for this message
+ *                 (another process scribbled over it); the channel goes on
+ *   EAGAIN        too many buffers loaned at once (messip_buffer_loan)
+ *   ENODATA       no sender credentials for this message (it came over
+ *                 TCP, or they did not check out)
  *
  * Timeouts: msec_timeout is MESSIP_NOTIMEOUT (wait forever), 0 (poll) or a
  * deadline in milliseconds for the whole call.  A call that times out
@@ -38,7 +43,9 @@
  * time may use (another thread may take over once the first is done with
  * it: no call keeps state between calls that a thread owns); different
  * connections are independent, so threads that each use their own
- * connection need no locking.  The library starts no thread.
+ * connection need no locking.  The library starts one thread of its own
+ * per server channel that has a same-host segment (see "Same host"); it
+ * blocks every signal, only waits and wakes, and never runs program code.
  *
  * Processes: no call raises SIGPIPE, installs a signal handler or asserts
  * on what a peer sent.  Every descriptor the library opens is
@@ -63,6 +70,32 @@
  * else the first non-comment line "host [port [status_port]]" of
  * /etc/messip (or of the file named by $MESSIP_CONFIG), else
  * localhost:9200.
+ *
+ * Same host: when a client and its server see the same /dev/shm, their
+ * synchronous and buffered messages go through a shared-memory segment
+ * the server's channel owns (no socket, no system call on the payload,
+ * nothing through the manager), with the same semantics as over TCP: the
+ * same calls, timeouts, errors and events.  The path is chosen per client
+ * handle at its first call, silently: TCP is used when the segment cannot
+ * be used (permissions, another PID namespace, the environment variable
+ * MESSIP_NO_SHM set to anything but "0" in the client's or the server's
+ * process).  messip_channel_path tells which.  Differences:
+ *   - buffered messages to a same-host server do not need the manager (no
+ *     ESHUTDOWN, no manager size limit); the count returned is of those
+ *     queued in the segment;
+ *   - MESSIP_MSG_DISCONNECT and MESSIP_MSG_DISMISSED still come from the
+ *     manager only, so each is reported once; a same-host client that
+ *     dies holding a request is noticed by the server's library itself
+ *     (its slot freed, a reply to it fails with ESRCH) without waiting
+ *     for the manager;
+ *   - a server channel should be created and deleted by the same thread,
+ *     one that lives as long as the channel: clients tell that the server
+ *     lives from a lock that thread holds (if it ends first, they fall
+ *     back to checking the process, which costs a system call per check);
+ *     deleting it from another thread leaves its mapping behind until the
+ *     process ends.
+ * The zero-copy calls (messip_buffer_loan and friends) work on both paths
+ * and copy nothing on this one.
  *
  * Logging: messip_log() lines of the application go to the installed
  * logger, or to stderr when there is none (the classic behaviour).  The
@@ -104,6 +137,10 @@ extern "C" {
 #define MESSIP_MSG_DEATH_PROCESS   (-7)
 #define MESSIP_MSG_CANCELED        (-8)
 #define MESSIP_MSG_REPLY           (-9)
+
+/* The path a channel's messages take (messip_channel_path). */
+#define MESSIP_PATH_TCP            1
+#define MESSIP_PATH_SHM            2
 
 /* Log levels (a mask). */
 #define MESSIP_LOG_ERROR           0x01
@@ -275,6 +312,106 @@ int messip_replyv(messip_channel_t *ch, int index, int32_t answer,
  * returns MESSIP_MSG_TIMEOUT).  The descriptor belongs to the channel:
  * do not read it or close it.  -1 with EINVAL (bad or client handle). */
 int messip_channel_fd(messip_channel_t *ch);
+
+/*
+ * Same host and zero copy (new).
+ *
+ * Which path: for a client handle, MESSIP_PATH_SHM when its messages go
+ * through the server's same-host segment, MESSIP_PATH_TCP otherwise (the
+ * choice is made, if not yet, by this call); for a server channel,
+ * MESSIP_PATH_SHM when it has a segment that same-host clients may use.
+ * -1 with EINVAL (bad handle).
+ */
+int messip_channel_path(messip_channel_t *ch);
+
+/*
+ * Client: borrow a buffer of len bytes to build a request in place, then
+ * send it with messip_send_loaned or messip_send_view (or give it back
+ * with messip_buffer_release).  On the same-host path it is the request
+ * area of a slot of the segment, so the request is never copied; over TCP
+ * it is ordinary memory.  At most 8 loans per handle are outstanding.
+ * Waits up to the timeout when every slot of the segment is taken.  NULL
+ * with EINVAL (bad or server handle), EMSGSIZE (len over 64 KiB),
+ * ETIMEDOUT, ESRCH (the server is gone), EAGAIN (8 loans outstanding),
+ * ENOMEM.
+ */
+void *messip_buffer_loan(messip_channel_t *ch, size_t len, int msec_timeout);
+
+/*
+ * Client: give back a loaned buffer that was not sent, or end a reply
+ * view of messip_send_view.  0; -1 with EINVAL (not a loan or view of
+ * this handle).
+ */
+int messip_buffer_release(messip_channel_t *ch, const void *buf);
+
+/*
+ * Client: send the first len bytes of the loaned buf (len at most what
+ * was loaned) and wait for the reply, as messip_send (the reply is copied
+ * to reply_buffer, truncation and dynamic mode alike).  The loan ends
+ * with the call, whatever its outcome.  0, MESSIP_MSG_TIMEOUT (errno
+ * ETIMEDOUT), -1 with EINVAL (buf is not a loan of this handle: it is
+ * kept), EMSGSIZE (len over the loan: kept), ESRCH, EBADMSG, EPROTO,
+ * ENOMEM.
+ */
+int messip_send_loaned(messip_channel_t *ch, int32_t type, void *buf, int len,
+		       int32_t *answer, void *reply_buffer, int reply_maxlen,
+		       int msec_timeout);
+
+/*
+ * Client: as messip_send_loaned, but the reply is not copied: *reply
+ * points at it (read-only, *reply_len bytes; ch->datalen too) until
+ * messip_buffer_release(ch, *reply) or the next call on ch that sends,
+ * pings or loans.  On the same-host path the view is the reply's place in
+ * the segment, and holds its slot until released.  Same returns and
+ * errors (EINVAL also for NULL reply or reply_len).
+ */
+int messip_send_view(messip_channel_t *ch, int32_t type, void *buf, int len,
+		     int32_t *answer, const void **reply, int *reply_len,
+		     int msec_timeout);
+
+/*
+ * Server: as messip_receive, but nothing is copied for a same-host
+ * request: *data is a read-only view of the message (*len bytes, also in
+ * ch->datalen), valid until the reply to the index returned.  A request
+ * that came over TCP is viewed where the library holds it (also until the
+ * reply); a buffered message (MESSIP_MSG_NOREPLY) is copied into a
+ * buffer of the channel, valid until the next receive.  For timers and
+ * events *data is NULL and *len 0.  Returns and errors as
+ * messip_receive (EINVAL also for NULL data or len).
+ */
+int messip_receive_view(messip_channel_t *ch, int32_t *type,
+			const void **data, int *len, int msec_timeout);
+
+/*
+ * Server: a buffer of len bytes to build the reply to index in place,
+ * then send with messip_reply_loaned.  On the same-host path it is the
+ * reply area of the request's slot (the request's view stays valid
+ * beside it), so the reply is never copied; otherwise ordinary memory,
+ * freed by the reply.  NULL with EINVAL (bad handle, or index awaits no
+ * reply), EMSGSIZE (len over 64 KiB), ENOMEM.
+ */
+void *messip_reply_loan(messip_channel_t *ch, int index, size_t len);
+
+/*
+ * Server: reply to index with the first len bytes of buf (normally from
+ * messip_reply_loan for that index; any memory works, and is copied).
+ * Returns and errors as messip_reply.  Replying with the request's own
+ * view (echo) copies nothing either.
+ */
+int messip_reply_loaned(messip_channel_t *ch, int index, int32_t answer,
+			void *buf, int len, int msec_timeout);
+
+/*
+ * Server: who sent the request at index, for same-host requests: the
+ * pid, uid and gid the client wrote, checked against /proc/<pid> once per
+ * client (that process exists and belongs to that uid and gid).  That
+ * catches stale or garbage values, not a process lying on behalf of
+ * another of the same owner.  Any pointer may be NULL.  0; -1 with EINVAL
+ * (bad handle, index awaits no reply), ENODATA (a TCP request, or the
+ * check failed).
+ */
+int messip_sender_cred(messip_channel_t *ch, int index, pid_t *pid,
+		       uid_t *uid, gid_t *gid);
 
 /* Logging (see above).  messip_log returns the length of the line
  * logged, 0 when the mask filtered it out.  messip_set_logger(NULL) goes

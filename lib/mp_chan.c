@@ -20,6 +20,7 @@
 #include "mp_cnx.h"
 #include "mp_export.h"
 #include "mp_host.h"
+#include "mp_local.h"
 #include "mp_log.h"
 #include "mp_srv.h"
 #include "mp_time.h"
@@ -81,6 +82,7 @@ static struct messip_channel_priv *chan_new(struct messip_cnx *cnx,
 /* Free a handle that is on no list. */
 static void chan_free(struct messip_channel_priv *c)
 {
+	mp_local_close(c); /* first: its helper thread uses the epoll */
 	if (c->server)
 		mp_srv_close(c);
 	else
@@ -125,6 +127,9 @@ static int chan_create(struct messip_cnx *cnx, const char *name, int32_t maxbuf,
 		chan_free(c);
 		return rc;
 	}
+	/* The same-host segment, advertised in c->addr; without it the
+	 * channel is simply TCP only. */
+	mp_local_srv_open(c, maxbuf);
 	memset(&req, 0, sizeof(req));
 	req.op = MP_OP_CH_CREATE;
 	strcpy(req.name, name);
@@ -211,16 +216,16 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 	struct mp_wire_msg req, ans;
 	socklen_t salen;
 	bool fresh = !c;
+	pid_t srv_pid;
 	int rc;
 
-	if (c && c->cli.link.fd >= 0 && mp_sock_hung_up(c->cli.link.fd))
-		mp_link_close(&c->cli.link); /* the server is gone */
-	if (c && c->cli.link.fd >= 0) {
+	if (c && c->cli.opened && mp_cli_usable(c) && !mp_local_cli_gone(c)) {
 		c->cli.refs++;
 		*out = c;
 		return 0;
 	}
-	/* New, or the old link died (server gone): ask the manager again
+	/* New, not used yet (so nothing tells whether its server is still
+	 * there), or the old link died (server gone): ask the manager again
 	 * and keep the same handle. */
 	memset(&req, 0, sizeof(req));
 	req.op = MP_OP_CH_CONNECT;
@@ -235,6 +240,7 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 		return rc;
 	if (ans.a != 0)
 		return status_rc(ans.a);
+	srv_pid = mp_local_split_addr(ans.addr); /* "ip:port/pid" */
 	if (ans.op != MP_OP_CH_INFO ||
 	    mp_sock_parse_addr(ans.addr, &sa, &salen) < 0)
 		return -EPROTO;
@@ -243,23 +249,20 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 		if (!c)
 			return -ENOMEM;
 	}
-	rc = mp_cli_open(c, (struct sockaddr *)&sa, salen, deadline);
-	if (rc < 0) {
-		/* Undo the manager's record; its answer is not awaited. */
-		memset(&req, 0, sizeof(req));
-		req.op = MP_OP_CH_DISCONNECT;
-		req.reqid = mp_cnx_reqid(cnx);
-		req.b = ans.b;
-		mp_cnx_post(cnx, &req);
-		if (fresh)
-			chan_free(c);
-		return rc;
-	}
+	snprintf(c->addr, sizeof(c->addr), "%s", ans.addr);
+	/* The direct link waits for the first send or ping (mp_cli.h): a
+	 * look-up is this one manager round trip, and the address was
+	 * checked above.  A client that the server must know at once opens
+	 * it here with mp_cli_open() instead (on failure undoing the
+	 * manager's record with a CH_DISCONNECT).  The same-host path opens
+	 * it at its first use, before any slot is used (mp_local_cli_ready):
+	 * that HELLO is how the server counts its local clients. */
+	mp_cli_defer(c);
+	mp_local_cli_prepare(c, srv_pid, ans.u); /* ENOMEM: TCP only */
 	c->handle = ans.b;
 	c->epoch = cnx->epoch;
 	c->cli.server_regno = ans.c;
 	c->cli.server_host = ans.u;
-	snprintf(c->addr, sizeof(c->addr), "%s", ans.addr);
 	memset(c->pub->remote_id, 0, sizeof(c->pub->remote_id));
 	memcpy(c->pub->remote_id, ans.id, MESSIP_MAXLEN_ID);
 	c->cli.refs++;

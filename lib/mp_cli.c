@@ -18,10 +18,14 @@
 #include "mp_cnx.h"
 #include "mp_export.h"
 #include "mp_iov.h"
+#include "mp_local.h"
 #include "mp_log.h"
 #include "mp_time.h"
 
 #define MP_BSEND_SLACK_MS 2000 /* the manager answers BSEND at its deadline */
+#define MP_DIRECT_MIN	  8192 /* reply buffers read into without a copy */
+#define MP_READ_WAIT_MS	  100  /* longest blocking read of a reply */
+#define MP_READ_WAIT_NS	  ((int64_t)MP_READ_WAIT_MS * 1000000 * 2)
 
 static uint32_t next_reqid(struct mp_cli *k)
 {
@@ -38,13 +42,25 @@ static void link_gone(struct messip_channel_priv *c, const char *why)
 	mp_link_close(&c->cli.link);
 }
 
+/* With d, while the input buffer is empty the awaited frame's data is
+ * read straight into the caller's buffer (mp_link_fill_direct); with
+ * wait, the read may block (c->cli.blocking links only). */
+static int cli_fill(struct mp_link *l, struct mp_link_direct *d, bool wait)
+{
+	if (d && (d->matched || !mp_link_has_input(l)))
+		return mp_link_fill_direct(l, d, wait);
+	return wait ? mp_link_fill_wait(l) : mp_link_fill(l);
+}
+
 /*
  * Wait for the frame op/reqid from the server, servicing the manager link
  * meanwhile.  0 (m filled; its data valid until the next read), -ETIMEDOUT,
  * -ESRCH (link closed), -EPROTO.
  */
-static int cli_wait(struct messip_channel_priv *c, unsigned op, uint32_t reqid,
-		    struct mp_wire_msg *m, int64_t deadline)
+static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
+			 uint32_t reqid, struct mp_wire_msg *m,
+			 int64_t deadline, struct mp_spin_wait *ws,
+			 struct mp_link_direct *d)
 {
 	struct messip_cnx *cnx = c->cnx;
 	struct mp_link *l = &c->cli.link;
@@ -56,7 +72,18 @@ static int cli_wait(struct messip_channel_priv *c, unsigned op, uint32_t reqid,
 		int64_t now, until;
 		int n = 1;
 
-		while ((rc = mp_link_next(l, m)) > 0) {
+		if (d && d->matched) {
+			/* The reply is being read into the caller's
+			 * buffer: nothing else comes before it. */
+			if (d->got == d->m.datalen) {
+				*m = d->m;
+				return 0;
+			}
+			rc = 0;
+		} else {
+			rc = mp_link_next(l, m);
+		}
+		for (; rc > 0; rc = mp_link_next(l, m)) {
 			if (m->op == op && m->reqid == reqid)
 				return 0;
 			if (m->op == MP_OP_WELCOME &&
@@ -79,18 +106,24 @@ static int cli_wait(struct messip_channel_priv *c, unsigned op, uint32_t reqid,
 			link_gone(c, "bad frame from server");
 			return -EPROTO;
 		}
-		/* Right after a send the answer cannot be there yet: wait
-		 * first, read when poll says so (one syscall less). */
+		/* Read what is there; right after a send that is nothing
+		 * yet: spin a little (mp_spin), or go straight to poll and
+		 * read when it says so. */
 		if (try_read) {
-			rc = mp_link_fill(l);
-			if (rc < 0) {
-				link_gone(c, rc == -EPIPE ? NULL : "bad frame");
-				return rc == -EPIPE ? -ESRCH : -EPROTO;
-			}
-			if (rc > 0)
-				continue;
+			rc = cli_fill(l, d, false);
+		} else {
+			rc = 0;
+			while (mp_spin_again(&c->cli.spin, ws, deadline) &&
+			       (rc = cli_fill(l, d, false)) == 0)
+				;
 		}
 		try_read = true;
+		if (rc < 0) {
+			link_gone(c, rc == -EPIPE ? NULL : "bad frame");
+			return rc == -EPIPE ? -ESRCH : -EPROTO;
+		}
+		if (rc > 0)
+			continue;
 		now = mp_time_now_ns();
 		if (waited && now >= deadline)
 			return -ETIMEDOUT;
@@ -104,6 +137,22 @@ static int cli_wait(struct messip_channel_priv *c, unsigned op, uint32_t reqid,
 		until = mp_cnx_wake_time(cnx);
 		if (until > deadline)
 			until = deadline;
+		ws->slept = true;
+		if (c->cli.blocking && until - now > MP_READ_WAIT_NS &&
+		    !mp_link_frame_ready(&cnx->mgr)) {
+			/* Sleep in the read itself (one system call, as a
+			 * blocking read would); the manager link is looked
+			 * at when it times out, every MP_READ_WAIT_MS. */
+			rc = cli_fill(l, d, true);
+			waited = true;
+			if (rc < 0) {
+				link_gone(c, rc == -EPIPE ? NULL : "bad frame");
+				return rc == -EPIPE ? -ESRCH : -EPROTO;
+			}
+			if (rc == 0)
+				mp_cnx_pump(cnx);
+			continue;
+		}
 		rc = poll(p, (nfds_t)n, mp_time_left_ms(until));
 		waited = true;
 		if (rc < 0 && errno != EINTR)
@@ -114,38 +163,148 @@ static int cli_wait(struct messip_channel_priv *c, unsigned op, uint32_t reqid,
 	}
 }
 
-int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,
-		socklen_t salen, int64_t deadline)
+/* Wait as cli_wait_loop(); d as there (NULL: the usual way). */
+static int cli_wait_into(struct messip_channel_priv *c, unsigned op,
+			 uint32_t reqid, struct mp_wire_msg *m,
+			 int64_t deadline, struct mp_link_direct *d)
+{
+	struct mp_spin_wait ws = {0, false, false, false, false};
+	int rc = cli_wait_loop(c, op, reqid, m, deadline, &ws, d);
+
+	mp_spin_end(&c->cli.spin, &ws, rc == 0);
+	return rc;
+}
+
+static int cli_wait(struct messip_channel_priv *c, unsigned op, uint32_t reqid,
+		    struct mp_wire_msg *m, int64_t deadline)
+{
+	return cli_wait_into(c, op, reqid, m, deadline, NULL);
+}
+
+void mp_cli_defer(struct messip_channel_priv *c)
+{
+	mp_link_close(&c->cli.link);
+	c->cli.opened = false;
+	c->cli.connecting = false;
+	c->cli.late_possible = false;
+	c->cli.blocking = false;
+	c->cli.hello_reqid = 0;
+}
+
+bool mp_cli_usable(struct messip_channel_priv *c)
+{
+	if (!c->cli.opened)
+		return true;
+	if (c->cli.link.fd >= 0 && !mp_sock_hung_up(c->cli.link.fd))
+		return true;
+	mp_link_close(&c->cli.link); /* the server is gone */
+	return false;
+}
+
+/* Start connecting to sa.  0, -ESRCH (refused at once: gone for good). */
+static int start_link(struct messip_channel_priv *c, const struct sockaddr *sa,
+		      socklen_t salen)
+{
+	int fd = -1, rc;
+
+	mp_cli_defer(c);
+	c->cli.opened = true;
+	rc = mp_sock_connect_start(sa, salen, &fd);
+	if (rc < 0)
+		return -ESRCH;
+	mp_link_init(&c->cli.link, fd, MP_MAX_DATA);
+	c->cli.connecting = rc == 1;
+	return 0;
+}
+
+/* The connect completed: say HELLO.  It is pipelined: the WELCOME is
+ * checked by the first wait (cli_wait), so connecting never depends on
+ * the server being in its receive loop right now. */
+static int send_hello(struct messip_channel_priv *c, int64_t deadline)
 {
 	struct mp_wire_msg m;
-	int fd, rc;
 
-	fd = mp_sock_connect(sa, salen, deadline);
-	if (fd < 0)
-		return fd == -ETIMEDOUT ? -ETIMEDOUT : -ESRCH;
-	mp_link_init(&c->cli.link, fd, MP_MAX_DATA);
-	/* HELLO is pipelined: the WELCOME is checked by the first wait
-	 * (cli_wait), so connecting never depends on the server being in
-	 * its receive loop right now. */
+	/* Connected: waits may sleep in the read itself (best effort: they
+	 * sleep in poll otherwise). */
+	c->cli.blocking =
+		mp_sock_blocking_reads(c->cli.link.fd, MP_READ_WAIT_MS) == 0;
+
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_HELLO;
 	m.reqid = c->cli.hello_reqid = next_reqid(&c->cli);
 	strcpy(m.name, c->pub->name);
 	memcpy(m.id, c->cnx->id, sizeof(m.id));
 	m.c = c->cnx->regno;
-	rc = mp_link_send_msg(&c->cli.link, &m, deadline);
-	if (rc < 0) {
-		mp_link_close(&c->cli.link);
-		return rc == -ETIMEDOUT ? rc : -ESRCH;
+	m.u = mp_local_hello_token(c); /* "I use your segment" */
+	/* A fresh socket has room for one small frame: a failure here means
+	 * the link is already broken. */
+	if (mp_link_send_msg(&c->cli.link, &m, deadline) < 0) {
+		link_gone(c, NULL);
+		return -ESRCH;
 	}
 	return 0;
+}
+
+int mp_cli_link(struct messip_channel_priv *c, int64_t deadline)
+{
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	int rc;
+
+	if (!c->cli.opened) {
+		if (mp_sock_parse_addr(c->addr, &sa, &salen) < 0) {
+			c->cli.opened = true;
+			return -ESRCH;
+		}
+		rc = start_link(c, (struct sockaddr *)&sa, salen);
+		if (rc < 0)
+			return rc;
+		if (!c->cli.connecting)
+			return send_hello(c, deadline);
+	}
+	if (c->cli.link.fd < 0)
+		return -ESRCH;
+	if (!c->cli.connecting)
+		return 0;
+	for (;;) {
+		rc = mp_sock_connect_finish(c->cli.link.fd);
+		if (rc == 0)
+			break;
+		if (rc != -EINPROGRESS) {
+			link_gone(c, NULL);
+			return -ESRCH;
+		}
+		/* Still connecting: a call that times out here leaves the
+		 * connect going for the next one. */
+		rc = mp_sock_wait(c->cli.link.fd, POLLOUT, deadline);
+		if (rc == 0)
+			return -ETIMEDOUT;
+		if (rc < 0) {
+			link_gone(c, NULL);
+			return -ESRCH;
+		}
+	}
+	c->cli.connecting = false;
+	return send_hello(c, deadline);
+}
+
+int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,
+		socklen_t salen, int64_t deadline)
+{
+	int rc = start_link(c, sa, salen);
+
+	if (rc == 0)
+		rc = mp_cli_link(c, deadline);
+	if (rc < 0)
+		mp_cli_defer(c); /* as if never opened */
+	return rc;
 }
 
 void mp_cli_close(struct messip_channel_priv *c)
 {
 	struct mp_wire_msg m;
 
-	if (c->cli.link.fd >= 0) {
+	if (c->cli.link.fd >= 0 && !c->cli.connecting) {
 		memset(&m, 0, sizeof(m));
 		m.op = MP_OP_BYE;
 		mp_link_send_msg(&c->cli.link, &m, mp_time_now_ns());
@@ -158,13 +317,16 @@ static int cli_send(struct messip_channel_priv *c, int32_t type,
 		    int32_t *answer, const struct mp_iov_sink *sink,
 		    int64_t deadline)
 {
+	struct mp_link_direct direct;
 	struct mp_wire_msg m;
 	int32_t stored = 0;
+	bool use_direct;
 	uint32_t reqid;
 	int rc;
 
-	if (c->cli.link.fd < 0)
-		return -ESRCH;
+	rc = mp_cli_link(c, deadline);
+	if (rc < 0)
+		return rc;
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_SEND;
 	m.reqid = reqid = next_reqid(&c->cli);
@@ -177,9 +339,23 @@ static int cli_send(struct messip_channel_priv *c, int32_t type,
 		link_gone(c, NULL);
 		return -ESRCH;
 	}
-	rc = cli_wait(c, MP_OP_REPLY, reqid, &m, deadline);
+	/* A large reply into a plain buffer is read straight into it, when
+	 * nothing else can come first: the WELCOME was seen, and no earlier
+	 * request timed out (its late reply could be on its way). */
+	memset(&direct, 0, sizeof(direct));
+	use_direct = !sink->iov && sink->maxlen >= MP_DIRECT_MIN &&
+		     !c->cli.hello_reqid && !c->cli.late_possible;
+	if (use_direct) {
+		direct.op = MP_OP_REPLY;
+		direct.reqid = reqid;
+		direct.dst = (uint8_t *)sink->buf;
+		direct.cap = (uint32_t)sink->maxlen;
+	}
+	rc = cli_wait_into(c, MP_OP_REPLY, reqid, &m, deadline,
+			   use_direct ? &direct : NULL);
 	if (rc == -ETIMEDOUT) {
 		/* Withdraw it; its reply, if any, is dropped by reqid. */
+		c->cli.late_possible = true;
 		memset(&m, 0, sizeof(m));
 		m.op = MP_OP_CANCEL;
 		m.reqid = reqid;
@@ -190,7 +366,10 @@ static int cli_send(struct messip_channel_priv *c, int32_t type,
 	}
 	if (rc < 0)
 		return rc;
-	rc = mp_iov_put(sink, m.data, m.datalen, &stored);
+	if (direct.matched)
+		stored = (int32_t)m.datalen; /* already in place */
+	else
+		rc = mp_iov_put(sink, m.data, m.datalen, &stored);
 	if (rc < 0)
 		return rc;
 	if (answer)
@@ -206,7 +385,7 @@ static int send_common(messip_channel_t *ch, int32_t type,
 {
 	struct messip_channel_priv *c = mp_chan_get(ch);
 	struct mp_iov_sink sink = mp_iov_sink_buf(reply_buffer, reply_maxlen);
-	int64_t total;
+	int64_t total, deadline;
 	int rc;
 
 	if (!c || c->server)
@@ -217,8 +396,14 @@ static int send_common(messip_channel_t *ch, int32_t type,
 	total = mp_iov_total(iov, iovcnt, MP_MAX_DATA);
 	if (total < 0)
 		return mp_fail((int)total);
-	rc = cli_send(c, type, iov, iovcnt, (uint32_t)total, answer, &sink,
-		      mp_time_deadline(msec_timeout));
+	deadline = mp_time_deadline(msec_timeout);
+	rc = mp_local_cli_ready(c, msec_timeout);
+	if (rc == 0 && mp_local_cli_active(c))
+		rc = mp_local_send(c, type, iov, iovcnt, (uint32_t)total,
+				   answer, &sink, deadline);
+	else if (rc == 0)
+		rc = cli_send(c, type, iov, iovcnt, (uint32_t)total, answer,
+			      &sink, deadline);
 	if (rc == -ETIMEDOUT) {
 		errno = ETIMEDOUT;
 		return MESSIP_MSG_TIMEOUT;
@@ -259,18 +444,32 @@ MESSIP_EXPORT int messip_channel_ping(messip_channel_t *ch, int msec_timeout)
 
 	if (!c || c->server)
 		return mp_fail(-EINVAL);
-	if (c->cli.link.fd < 0)
-		return mp_fail(-ESRCH);
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_PING;
-	m.reqid = next_reqid(&c->cli);
-	rc = mp_link_send_msg(&c->cli.link, &m, deadline);
+	rc = mp_local_cli_ready(c, msec_timeout);
+	if (rc == 0 && mp_local_cli_active(c)) {
+		rc = mp_local_ping(c, deadline);
+		if (rc == -ETIMEDOUT) {
+			errno = ETIMEDOUT;
+			return MESSIP_MSG_TIMEOUT;
+		}
+		return rc < 0 ? mp_fail(rc) : 0;
+	}
+	if (rc == 0)
+		rc = mp_cli_link(c, deadline);
+	if (rc == 0) {
+		m.reqid = next_reqid(&c->cli);
+		rc = mp_link_send_msg(&c->cli.link, &m, deadline);
+	}
 	if (rc == -EPIPE) {
 		link_gone(c, NULL);
 		rc = -ESRCH;
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		rc = cli_wait(c, MP_OP_PONG, m.reqid, &m, deadline);
+		if (rc == -ETIMEDOUT)
+			c->cli.late_possible = true; /* its PONG may come */
+	}
 	if (rc == -ETIMEDOUT) {
 		errno = ETIMEDOUT;
 		return MESSIP_MSG_TIMEOUT;
@@ -283,15 +482,28 @@ MESSIP_EXPORT int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 					   int send_len, int msec_timeout)
 {
 	struct messip_channel_priv *c = mp_chan_get(ch);
-	int64_t deadline = mp_time_deadline(msec_timeout);
 	struct iovec v = {(void *)send_buffer, (size_t)send_len};
 	struct mp_wire_msg req, ans;
+	int64_t deadline;
 	int rc;
 
 	if (!c || send_len < 0 || (send_len > 0 && !send_buffer))
 		return mp_fail(-EINVAL);
 	if (send_len > MP_MAX_DATA)
 		return mp_fail(-EMSGSIZE);
+	if (!c->server) {
+		rc = mp_local_cli_ready(c, msec_timeout);
+		if (rc < 0)
+			return mp_fail(rc);
+		if (mp_local_cli_active(c)) {
+			/* Same host: straight into the segment's ring (its
+			 * deadline is only computed if the ring is full). */
+			rc = mp_local_bsend(c, type, send_buffer,
+					    (uint32_t)send_len, msec_timeout);
+			return rc < 0 ? mp_fail(rc) : rc;
+		}
+	}
+	deadline = mp_time_deadline(msec_timeout);
 	if (c->handle < 0)
 		return mp_fail(-ESRCH); /* lost with an expired registration */
 	memset(&req, 0, sizeof(req));

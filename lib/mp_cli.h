@@ -10,6 +10,12 @@
  * server channels, resume), so a process that only ever sends keeps its
  * registration alive across a manager worker restart.
  *
+ * Waiting for a reply: a short adaptive busy-poll first (mp_spin,
+ * mp_sock.h), then a read that blocks (the link's reads may wait, up to
+ * 100 ms each, mp_sock_blocking_reads(); the manager link is looked at
+ * between them) or, near a deadline, poll.  A large reply into a plain
+ * buffer is read straight into it (mp_link_fill_direct).
+ *
  * The server is gone when its link closes: every call then fails with
  * ESRCH.  TCP keepalive and TCP_USER_TIMEOUT (mp_sock) bound how long a
  * vanished host can go unnoticed (under 10 s).
@@ -17,11 +23,35 @@
 #ifndef MP_CLI_H
 #define MP_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "mp_priv.h"
 
-/* Open the link to the server at sa and send HELLO (its WELCOME is
+/*
+ * The link is opened lazily: channel_connect only asks the manager
+ * (CH_CONNECT), so a look-up costs one manager round trip and the server
+ * sees nothing until the client first sends or pings.  A server that is
+ * gone by then is reported by that first call (ESRCH), as it would have
+ * been had the link been opened at connect time and closed since.  The
+ * TCP connect itself survives a call that times out: the next call goes
+ * on with it, so even calls with short timeouts get the link up.
+ */
+
+/* Forget any link; the next mp_cli_link() opens one to c->addr. */
+void mp_cli_defer(struct messip_channel_priv *c);
+
+/* Make sure the link is up (opening it, and sending HELLO, if it was
+ * deferred): 0, -ESRCH (server gone or unreachable), -ETIMEDOUT (the
+ * connect is still in progress; try again). */
+int mp_cli_link(struct messip_channel_priv *c, int64_t deadline);
+
+/* Could the handle still reach its server?  false once its link closed
+ * (a deferred link counts as reachable: the first call will tell). */
+bool mp_cli_usable(struct messip_channel_priv *c);
+
+/* Open the link to the server at sa and send HELLO now (its WELCOME is
  * checked by the first request that waits): 0, -ESRCH (cannot reach
  * it), -ETIMEDOUT. */
 int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,

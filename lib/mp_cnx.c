@@ -271,6 +271,15 @@ static void late_answer(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	}
 }
 
+/* A timed-out request whose success must be undone may still answer. */
+static bool undo_pending(const struct messip_cnx *cnx)
+{
+	for (unsigned i = 0; i < 8; i++)
+		if (cnx->undo[i].op)
+			return true;
+	return false;
+}
+
 static void remember_timeout(struct messip_cnx *cnx,
 			     const struct mp_wire_msg *req)
 {
@@ -356,10 +365,12 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 
 /* Read and dispatch until the answer to reqid arrives.  0 (ans filled),
  * -ETIMEDOUT, or -EPIPE (the link was lost and is now DOWN). */
-static int await_answer(struct messip_cnx *cnx, uint32_t reqid,
-			struct mp_wire_msg *ans, int64_t deadline)
+static int await_loop(struct messip_cnx *cnx, uint32_t reqid,
+		      struct mp_wire_msg *ans, int64_t deadline,
+		      struct mp_spin_wait *ws)
 {
 	struct mp_wire_msg m;
+	bool fresh = true;
 	int rc;
 
 	for (;;) {
@@ -383,13 +394,21 @@ static int await_answer(struct messip_cnx *cnx, uint32_t reqid,
 			link_lost(cnx, "protocol error");
 			return -EPIPE;
 		}
-		rc = mp_link_fill(&cnx->mgr);
+		/* Right after the request the answer is not there yet: spin
+		 * a little (mp_spin), or poll before reading. */
+		rc = 0;
+		if (!fresh)
+			rc = mp_link_fill(&cnx->mgr);
+		while (rc == 0 && mp_spin_again(&cnx->spin, ws, deadline))
+			rc = mp_link_fill(&cnx->mgr);
+		fresh = false;
 		if (rc < 0) {
 			link_lost(cnx, rc == -EPIPE ? "closed" : "read error");
 			return -EPIPE;
 		}
 		if (rc > 0)
 			continue;
+		ws->slept = true;
 		rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
 		if (rc == 0)
 			return -ETIMEDOUT;
@@ -398,6 +417,16 @@ static int await_answer(struct messip_cnx *cnx, uint32_t reqid,
 			return -EPIPE;
 		}
 	}
+}
+
+static int await_answer(struct messip_cnx *cnx, uint32_t reqid,
+			struct mp_wire_msg *ans, int64_t deadline)
+{
+	struct mp_spin_wait ws = {0, false, false, false, false};
+	int rc = await_loop(cnx, reqid, ans, deadline, &ws);
+
+	mp_spin_end(&cnx->spin, &ws, rc == 0);
+	return rc;
 }
 
 /* One request on the current link, no resume: 0, -ETIMEDOUT, -EPIPE. */
@@ -698,9 +727,10 @@ int mp_cnx_rpc(struct messip_cnx *cnx, struct mp_wire_msg *req,
 	int rc;
 
 	req->reqid = mp_cnx_reqid(cnx);
-	/* Take in what already arrived first (late answers to undo, events),
-	 * so that an undo goes out before this request. */
-	if (cnx->state == MP_CNX_UP && !cnx->in_rereg)
+	/* Take in what already arrived first when a late answer may be
+	 * there to undo, so that the undo goes out before this request
+	 * (otherwise, a read that would find nothing is saved). */
+	if (cnx->state == MP_CNX_UP && !cnx->in_rereg && undo_pending(cnx))
 		pump_up(cnx);
 	for (;;) {
 		if (cnx->state != MP_CNX_UP) {

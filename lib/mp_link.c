@@ -63,6 +63,8 @@ static int reserve(struct mp_link *l, size_t need)
 	if (l->in_cap - l->in_len >= need)
 		return 0;
 	cap = l->in_cap ? l->in_cap : MP_LINK_INIT_CAP;
+	if (cap < l->in_hint)
+		cap = l->in_hint;
 	while (cap - l->in_len < need)
 		cap *= 2;
 	if (cap > MP_LINK_FRAME_MAX(l->max_data))
@@ -77,7 +79,19 @@ static int reserve(struct mp_link *l, size_t need)
 	return 0;
 }
 
+static int fill(struct mp_link *l, int flags);
+
 int mp_link_fill(struct mp_link *l)
+{
+	return fill(l, MSG_DONTWAIT);
+}
+
+int mp_link_fill_wait(struct mp_link *l)
+{
+	return fill(l, 0);
+}
+
+static int fill(struct mp_link *l, int flags)
 {
 	size_t held = l->in_len - l->in_off, want = MP_LINK_INIT_CAP / 2;
 	struct mp_wire_hdr h;
@@ -103,15 +117,155 @@ int mp_link_fill(struct mp_link *l)
 		return rc;
 	do {
 		n = recv(l->fd, l->in + l->in_len, l->in_cap - l->in_len,
-			 MSG_DONTWAIT);
-	} while (n < 0 && errno == EINTR);
+			 flags);
+	} while (n < 0 && errno == EINTR && (flags & MSG_DONTWAIT));
 	if (n > 0) {
 		l->in_len += (size_t)n;
 		return (int)(n > INT_MAX ? INT_MAX : n);
 	}
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (n < 0 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return 0;
 	return -EPIPE;
+}
+
+void *mp_link_steal_input(struct mp_link *l)
+{
+	void *p = l->in;
+
+	if (!p || l->in_len != 0)
+		return NULL;
+	l->in_hint = l->in_cap;
+	l->in = NULL;
+	l->in_cap = 0;
+	return p;
+}
+
+/* Bytes of op's frame before its data, or 0 if op has a variable-length
+ * field before the data (or is unknown). */
+static size_t direct_head(unsigned op)
+{
+	struct mp_wire_msg m;
+	uint8_t buf[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	int n;
+
+	if (mp_wire_fields(op) & (MP_WF_NAME | MP_WF_ID | MP_WF_ADDR))
+		return 0;
+	memset(&m, 0, sizeof(m));
+	m.op = (uint8_t)op;
+	n = mp_wire_encode_head(&m, buf, sizeof(buf));
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* Append n bytes to the input buffer. */
+static int push_input(struct mp_link *l, const uint8_t *p, size_t n)
+{
+	int rc = reserve(l, n);
+
+	if (rc < 0)
+		return rc;
+	memcpy(l->in + l->in_len, p, n);
+	l->in_len += n;
+	return 0;
+}
+
+/*
+ * A read of n bytes landed as head bytes in the input buffer and n - head
+ * in d->dst: is it the awaited frame?  Sort the bytes out either way.
+ */
+static int direct_sort(struct mp_link *l, struct mp_link_direct *d, size_t head,
+		       size_t n)
+{
+	uint8_t tmp[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	size_t extra = n - head;
+	struct mp_wire_hdr h;
+	uint32_t fixed_len;
+	int rc;
+
+	l->in_len = head;
+	rc = mp_wire_decode_hdr(l->in, head, l->max_data, &h);
+	if (rc < 0)
+		return rc;
+	fixed_len = (uint32_t)(head - MP_WIRE_HDR_SIZE);
+	if (h.op != d->op || h.reqid != d->reqid || h.len < fixed_len ||
+	    h.len - fixed_len > d->cap)
+		return push_input(l, d->dst, extra);
+	/* Decode the fields through the codec: the header with a length
+	 * that stops where the data starts. */
+	memcpy(tmp, l->in, head);
+	tmp[8] = (uint8_t)(fixed_len >> 24);
+	tmp[9] = (uint8_t)(fixed_len >> 16);
+	tmp[10] = (uint8_t)(fixed_len >> 8);
+	tmp[11] = (uint8_t)fixed_len;
+	rc = mp_wire_decode(tmp, head, l->max_data, &d->m);
+	if (rc < 0)
+		return rc;
+	if (rc != (int)head)
+		return -EPROTO;
+	d->m.datalen = h.len - fixed_len;
+	d->m.data = d->dst;
+	d->matched = true;
+	l->in_off = l->in_len = 0;
+	if (extra > d->m.datalen) {
+		/* Frames behind it came along: they belong to the buffer. */
+		rc = push_input(l, d->dst + d->m.datalen, extra - d->m.datalen);
+		if (rc < 0)
+			return rc;
+		extra = d->m.datalen;
+	}
+	d->got = (uint32_t)extra;
+	return 0;
+}
+
+int mp_link_fill_direct(struct mp_link *l, struct mp_link_direct *d, bool wait)
+{
+	int flags = wait ? 0 : MSG_DONTWAIT;
+	size_t head = direct_head(d->op);
+	struct iovec v[2];
+	struct msghdr mh = {.msg_iov = v, .msg_iovlen = 2};
+	ssize_t n;
+	int rc;
+
+	if (l->fd < 0)
+		return -EPIPE;
+	if (d->matched) {
+		if (d->got >= d->m.datalen)
+			return 0;
+		v[0].iov_base = d->dst + d->got;
+		v[0].iov_len = d->m.datalen - d->got;
+		mh.msg_iovlen = 1;
+	} else {
+		if (!head || mp_link_has_input(l) || !d->cap)
+			return fill(l, flags);
+		l->in_off = l->in_len = 0;
+		rc = reserve(l, head);
+		if (rc < 0)
+			return rc;
+		v[0].iov_base = l->in;
+		v[0].iov_len = head;
+		v[1].iov_base = d->dst;
+		/* No frame's data is longer: what is read stays within one
+		 * frame's worth of input buffer if it must go there. */
+		v[1].iov_len = d->cap < l->max_data ? d->cap : l->max_data;
+	}
+	do {
+		n = recvmsg(l->fd, &mh, flags);
+	} while (n < 0 && errno == EINTR && !wait);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+		       errno != EINTR))
+		return -EPIPE;
+	if (n < 0)
+		return 0;
+	if (d->matched) {
+		d->got += (uint32_t)n;
+	} else if ((size_t)n < head) {
+		l->in_len = (size_t)n; /* a piece of a header: the usual way */
+	} else {
+		rc = direct_sort(l, d, head, (size_t)n);
+		if (rc < 0)
+			return rc;
+	}
+	return (int)(n > INT_MAX ? INT_MAX : n);
 }
 
 bool mp_link_frame_ready(const struct mp_link *l)

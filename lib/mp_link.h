@@ -40,6 +40,7 @@ struct mp_link {
 	size_t out_off;
 	size_t out_len;
 	uint32_t max_data; /* largest data field accepted */
+	size_t in_hint;	   /* capacity to start a new input buffer with */
 };
 
 /* Adopt fd (non-blocking).  Never fails: buffers are allocated lazily. */
@@ -55,8 +56,52 @@ void mp_link_drop_fd(struct mp_link *l);
  * -EPIPE on EOF or error, -ENOMEM. */
 int mp_link_fill(struct mp_link *l);
 
+/* As mp_link_fill(), but the read may wait (up to the socket's receive
+ * timeout, mp_sock_blocking_reads()): 0 then means it timed out or was
+ * interrupted.  Only for a socket set up so. */
+int mp_link_fill_wait(struct mp_link *l);
+
 /* Next complete frame: 1 (m filled), 0 (need more), -EPROTO, -EMSGSIZE. */
 int mp_link_next(struct mp_link *l, struct mp_wire_msg *m);
+
+/*
+ * Take the input buffer away when the frame mp_link_next() just returned
+ * was all it held: the caller then owns that frame's data (free() the
+ * returned pointer, not the data) and no copy is needed.  NULL when other
+ * bytes are held (the frame's data then stays valid as documented).  The
+ * next read allocates a buffer of the same size.
+ */
+void *mp_link_steal_input(struct mp_link *l);
+
+/*
+ * Direct receive: the data of one awaited frame read straight into the
+ * caller's buffer, so that a large reply costs no copy.  The caller fills
+ * op, reqid, dst and cap (the op must carry only fixed-width fields and
+ * data, as REPLY does) and zeroes the rest, then calls
+ * mp_link_fill_direct() instead of mp_link_fill() while the input buffer
+ * is empty.  Each read asks for the frame's header and fixed fields into
+ * the input buffer and the rest into dst:
+ *   - when the header is the awaited frame's and its data fits in cap,
+ *     matched is set, m holds its fields (m.data = dst) and the next
+ *     calls read the rest of its data into dst; it is complete when got
+ *     == m.datalen (bytes read past it are in the input buffer);
+ *   - otherwise what was read is moved into the input buffer, exactly as
+ *     mp_link_fill() would have left it (dst's bytes are then garbage),
+ *     and the caller decodes it as usual.
+ * Returns as mp_link_fill() (as mp_link_fill_wait() with wait), or -EPROTO
+ * / -EMSGSIZE for a header the codec refuses.
+ */
+struct mp_link_direct {
+	uint8_t op; /* the awaited frame */
+	uint32_t reqid;
+	uint8_t *dst;	      /* where its data goes ... */
+	uint32_t cap;	      /* ... when it fits */
+	bool matched;	      /* the frame is being read into dst */
+	uint32_t got;	      /* data bytes in dst */
+	struct mp_wire_msg m; /* its fields, once matched */
+};
+
+int mp_link_fill_direct(struct mp_link *l, struct mp_link_direct *d, bool wait);
 
 /* A whole frame (or a frame the codec will refuse) is in the buffer. */
 bool mp_link_frame_ready(const struct mp_link *l);

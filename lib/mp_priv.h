@@ -56,11 +56,14 @@ struct mp_src {
 struct mp_item;
 struct mp_peer;
 struct mp_timer;
+struct mp_local;      /* the same-host fast path (mp_local.c) */
+struct mp_local_held; /* a same-host request awaiting its reply */
 
 /* A receive index: the request handed to the program, until its reply. */
 struct mp_slot {
-	struct mp_item *item; /* NULL: free */
+	struct mp_item *item; /* NULL: free (unless local is set) */
 	bool canceled;	      /* the client withdrew it: drop the reply */
+	struct mp_local_held *local; /* a same-host request instead */
 };
 
 /* Server side of a channel (mp_srv.c). */
@@ -71,6 +74,7 @@ struct mp_srv {
 	int mgr_fd;	     /* manager fd currently in epfd, or -1 */
 	uint32_t mgr_events; /* its epoll events */
 	bool wake_set;
+	bool fd_exported;    /* messip_channel_fd was called: keep wakefd */
 	struct mp_src lsrc, wsrc;
 	struct mp_peer *peers;
 	struct mp_item *qhead, *qtail; /* received, not yet handed out */
@@ -86,6 +90,7 @@ struct mp_srv {
 	bool done_any;	    /* seq_done is meaningful */
 	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */
 	bool shutdown_told; /* ESHUTDOWN reported once */
+	struct mp_spin spin; /* busy-poll before epoll_wait sleeps */
 };
 
 /* Client side of a channel (mp_cli.c). */
@@ -93,9 +98,14 @@ struct mp_cli {
 	struct mp_link link; /* direct connection to the server */
 	uint32_t reqid;
 	uint32_t hello_reqid; /* WELCOME not yet seen while != 0 */
+	bool opened;	      /* link opened (or tried): fd -1 = server gone */
+	bool connecting;      /* opened, TCP connect still in progress */
+	bool late_possible;   /* a request or ping timed out on this link */
+	bool blocking;	      /* reads may wait (mp_sock_blocking_reads) */
 	int refs;	      /* channel_connect calls not yet undone */
 	int32_t server_regno;
 	uint64_t server_host;
+	struct mp_spin spin; /* busy-poll before waiting for a reply */
 };
 
 struct messip_channel_priv {
@@ -110,6 +120,7 @@ struct messip_channel_priv {
 	char addr[MP_SOCK_ADDR_MAX]; /* server: ours; client: the server's */
 	struct mp_srv srv;
 	struct mp_cli cli;
+	struct mp_local *local; /* fast path / zero-copy state, or NULL */
 };
 
 enum mp_cnx_state {
@@ -151,6 +162,7 @@ struct messip_cnx {
 	unsigned nundo;
 	bool rereg; /* a new registration must re-declare */
 	bool in_rereg;
+	struct mp_spin spin; /* busy-poll before waiting for an answer */
 	struct messip_channel_priv *chans;
 };
 

@@ -4,7 +4,9 @@
  * Invariant: every descriptor returned is O_NONBLOCK | O_CLOEXEC, so no
  * library call can block past its deadline in the kernel and no exec'd
  * program inherits a messip connection (which would keep a registration
- * alive after its owner died).
+ * alive after its owner died).  The one exception is explicit:
+ * mp_sock_blocking_reads() makes reads wait, but never longer than a
+ * receive timeout set first.
  */
 #include "config.h"
 
@@ -15,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,12 +160,39 @@ int mp_sock_format_addr(const struct sockaddr *sa, char *out, size_t outsz)
 	return (n < 0 || (size_t)n >= outsz) ? -EINVAL : 0;
 }
 
+/* Is fd's local address a loopback one (so is its peer's, then)? */
+static bool on_loopback(int fd)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+		return false;
+	if (sa.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr) >>
+			24) == 127;
+	if (sa.ss_family == AF_INET6) {
+		const struct in6_addr *a =
+			&((struct sockaddr_in6 *)&sa)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
 int mp_sock_tune(int fd)
 {
 	int one = 1, v;
 
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		return -errno;
+	/* Both ends on this host (and network namespace): a peer that dies
+	 * has its sockets closed by the kernel, and the kernel acknowledges
+	 * everything, so keepalive and the user timeout could never fire.
+	 * Skipping them saves five system calls per connection. */
+	if (on_loopback(fd))
+		return 0;
 	/* Dead-peer detection; failures leave the defaults, which still
 	 * detect a dead peer, only later. */
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
@@ -321,6 +351,20 @@ fail_errno:
 	return rc;
 }
 
+int mp_sock_blocking_reads(int fd, int timeout_ms)
+{
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	int fl;
+
+	/* The timeout first: a blocking read never waits without bound. */
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
 int mp_sock_accept(int lfd)
 {
 	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -332,4 +376,113 @@ int mp_sock_accept(int lfd)
 		return -EAGAIN; /* the peer vanished already */
 	}
 	return fd;
+}
+
+/*
+ * The spin budget, computed once per process: -1 not yet known.  Racing
+ * threads compute the same value, so a relaxed store publishes nothing
+ * but the number itself.
+ */
+static int64_t spin_ns_global = -1;
+
+static int64_t spin_ns_compute(void)
+{
+	const char *env = getenv("MESSIP_SPIN_US");
+	cpu_set_t set;
+	long us;
+
+	if (!env || !*env) {
+		if (sched_getaffinity(0, sizeof(set), &set) == 0 &&
+		    CPU_COUNT(&set) < 2)
+			return 0;
+		return MP_SPIN_NS;
+	}
+	us = strtol(env, NULL, 10);
+	if (us <= 0)
+		return 0;
+	return us > 1000 ? 1000000 : us * 1000;
+}
+
+int64_t mp_spin_budget(struct mp_spin *sp, int64_t deadline)
+{
+	int64_t ns = __atomic_load_n(&spin_ns_global, __ATOMIC_RELAXED);
+	int64_t left;
+
+	if (ns < 0) {
+		ns = spin_ns_compute();
+		__atomic_store_n(&spin_ns_global, ns, __ATOMIC_RELAXED);
+	}
+	if (ns == 0)
+		return 0;
+	if (sp->skip) {
+		sp->skip--;
+		return 0;
+	}
+	if (deadline != MP_TIME_FOREVER) {
+		left = deadline - mp_time_now_ns();
+		if (left <= 0)
+			return 0;
+		if (left < ns)
+			ns = left;
+	}
+	return ns;
+}
+
+void mp_spin_done(struct mp_spin *sp, bool hit)
+{
+	if (hit) {
+		sp->backoff = 0;
+		return;
+	}
+	sp->backoff = sp->backoff ? sp->backoff * 2 : 1;
+	if (sp->backoff > MP_SPIN_SKIP_MAX)
+		sp->backoff = MP_SPIN_SKIP_MAX;
+	sp->skip = sp->backoff;
+}
+
+void mp_spin_pause(void)
+{
+	/* Without it, a peer that the scheduler placed on our CPU would wait
+	 * for the spin to end; with nothing else to run it returns at once. */
+	sched_yield();
+}
+
+bool mp_spin_again(struct mp_spin *sp, struct mp_spin_wait *w, int64_t deadline)
+{
+	int64_t t0;
+
+	if (w->slept)
+		return false;
+	if (!w->started) {
+		int64_t budget = mp_spin_budget(sp, deadline);
+
+		w->started = true;
+		w->on = budget > 0;
+		w->end = mp_time_now_ns() + budget;
+		/* Pause before the first poll too: the caller just sent its
+		 * request, so the answer is not there yet (a poll now would
+		 * be a wasted system call), and a peer sharing our CPU gets
+		 * to run at once. */
+	}
+	if (!w->on || w->contended)
+		return false;
+	t0 = mp_time_now_ns();
+	if (t0 >= w->end)
+		return false;
+	mp_spin_pause();
+	/* A pause that took long means another task ran on this CPU: the
+	 * peer (it then runs here anyway, and spinning gains nothing) or
+	 * some other load (spinning then only hands it our CPU).  Either
+	 * way, stop and let the policy back off. */
+	if (mp_time_now_ns() - t0 > MP_SPIN_PAUSE_MAX_NS) {
+		w->contended = true;
+		return false;
+	}
+	return true;
+}
+
+void mp_spin_end(struct mp_spin *sp, const struct mp_spin_wait *w, bool got)
+{
+	if (w->on)
+		mp_spin_done(sp, got && !w->slept && !w->contended);
 }

@@ -11,9 +11,10 @@
  *   - a peer with MP_PEER_MAX_REQ requests queued or unreplied is not read
  *     (flow control: a client cannot make the server buffer without
  *     bound; the socket's own window pushes back on it);
- *   - wake_set mirrors the eventfd, and is true exactly while receive has
- *     something to hand out without waiting (mp_srv_update_wake() is
- *     called after anything that changes that);
+ *   - wake_set mirrors the eventfd; once fd_exported, it is true exactly
+ *     while receive has something to hand out without waiting
+ *     (mp_srv_update_wake() is called after anything that changes that);
+ *     before, it stays false and the eventfd untouched;
  *   - nothing read from a peer is trusted: frames come through the codec,
  *     every field is checked before use, a peer that breaks the protocol
  *     is disconnected (never an assert).
@@ -33,6 +34,7 @@
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
+#include "mp_local.h"
 #include "mp_log.h"
 #include "mp_srv.h"
 #include "mp_time.h"
@@ -44,6 +46,7 @@
 #define MP_SRV_ACCEPTS	16 /* accepts per wakeup */
 #define MP_HUP_CHECK_NS 1000000 /* see mp_srv_reply */
 #define MP_SLOTS_INIT	16
+#define MP_STEAL_MIN	4096 /* a link buffer taken over, not copied */
 #define MP_NOTHING	INT_MIN
 
 struct mp_peer {
@@ -58,6 +61,7 @@ struct mp_peer {
 	bool closed;
 	bool paused;
 	bool want_out;
+	bool local;	/* a same-host client on the segment (mp_local) */
 };
 
 enum mp_item_kind { MP_ITEM_SEND, MP_ITEM_BUF, MP_ITEM_EVENT };
@@ -72,7 +76,9 @@ struct mp_item {
 	int64_t taken_ns;     /* SEND: when receive handed it out */
 	messip_id_t id;	      /* sender (BUF), subject (EVENT) */
 	uint32_t len;
-	unsigned char data[];
+	unsigned char *data; /* inline, or into owned */
+	void *owned;	     /* a link's input buffer taken over, or NULL */
+	unsigned char inline_data[];
 };
 
 #define container_of(p, type, member)                                          \
@@ -81,18 +87,39 @@ struct mp_item {
 /* ------------------------------------------------------------------ */
 /* Queue, slots, wake.                                                 */
 
-static struct mp_item *item_new(int kind, const void *data, uint32_t len)
+/*
+ * A new item holding a copy of data, or, for a large frame that was all
+ * the link's input buffer held, that buffer itself (no copy).
+ */
+static struct mp_item *item_new(int kind, const void *data, uint32_t len,
+				struct mp_link *from)
 {
-	struct mp_item *it = malloc(sizeof(*it) + len);
+	void *owned = NULL;
+	struct mp_item *it;
 
-	if (!it)
+	if (from && len >= MP_STEAL_MIN)
+		owned = mp_link_steal_input(from);
+	it = malloc(sizeof(*it) + (owned ? 0 : len));
+	if (!it) {
+		free(owned);
 		return NULL;
+	}
 	memset(it, 0, sizeof(*it));
 	it->kind = kind;
 	it->len = len;
-	if (len)
+	it->owned = owned;
+	it->data = owned ? (unsigned char *)data : it->inline_data;
+	if (len && !owned)
 		memcpy(it->data, data, len);
 	return it;
+}
+
+static void item_free(struct mp_item *it)
+{
+	if (it) {
+		free(it->owned);
+		free(it);
+	}
 }
 
 static void enqueue(struct mp_srv *s, struct mp_item *it)
@@ -145,7 +172,7 @@ static int unqueue(struct mp_srv *s, struct mp_peer *p, bool all,
 			s->qlen--;
 			p->refs--;
 			p->nreq--;
-			free(it);
+			item_free(it);
 			n++;
 			continue;
 		}
@@ -164,15 +191,21 @@ static bool manager_dead(const struct messip_channel_priv *c)
 void mp_srv_update_wake(struct messip_channel_priv *c)
 {
 	struct mp_srv *s = &c->srv;
+	uint64_t v = 1;
+	bool pending;
+
+	/* Receive looks at the queue before it sleeps, so only a program
+	 * that waits on messip_channel_fd itself needs the eventfd: until
+	 * it asks for the fd, no queue change costs a system call. */
+	if (!s->fd_exported || s->wakefd < 0)
+		return;
 	/* Frames the manager sent right behind the answer to a request
 	 * wait in the link's buffer, where the socket no longer reports
 	 * them: they count as something to hand out (receive pumps them). */
-	bool pending = s->qhead || mp_timer_pending(c) ||
-		       (manager_dead(c) && !s->shutdown_told) ||
-		       mp_link_frame_ready(&c->cnx->mgr);
-	uint64_t v = 1;
-
-	if (pending == s->wake_set || s->wakefd < 0)
+	pending = s->qhead || mp_timer_pending(c) ||
+		  (manager_dead(c) && !s->shutdown_told) ||
+		  mp_link_frame_ready(&c->cnx->mgr);
+	if (pending == s->wake_set)
 		return;
 	/* An eventfd counter: write makes it readable, read resets it. */
 	if (pending) {
@@ -205,6 +238,7 @@ static int slots_grow(struct messip_channel_priv *c)
 	for (int i = s->nslots; i < n; i++) {
 		ns[i].item = NULL;
 		ns[i].canceled = false;
+		ns[i].local = NULL;
 		na[i] = NULL;
 	}
 	s->nslots = n;
@@ -218,10 +252,15 @@ static int slot_alloc(struct messip_channel_priv *c)
 	int i, rc;
 
 	for (i = 0; i < s->nslots; i++)
-		if (!s->slots[i].item)
+		if (!s->slots[i].item && !s->slots[i].local)
 			return i;
 	rc = slots_grow(c);
 	return rc < 0 ? rc : i;
+}
+
+int mp_srv_index_alloc(struct messip_channel_priv *c)
+{
+	return slot_alloc(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -260,6 +299,10 @@ static void peer_close(struct messip_channel_priv *c, struct mp_peer *p,
 		p->closed = true;
 		/* Its requests not yet received have nobody to answer. */
 		unqueue(&c->srv, p, true, 0);
+		if (p->local) {
+			p->local = false;
+			mp_local_peer_gone(c);
+		}
 	}
 	if (p->refs == 0)
 		peer_free(c, p);
@@ -320,11 +363,12 @@ static bool peer_frame(struct messip_channel_priv *c, struct mp_peer *p,
 		p->hello = true;
 		memcpy(p->id, m->id, sizeof(p->id));
 		p->regno = m->c;
+		p->local = mp_local_peer_hello(c, m);
 		return true;
 	}
 	switch (m->op) {
 	case MP_OP_SEND:
-		it = item_new(MP_ITEM_SEND, m->data, m->datalen);
+		it = item_new(MP_ITEM_SEND, m->data, m->datalen, &p->link);
 		if (!it) {
 			peer_close(c, p, "out of memory");
 			return false;
@@ -492,7 +536,7 @@ int mp_srv_push_buffered(struct messip_channel_priv *c,
 
 	if (s->seen_any && m->u <= s->seq_seen)
 		return 0; /* re-sent after a resume: already queued */
-	it = item_new(MP_ITEM_BUF, m->data, m->datalen);
+	it = item_new(MP_ITEM_BUF, m->data, m->datalen, NULL);
 	if (!it)
 		return -ENOMEM;
 	it->type = m->a;
@@ -518,7 +562,7 @@ int mp_srv_push_event(struct messip_channel_priv *c,
 		       "channel %s: ignored event %d", c->pub->name, (int)m->a);
 		return 0;
 	}
-	it = item_new(MP_ITEM_EVENT, NULL, 0);
+	it = item_new(MP_ITEM_EVENT, NULL, 0, NULL);
 	if (!it)
 		return -ENOMEM;
 	it->type = m->a;
@@ -625,7 +669,7 @@ static int take(struct messip_channel_priv *c, int32_t *type,
 		set_result(c, it->id, (int32_t)it->len, stored);
 		s->seq_done = it->seq;
 		s->done_any = s->ack_due = true;
-		free(it);
+		item_free(it);
 		/* Acknowledge at once: the record leaves the manager's ring
 		 * now, so a sender waiting for room wakes as soon as the
 		 * program has taken a message, not when it next sleeps. */
@@ -636,7 +680,7 @@ static int take(struct messip_channel_priv *c, int32_t *type,
 		*type = 0;
 		set_result(c, it->id, 0, 0);
 		*result = it->type;
-		free(it);
+		item_free(it);
 		return 0;
 	}
 }
@@ -665,6 +709,77 @@ static void handle_event(struct messip_channel_priv *c,
 	}
 }
 
+/*
+ * Busy-poll the epoll before sleeping in it, when the policy says it pays
+ * (mp_spin): the events found (> 0), 0 (nothing: sleep), -1 (errno).
+ */
+static int srv_spin(struct messip_channel_priv *c, struct epoll_event *evs,
+		    int64_t until)
+{
+	struct mp_spin_wait w = {0, false, false, false, false};
+	int n = 0;
+
+	/* Each round pauses first: receive has just found nothing to do,
+	 * and a client sharing our CPU gets to run at once. */
+	while (n == 0 && mp_spin_again(&c->srv.spin, &w, until))
+		n = epoll_wait(c->srv.epfd, evs, MP_SRV_EVENTS, 0);
+	mp_spin_end(&c->srv.spin, &w, n > 0);
+	return n;
+}
+
+/*
+ * Must the TCP queue (and timers) go before the same-host path this time?
+ * Timers and the ESHUTDOWN report always do; an event does too once the
+ * local work before it is out (a client's buffered messages, pushed into
+ * the segment before it disconnected, come before its DISCONNECT);
+ * otherwise the two take turns.
+ */
+static bool queue_first(struct messip_channel_priv *c)
+{
+	struct mp_srv *s = &c->srv;
+
+	if (mp_timer_pending(c) || (manager_dead(c) && !s->shutdown_told))
+		return true;
+	if (!s->qhead)
+		return false;
+	if (s->qhead->kind == MP_ITEM_EVENT) {
+		if (s->qhead->type == MESSIP_MSG_DISMISSED)
+			mp_local_event_ahead(c);
+		return false;
+	}
+	return !mp_local_turn(c);
+}
+
+/* take(), and the same-host path when the channel has one. */
+static int take_any(struct messip_channel_priv *c, int32_t *type,
+		    const struct mp_iov_sink *sink, int *result)
+{
+	int rc;
+
+	if (!c->local)
+		return take(c, type, sink, result);
+	if (queue_first(c)) {
+		rc = take(c, type, sink, result);
+		if (rc == MP_NOTHING)
+			rc = mp_local_take(c, type, sink, result);
+	} else {
+		rc = mp_local_take(c, type, sink, result);
+		if (rc == MP_LOCAL_NOTHING)
+			rc = take(c, type, sink, result);
+	}
+	return rc == MP_LOCAL_NOTHING ? MP_NOTHING : rc;
+}
+
+int mp_srv_poll(struct messip_channel_priv *c, int32_t *type,
+		const struct mp_iov_sink *sink, int *result)
+{
+	int rc = take_any(c, type, sink, result);
+
+	if (rc != MP_NOTHING)
+		mp_srv_update_wake(c);
+	return rc;
+}
+
 int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		   const struct mp_iov_sink *sink, int64_t deadline,
 		   int *result)
@@ -675,15 +790,16 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 	int rc, n;
 
 	for (;;) {
-		int64_t now, until;
+		int64_t until;
 
-		rc = take(c, type, sink, result);
+		rc = take_any(c, type, sink, result);
 		if (rc != MP_NOTHING) {
 			mp_srv_update_wake(c);
 			return rc;
 		}
-		now = mp_time_now_ns();
-		if (waited && now >= deadline) {
+		/* The clock only once we waited: a read (25-75 ns here) is a
+		 * sizeable share of a same-host message. */
+		if (waited && mp_time_now_ns() >= deadline) {
 			ack_flush(c);
 			mp_srv_update_wake(c);
 			return -ETIMEDOUT;
@@ -704,8 +820,16 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		until = mp_cnx_wake_time(cnx);
 		if (until > deadline)
 			until = deadline;
-		n = epoll_wait(c->srv.epfd, evs, MP_SRV_EVENTS,
-			       mp_time_left_ms(until));
+		if (c->local && mp_local_owns_wait(c, &until)) {
+			/* Same-host clients: sleep on the segment's doorbell
+			 * (the helper watches the epoll). */
+			n = mp_local_wait(c, evs, MP_SRV_EVENTS, until);
+		} else {
+			n = srv_spin(c, evs, until);
+			if (n == 0)
+				n = epoll_wait(c->srv.epfd, evs, MP_SRV_EVENTS,
+					       mp_time_left_ms(until));
+		}
 		waited = true;
 		if (n < 0) {
 			if (errno == EINTR)
@@ -714,7 +838,8 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		}
 		for (int i = 0; i < n; i++)
 			handle_event(c, &evs[i]);
-		if (mp_cnx_wake_time(cnx) <= mp_time_now_ns())
+		until = mp_cnx_wake_time(cnx); /* FOREVER: no clock read */
+		if (until != MP_TIME_FOREVER && until <= mp_time_now_ns())
 			mp_cnx_pump(cnx);
 		/* No mp_srv_update_wake() here: take() runs next, and the
 		 * flag is settled when receive returns. */
@@ -730,7 +855,7 @@ static void slot_release(struct messip_channel_priv *c, int index)
 	s->slots[index].item = NULL;
 	s->slots[index].canceled = false;
 	c->pub->receive_allmsg[index] = NULL;
-	free(it);
+	item_free(it);
 	p->refs--;
 	p->nreq--;
 	if (p->closed) {
@@ -751,11 +876,15 @@ int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,
 	int64_t total;
 	int rc = 0;
 
-	if (index < 0 || index >= s->nslots || !s->slots[index].item)
+	if (index < 0 || index >= s->nslots ||
+	    (!s->slots[index].item && !s->slots[index].local))
 		return -EINVAL;
 	total = mp_iov_total(iov, iovcnt, MP_MAX_DATA);
 	if (total < 0)
 		return (int)total;
+	if (s->slots[index].local)
+		return mp_local_reply(c, index, answer, iov, iovcnt,
+				      (uint32_t)total);
 	it = s->slots[index].item;
 	p = it->peer;
 	if (s->slots[index].canceled) {
@@ -825,9 +954,9 @@ void mp_srv_close(struct messip_channel_priv *c)
 
 	mp_timer_free_all(c);
 	while ((it = dequeue(s)) != NULL)
-		free(it);
+		item_free(it);
 	for (int i = 0; i < s->nslots; i++)
-		free(s->slots[i].item);
+		item_free(s->slots[i].item);
 	while (s->peers) {
 		struct mp_peer *p = s->peers;
 
@@ -856,7 +985,6 @@ static int receive_common(messip_channel_t *ch, int32_t *type,
 			  const struct mp_iov_sink *sink, int msec_timeout)
 {
 	struct messip_channel_priv *c = mp_chan_get(ch);
-	int64_t deadline = mp_time_deadline(msec_timeout);
 	int32_t dummy;
 	int result = 0, rc;
 
@@ -865,7 +993,13 @@ static int receive_common(messip_channel_t *ch, int32_t *type,
 	rc = mp_iov_sink_check(sink);
 	if (rc < 0)
 		return mp_fail(rc);
-	rc = mp_srv_receive(c, type ? type : &dummy, sink, deadline, &result);
+	/* Same-host work often waits already: take it before computing the
+	 * deadline costs a clock read (a sizeable share of such a message). */
+	rc = c->local ? mp_srv_poll(c, type ? type : &dummy, sink, &result)
+		      : MP_NOTHING;
+	if (rc == MP_NOTHING)
+		rc = mp_srv_receive(c, type ? type : &dummy, sink,
+				    mp_time_deadline(msec_timeout), &result);
 	if (rc == -ETIMEDOUT) {
 		errno = ETIMEDOUT;
 		return MESSIP_MSG_TIMEOUT;
@@ -901,8 +1035,12 @@ static int reply_common(messip_channel_t *ch, int index, int32_t answer,
 
 	if (!c || !c->server)
 		return mp_fail(-EINVAL);
+	/* A same-host reply never waits: no deadline (no clock read). */
 	rc = mp_srv_reply(c, index, answer, iov, iovcnt,
-			  mp_time_deadline(msec_timeout));
+			  index >= 0 && index < c->srv.nslots &&
+					  c->srv.slots[index].local
+				  ? MP_TIME_FOREVER
+				  : mp_time_deadline(msec_timeout));
 	if (rc == -ETIMEDOUT) {
 		errno = ETIMEDOUT;
 		return MESSIP_MSG_TIMEOUT;
@@ -937,6 +1075,9 @@ MESSIP_EXPORT int messip_channel_fd(messip_channel_t *ch)
 
 	if (!c || !c->server)
 		return mp_fail(-EINVAL);
+	c->srv.fd_exported = true;
+	if (c->local)
+		mp_local_fd_mode(c);
 	mp_srv_update_wake(c);
 	return c->srv.epfd;
 }

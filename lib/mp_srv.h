@@ -6,9 +6,15 @@
  *
  * Everything that arrives is first decoded into the channel's queue (one
  * FIFO: synchronous requests, buffered messages, events); receive hands
- * out the queue's head, timers first.  The wake eventfd is readable
- * exactly while the queue (or a timer) holds something, so the epoll fd
- * (messip_channel_fd) is readable whenever receive would not block.
+ * out the queue's head, timers first.  Once the program has asked for
+ * messip_channel_fd, the wake eventfd is readable exactly while the queue
+ * (or a timer) holds something, so that fd is readable whenever receive
+ * would not block; before that it is never touched (receive looks at the
+ * queue before it sleeps), so no message costs an eventfd write and read.
+ * Before sleeping, receive busy-polls the epoll briefly when that pays
+ * (mp_spin, mp_sock.h).  A large request that was all a client link's
+ * input buffer held becomes its item without a copy (the buffer is taken
+ * over).
  *
  * Buffered messages are acknowledged to the manager (BACK, cumulative)
  * as soon as they are handed to the program (retried before receive
@@ -56,6 +62,16 @@ void mp_srv_update_wake(struct messip_channel_priv *c);
 int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		   const struct mp_iov_sink *sink, int64_t deadline,
 		   int *result);
+
+/* The lowest free receive index (the table grows as needed), for the
+ * same-host path (mp_local), which fills slots[index].local itself.  An
+ * index >= 0 or -ENOMEM. */
+int mp_srv_index_alloc(struct messip_channel_priv *c);
+
+/* One look without waiting (no clock read): as mp_srv_receive, or
+ * INT_MIN when there is nothing to hand out yet. */
+int mp_srv_poll(struct messip_channel_priv *c, int32_t *type,
+		const struct mp_iov_sink *sink, int *result);
 
 /* See messip_reply: 0, -EINVAL, -ESRCH, -ETIMEDOUT. */
 int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,

@@ -3,9 +3,14 @@
  *
  * Measures, in one run, synchronous round trips (rate and p50/p99
  * latency), buffered messages through the manager, and name look-ups,
- * each beside a raw TCP baseline measured immediately before it, and
- * prints one table with the ratio messip/raw per row.  The machine is
- * noisy, so a ratio is only ever taken between two adjacent measurements.
+ * each beside a raw TCP baseline measured immediately before it; and the
+ * same-host fast path (rows shm-*: the copying and zero-copy calls,
+ * buffered messages, four clients) beside bare shared-memory baselines
+ * (spinning and futex ping-pong, an SPSC ring).  It prints one table with
+ * the ratio messip/raw per row.  The machine is noisy, so a ratio is only
+ * ever taken between two adjacent measurements.  The TCP rows run their
+ * messip processes with MESSIP_NO_SHM=1, so they measure TCP even though
+ * both ends share the host.
  *
  * Shape:
  * - One table of row kinds (kinds[]) says what each row measures; main()
@@ -36,6 +41,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,9 +51,11 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <linux/futex.h>
 #include <unistd.h>
 
 #include "messip.h"
@@ -109,6 +117,11 @@ struct trial_ops {
 	bool stream;  /* servers measure; they must receive all that was sent */
 	bool latency; /* clients record each operation's latency */
 	bool stop_signal; /* servers run until SIGTERM, not until input ends */
+	bool shm;     /* messip: same-host fast path allowed (other messip
+			 trials run with MESSIP_NO_SHM=1: the TCP path) */
+	bool bare;    /* raw on a shared anonymous mapping, not TCP */
+	bool pin;     /* server on CPU 0, client on CPU 1 (2+ CPUs) */
+	bool single;  /* one client, whatever the cell says */
 };
 
 struct trial {
@@ -119,6 +132,10 @@ struct trial {
 	int port;	     /* raw: where clients connect */
 	int ready_fd;	     /* server: write a byte when ready */
 	const char *mgr_ref; /* messip: "127.0.0.1:port" */
+	void *map;	     /* bare: the shared mappings (struct bare) */
+	int nclients;	     /* processes on the client side */
+	int nservers;
+	struct slot *slots_base; /* servers' slots, then the clients' */
 	char chname[MESSIP_CHANNEL_NAME_MAXLEN + 1];
 	char missing[MESSIP_CHANNEL_NAME_MAXLEN + 1];
 };
@@ -831,7 +848,7 @@ static int mp_buffered_serve(struct trial *t, struct slot *s)
 
 	if ((rc = mp_open(t, s, &p, MP_SERVER, BUFFERED_QUEUE)) < 0)
 		goto out;
-	p.ends = t->cell->clients;
+	p.ends = t->nclients;
 	if ((rc = run_drain(next_mp_buffered, &p, s)) < 0)
 		rc = fail(s, -rc, "buffered receive");
 out:
@@ -941,6 +958,395 @@ static int mp_lookup_missing_client(struct trial *t, struct slot *s)
 }
 
 /* ------------------------------------------------------------------ */
+/* Same host: bare shared-memory baselines and the zero-copy calls.   */
+
+/*
+ * The bare baselines share one anonymous mapping per server/client pair
+ * (made by the parent before forking: no /dev/shm object).  Each counter
+ * has its own cache line.  Ping-pong: the client copies SIZE bytes into
+ * req_data and bumps req; the server copies them out and back into
+ * rep_data (what messip's copying API does: receive copies out, reply
+ * copies in) and bumps rep.  Ring: a single-producer single-consumer ring
+ * of fixed cells, the simplest ring there is.
+ */
+#define BARE_CELLS 4096
+#define BARE_CELL  128 /* bytes per ring cell: length + payload */
+#define BARE_END   UINT32_MAX
+
+struct bare {
+	_Alignas(64) uint32_t req; /* ping-pong: request sequence */
+	_Alignas(64) uint32_t rep; /* ping-pong: reply sequence */
+	_Alignas(64) uint32_t stop;
+	_Alignas(64) uint64_t head; /* ring: cells produced */
+	_Alignas(64) uint64_t tail; /* ring: cells consumed */
+	_Alignas(64) uint8_t req_data[MESSIP_MAX_MSGLEN];
+	_Alignas(64) uint8_t rep_data[MESSIP_MAX_MSGLEN];
+	_Alignas(64) uint8_t cells[BARE_CELLS][BARE_CELL];
+};
+
+/* A bare run's state in one process. */
+struct bare_peer {
+	struct bare *b;
+	int size;
+	uint32_t seq;
+	bool futex; /* sleep in the kernel between messages, no spinning */
+	uint8_t *buf;
+};
+
+static void pin_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static inline void cpu_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+static void bare_futex_wait(uint32_t *w, uint32_t v)
+{
+	syscall(SYS_futex, w, FUTEX_WAIT, v, NULL, NULL, 0);
+}
+
+static void bare_futex_wake(uint32_t *w)
+{
+	syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+/* Wait while *w == v (spinning, or asleep); false when stopped. */
+static bool bare_wait(const struct bare_peer *p, uint32_t *w, uint32_t v)
+{
+	/* Acquire: the data written before the counter moved. */
+	while (__atomic_load_n(w, __ATOMIC_ACQUIRE) == v) {
+		if (__atomic_load_n(&p->b->stop, __ATOMIC_RELAXED))
+			return false;
+		if (p->futex)
+			bare_futex_wait(w, v);
+		else
+			cpu_pause();
+	}
+	return true;
+}
+
+static void bare_post(const struct bare_peer *p, uint32_t *w, uint32_t v)
+{
+	/* Release: publishes the data written before. */
+	__atomic_store_n(w, v, __ATOMIC_RELEASE);
+	if (p->futex)
+		bare_futex_wake(w);
+}
+
+static int bare_open(struct trial *t, struct slot *s, struct bare_peer *p,
+		     bool futex)
+{
+	int idx = (int)(s - t->slots_base);
+
+	memset(p, 0, sizeof(*p));
+	/* Servers come first in the slots, clients after: pair i with i. */
+	if (idx >= t->nservers)
+		idx -= t->nservers;
+	p->b = (struct bare *)t->map + idx;
+	p->size = t->cell->size;
+	p->futex = futex;
+	p->buf = calloc(1, MESSIP_MAX_MSGLEN);
+	return p->buf ? 0 : fail(s, ENOMEM, "malloc");
+}
+
+static int bare_pp_serve_common(struct trial *t, struct slot *s, bool futex)
+{
+	struct bare_peer p;
+	int rc = bare_open(t, s, &p, futex);
+
+	if (rc < 0)
+		return rc;
+	(void)!write(t->ready_fd, "r", 1);
+	for (uint32_t seq = 0;; seq++) {
+		if (!bare_wait(&p, &p.b->req, seq))
+			break;
+		memcpy(p.buf, p.b->req_data, (size_t)p.size);
+		memcpy(p.b->rep_data, p.buf, (size_t)p.size);
+		bare_post(&p, &p.b->rep, seq + 1);
+	}
+	free(p.buf);
+	return 0;
+}
+
+static int bare_spin_serve(struct trial *t, struct slot *s)
+{
+	return bare_pp_serve_common(t, s, false);
+}
+
+static int bare_futex_serve(struct trial *t, struct slot *s)
+{
+	return bare_pp_serve_common(t, s, true);
+}
+
+static int op_bare_roundtrip(void *arg)
+{
+	struct bare_peer *p = arg;
+
+	memcpy(p->b->req_data, p->buf, (size_t)p->size);
+	bare_post(p, &p->b->req, ++p->seq);
+	if (!bare_wait(p, &p->b->rep, p->seq - 1))
+		return -EPIPE;
+	memcpy(p->buf, p->b->rep_data, (size_t)p->size);
+	return 0;
+}
+
+static int bare_pp_client_common(struct trial *t, struct slot *s, bool futex)
+{
+	struct bare_peer p;
+	int rc = bare_open(t, s, &p, futex);
+
+	if (rc < 0)
+		return rc;
+	rc = run_ops(op_bare_roundtrip, &p, t->secs, WARMUP_OPS, true, s);
+	__atomic_store_n(&p.b->stop, 1, __ATOMIC_RELEASE);
+	bare_futex_wake(&p.b->req);
+	free(p.buf);
+	return rc < 0 ? fail(s, -rc, "bare round trip") : 0;
+}
+
+static int bare_spin_client(struct trial *t, struct slot *s)
+{
+	return bare_pp_client_common(t, s, false);
+}
+
+static int bare_futex_client(struct trial *t, struct slot *s)
+{
+	return bare_pp_client_common(t, s, true);
+}
+
+/* Ring: one cell per message, the length in its first 4 bytes. */
+static int op_bare_push(void *arg)
+{
+	struct bare_peer *p = arg;
+	struct bare *b = p->b;
+	uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+	uint8_t *cell;
+
+	/* Acquire: the consumer is done with the cell we reuse. */
+	while (h - __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) >= BARE_CELLS)
+		cpu_pause();
+	cell = b->cells[h % BARE_CELLS];
+	memcpy(cell, &(uint32_t){(uint32_t)p->size}, 4);
+	memcpy(cell + 4, p->buf, (size_t)p->size);
+	/* Release: the cell's bytes before the new head. */
+	__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static int bare_next(void *arg)
+{
+	struct bare_peer *p = arg;
+	struct bare *b = p->b;
+	uint64_t t = __atomic_load_n(&b->tail, __ATOMIC_RELAXED);
+	uint32_t len;
+
+	while (__atomic_load_n(&b->head, __ATOMIC_ACQUIRE) == t)
+		cpu_pause();
+	memcpy(&len, b->cells[t % BARE_CELLS], 4);
+	if (len != BARE_END)
+		memcpy(p->buf, b->cells[t % BARE_CELLS] + 4,
+		       len < BARE_CELL - 4 ? len : BARE_CELL - 4);
+	__atomic_store_n(&b->tail, t + 1, __ATOMIC_RELEASE);
+	return len == BARE_END ? 0 : 1;
+}
+
+static int bare_ring_serve(struct trial *t, struct slot *s)
+{
+	struct bare_peer p;
+	int rc = bare_open(t, s, &p, false);
+
+	if (rc < 0)
+		return rc;
+	(void)!write(t->ready_fd, "r", 1);
+	rc = run_drain(bare_next, &p, s);
+	free(p.buf);
+	return rc;
+}
+
+static int bare_ring_client(struct trial *t, struct slot *s)
+{
+	struct bare_peer p;
+	int rc = bare_open(t, s, &p, false);
+
+	if (rc < 0)
+		return rc;
+	if (p.size > BARE_CELL - 4)
+		p.size = BARE_CELL - 4;
+	rc = run_ops(op_bare_push, &p, t->secs, 0, false, s);
+	/* The end marker: a cell whose length is BARE_END. */
+	{
+		struct bare *b = p.b;
+		uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+
+		while (h - __atomic_load_n(&b->tail, __ATOMIC_ACQUIRE) >=
+		       BARE_CELLS)
+			cpu_pause();
+		memcpy(b->cells[h % BARE_CELLS], &(uint32_t){BARE_END}, 4);
+		__atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
+	}
+	free(p.buf);
+	return rc;
+}
+
+/* Zero copy: the server echoes from its view of the request (no copy);
+ * the client fills the head of a loaned buffer and reads the reply in
+ * place. */
+static int mp_zc_serve(struct trial *t, struct slot *s)
+{
+	struct mp_peer p;
+	int rc;
+
+	if ((rc = mp_open(t, s, &p, MP_SERVER, 0)) < 0)
+		goto out;
+	for (;;) {
+		const void *data;
+		int32_t type;
+		int len;
+		int idx = messip_receive_view(p.ch, &type, &data, &len,
+					      RECV_IDLE_MS);
+
+		if (idx == MESSIP_MSG_DISCONNECT || idx == MESSIP_MSG_DISMISSED)
+			break;
+		if (idx == MESSIP_MSG_TIMEOUT && g_stop)
+			break;
+		if (idx == -1) {
+			rc = fail(s, mp_errno(), "messip_receive_view");
+			break;
+		}
+		if (idx < 0)
+			continue;
+		if (messip_reply(p.ch, idx, 0, data, len, MESSIP_NOTIMEOUT) <
+		    0) {
+			rc = fail(s, mp_errno(), "messip_reply");
+			break;
+		}
+		if (type == MSG_END)
+			break;
+	}
+out:
+	mp_close(&p, MP_SERVER);
+	return rc;
+}
+
+static int op_mp_send_zc(void *arg)
+{
+	struct mp_peer *p = arg;
+	const void *reply;
+	int32_t answer;
+	int rlen;
+	char *b = messip_buffer_loan(p->ch, (size_t)p->size, CALL_MS);
+
+	if (!b)
+		return -mp_errno();
+	memcpy(b, p->buf, p->size < 64 ? (size_t)p->size : 64);
+	if (messip_send_view(p->ch, MSG_DATA, b, p->size, &answer, &reply,
+			     &rlen, MESSIP_NOTIMEOUT) != 0)
+		return -mp_errno();
+	if (rlen != p->size)
+		return -EBADMSG;
+	return messip_buffer_release(p->ch, reply) == 0 ? 0 : -mp_errno();
+}
+
+static int mp_zc_client(struct trial *t, struct slot *s)
+{
+	struct mp_peer p;
+	int32_t answer;
+	int rc;
+
+	if ((rc = mp_open(t, s, &p, MP_CLIENT, 0)) < 0)
+		goto out;
+	if (messip_channel_path(p.ch) != MESSIP_PATH_SHM) {
+		rc = fail(s, EPROTONOSUPPORT, "same-host path not taken");
+		goto out;
+	}
+	rc = run_ops(op_mp_send_zc, &p, t->secs, WARMUP_OPS, true, s);
+	if (rc < 0)
+		rc = fail(s, -rc, "zero-copy round trip");
+	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, p.rbuf, 0,
+			     CALL_MS) != 0)
+		rc = fail(s, mp_errno(), "messip_send (end)");
+out:
+	mp_close(&p, MP_CLIENT);
+	return rc;
+}
+
+/* Echo for several clients: ends when each has sent MSG_END (or left). */
+static int mp_many_serve(struct trial *t, struct slot *s)
+{
+	struct mp_peer p;
+	int rc, ends;
+
+	if ((rc = mp_open(t, s, &p, MP_SERVER, 0)) < 0)
+		goto out;
+	ends = t->nclients;
+	while (ends > 0) {
+		int32_t type;
+		int idx = messip_receive(p.ch, &type, p.buf, MESSIP_MAX_MSGLEN,
+					 RECV_IDLE_MS);
+
+		if (idx == MESSIP_MSG_DISMISSED) {
+			ends--;
+			continue;
+		}
+		if (idx == MESSIP_MSG_TIMEOUT && g_stop)
+			break;
+		if (idx == -1) {
+			rc = fail(s, mp_errno(), "messip_receive");
+			break;
+		}
+		if (idx < 0)
+			continue;
+		if (messip_reply(p.ch, idx, 0, p.buf, p.ch->datalenr,
+				 MESSIP_NOTIMEOUT) < 0) {
+			rc = fail(s, mp_errno(), "messip_reply");
+			break;
+		}
+		if (type == MSG_END)
+			ends--;
+	}
+out:
+	mp_close(&p, MP_SERVER);
+	return rc;
+}
+
+/* The classic sync client, insisting on the same-host path. */
+static int mp_shm_sync_client(struct trial *t, struct slot *s)
+{
+	struct mp_peer p;
+	int32_t answer;
+	int rc;
+
+	if ((rc = mp_open(t, s, &p, MP_CLIENT, 0)) < 0)
+		goto out;
+	if (messip_channel_path(p.ch) != MESSIP_PATH_SHM) {
+		rc = fail(s, EPROTONOSUPPORT, "same-host path not taken");
+		goto out;
+	}
+	rc = run_ops(op_mp_send, &p, t->secs, WARMUP_OPS, true, s);
+	if (rc < 0)
+		rc = fail(s, -rc, "messip_send");
+	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, p.rbuf, 0,
+			     CALL_MS) != 0)
+		rc = fail(s, mp_errno(), "messip_send (end)");
+out:
+	mp_close(&p, MP_CLIENT);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* The table.                                                         */
 
 static const struct trial_ops raw_pingpong = {
@@ -978,8 +1384,73 @@ static const struct trial_ops mp_lookup_missing = {
 	.stop_signal = true,
 };
 
+static const struct trial_ops bare_spin = {
+	.serve = bare_spin_serve,
+	.client = bare_spin_client,
+	.raw = true,
+	.bare = true,
+	.latency = true,
+	.pin = true,
+};
+static const struct trial_ops bare_futex = {
+	.serve = bare_futex_serve,
+	.client = bare_futex_client,
+	.raw = true,
+	.bare = true,
+	.latency = true,
+	.pin = true,
+	.single = true,
+};
+static const struct trial_ops bare_ring = {
+	.serve = bare_ring_serve,
+	.client = bare_ring_client,
+	.raw = true,
+	.bare = true,
+	.stream = true,
+	.pin = true,
+};
+static const struct trial_ops mp_shm_sync = {
+	.serve = mp_sync_serve,
+	.client = mp_shm_sync_client,
+	.latency = true,
+	.shm = true,
+	.pin = true,
+};
+/* The classic API on the fast path, as the baseline of zero copy. */
+static const struct trial_ops mp_shm_sync_base = {
+	.serve = mp_sync_serve,
+	.client = mp_shm_sync_client,
+	.raw = false,
+	.latency = true,
+	.shm = true,
+	.pin = true,
+};
+static const struct trial_ops mp_shm_zc = {
+	.serve = mp_zc_serve,
+	.client = mp_zc_client,
+	.latency = true,
+	.shm = true,
+	.pin = true,
+};
+static const struct trial_ops mp_shm_buffered = {
+	.serve = mp_buffered_serve,
+	.client = mp_buffered_client,
+	.stream = true,
+	.shm = true,
+	.pin = true,
+};
+/* Several clients: unpinned, the scheduler places them. */
+static const struct trial_ops mp_shm_many = {
+	.serve = mp_many_serve,
+	.client = mp_shm_sync_client,
+	.latency = true,
+	.shm = true,
+};
+
 static const int sync_sizes[] = {0, 64, 1024, 16384, 65536, -1};
 static const int buffered_sizes[] = {64, 1024, -1};
+static const int shm_buffered_sizes[] = {64, -1};
+static const int shm_many_sizes[] = {64, -1};
 
 /* Every row of the table; main() expands each over sizes and variants. */
 _Static_assert(LOOKUP_SIZE == 32, "the legend names the look-up frame");
@@ -1053,6 +1524,80 @@ static const struct row_kind kinds[] = {
 		.messip = &mp_lookup_missing,
 		.nvariants = 3,
 		.variants = {{1, 1}, {1, 2}, {2, 2}},
+	},
+	{
+		.name = "shm-sync",
+		.group = "shm",
+		.legend =
+			"shm-sync: messip_send/receive/reply (the copying "
+			"API) between two\n"
+			"  processes of one host: the same-host fast path "
+			"(channel segment),\n"
+			"  server on CPU 0, client on CPU 1.  raw: bare "
+			"spinning ping-pong\n"
+			"  on shared memory, SIZE bytes copied each way on "
+			"each side as the\n"
+			"  copying API does.  Target: >= 33% at 0-64 B.\n",
+		.raw = &bare_spin,
+		.messip = &mp_shm_sync,
+		.sized = true,
+		.default_sizes = sync_sizes,
+		.nvariants = 1,
+		.variants = {{1, 1}},
+	},
+	{
+		.name = "shm-zerocopy",
+		.group = "shm",
+		.legend =
+			"shm-zerocopy: messip_buffer_loan + messip_send_view "
+			"against\n"
+			"  messip_receive_view + messip_reply of the view: "
+			"nothing copied.\n"
+			"  raw: the copying API on the same path (shm-sync's "
+			"messip side).\n"
+			"  Target: >= 1000% at 64K.\n",
+		.raw = &mp_shm_sync_base,
+		.messip = &mp_shm_zc,
+		.sized = true,
+		.default_sizes = sync_sizes,
+		.nvariants = 1,
+		.variants = {{1, 1}},
+	},
+	{
+		.name = "shm-buffered",
+		.group = "shm",
+		.legend =
+			"shm-buffered: messip_buffered_send to a server of "
+			"the same host\n"
+			"  (straight into its segment's ring, no manager), "
+			"counted at the\n"
+			"  receiver.  raw: a bare single-producer "
+			"single-consumer ring of\n"
+			"  128-byte cells on shared memory.  Target: >= "
+			"50%.\n",
+		.raw = &bare_ring,
+		.messip = &mp_shm_buffered,
+		.sized = true,
+		.default_sizes = shm_buffered_sizes,
+		.nvariants = 1,
+		.variants = {{1, 1}},
+	},
+	{
+		.name = "shm-4clients",
+		.group = "shm",
+		.legend =
+			"shm-4clients: 4 client processes against 1 server "
+			"on the fast path,\n"
+			"  unpinned; rates summed.  raw: ONE bare ping-pong "
+			"pair that sleeps\n"
+			"  on a futex between messages (the wake-up cost).  "
+			"Target: >= 100%.\n",
+		.raw = &bare_futex,
+		.messip = &mp_shm_many,
+		.sized = true,
+		.default_sizes = shm_many_sizes,
+		.nvariants = 1,
+		.variants = {{1, 4}},
 	},
 };
 
@@ -1228,6 +1773,16 @@ static pid_t trial_spawn(struct trial *t,
 	alarm((unsigned)t->secs + 3 * TRIAL_SLACK_S);
 	if (ready_rd >= 0)
 		close(ready_rd);
+	/* Which path a messip trial measures: the same-host fast path only
+	 * where the row says so, TCP everywhere else. */
+	if (!t->ops->raw) {
+		if (t->ops->shm)
+			unsetenv("MESSIP_NO_SHM");
+		else
+			setenv("MESSIP_NO_SHM", "1", 1);
+	}
+	if (t->ops->pin)
+		pin_cpu(fn == t->ops->serve ? 0 : 1);
 	s->rc = fn(t, s);
 	_exit(s->rc < 0 ? 1 : 0);
 }
@@ -1304,7 +1859,7 @@ static void trial_collect(struct trial *t, struct slot *slots, int nservers,
 			  const char *reap_err, struct measure *m)
 {
 	struct slot *servers = slots, *clients = slots + nservers;
-	int nclients = t->cell->clients;
+	int nclients = t->nclients;
 	uint64_t sent, received;
 
 	for (int i = 0; i < nservers + nclients; i++)
@@ -1352,7 +1907,7 @@ static void trial_processes(struct trial *t, struct slot *slots, int nservers,
 	t->ready_fd = -1;
 	ready_ok = trial_wait_ready(ready[0], nservers);
 	if (ready_ok) {
-		for (int i = 0; i < t->cell->clients; i++)
+		for (int i = 0; i < t->nclients; i++)
 			clients[i] =
 				trial_spawn(t, t->ops->client,
 					    &slots[nservers + i], ready[0]);
@@ -1361,7 +1916,7 @@ static void trial_processes(struct trial *t, struct slot *slots, int nservers,
 	}
 	close(ready[0]);
 	deadline = now_ns() + (uint64_t)((t->secs + TRIAL_SLACK_S) * 1e9);
-	ok = trial_reap(clients, t->cell->clients, "client", deadline, reap_err,
+	ok = trial_reap(clients, t->nclients, "client", deadline, reap_err,
 			sizeof(reap_err)) &&
 	     ready_ok;
 	/*
@@ -1383,13 +1938,15 @@ static void trial_run(const struct cell *c, const struct trial_ops *ops,
 		      double secs, struct measure *m)
 {
 	static int serial;
-	int nservers = ops->raw ? c->clients : 1;
-	size_t maplen = sizeof(struct slot) * (size_t)(nservers + c->clients);
+	int nclients = ops->single ? 1 : c->clients;
+	int nservers = ops->raw ? nclients : 1;
+	size_t maplen = sizeof(struct slot) * (size_t)(nservers + nclients);
 	struct trial t = {.cell = c,
 			  .ops = ops,
 			  .secs = secs,
 			  .listen_fd = -1,
-			  .ready_fd = -1};
+			  .ready_fd = -1,
+			  .nclients = nclients};
 	struct slot *slots;
 
 	memset(m, 0, sizeof(*m));
@@ -1397,10 +1954,21 @@ static void trial_run(const struct cell *c, const struct trial_ops *ops,
 		snprintf(m->err, sizeof(m->err), "no manager");
 		return;
 	}
-	if (ops->raw && (t.listen_fd = tcp_listen_local(&t.port)) < 0) {
+	if (ops->raw && !ops->bare &&
+	    (t.listen_fd = tcp_listen_local(&t.port)) < 0) {
 		snprintf(m->err, sizeof(m->err), "listen: %s",
 			 strerror(-t.listen_fd));
 		return;
+	}
+	if (ops->bare) {
+		t.map = mmap(NULL, sizeof(struct bare) * (size_t)nservers,
+			     PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			     -1, 0);
+		if (t.map == MAP_FAILED) {
+			snprintf(m->err, sizeof(m->err), "mmap: %s",
+				 strerror(errno));
+			return;
+		}
 	}
 	snprintf(t.chname, sizeof(t.chname), "bench-%ld-%d", (long)getpid(),
 		 ++serial);
@@ -1412,11 +1980,15 @@ static void trial_run(const struct cell *c, const struct trial_ops *ops,
 		snprintf(m->err, sizeof(m->err), "mmap: %s", strerror(errno));
 	} else {
 		watchdog_arm((unsigned)secs + 4 * TRIAL_SLACK_S);
+		t.slots_base = slots;
+		t.nservers = nservers;
 		trial_processes(&t, slots, nservers, m);
 		munmap(slots, maplen);
 	}
 	if (t.listen_fd >= 0)
 		close(t.listen_fd);
+	if (ops->bare)
+		munmap(t.map, sizeof(struct bare) * (size_t)nservers);
 }
 
 /* Keep a side's best round; a failure in any round sticks. */
@@ -1604,7 +2176,7 @@ static int plan_build(const struct options *o, struct cell *cells, int max)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: messip-bench [-t SECONDS] [-s SIZES] [-q] [-v]\n"
-		   "                    [--only sync|buffered|lookup|raw]\n"
+		   "                    [--only sync|buffered|lookup|shm|raw]\n"
 		   "  -t SECONDS  time per cell and side (default 1)\n"
 		   "  -s SIZES    message sizes for sync and buffered, e.g. "
 		   "0,64,1K,16K,64K\n"
@@ -1646,7 +2218,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'o':
 			if (strcmp(optarg, "sync") &&
 			    strcmp(optarg, "buffered") &&
-			    strcmp(optarg, "lookup") && strcmp(optarg, "raw"))
+			    strcmp(optarg, "lookup") && strcmp(optarg, "shm") &&
+			    strcmp(optarg, "raw"))
 				return -EINVAL;
 			o->only = optarg;
 			break;
