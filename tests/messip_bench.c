@@ -1416,15 +1416,6 @@ static const struct trial_ops mp_shm_sync = {
 	.shm = true,
 	.pin = true,
 };
-/* The classic API on the fast path, as the baseline of zero copy. */
-static const struct trial_ops mp_shm_sync_base = {
-	.serve = mp_sync_serve,
-	.client = mp_shm_sync_client,
-	.raw = false,
-	.latency = true,
-	.shm = true,
-	.pin = true,
-};
 static const struct trial_ops mp_shm_zc = {
 	.serve = mp_zc_serve,
 	.client = mp_zc_client,
@@ -1556,7 +1547,8 @@ static const struct row_kind kinds[] = {
 			"  raw: the copying API on the same path (shm-sync's "
 			"messip side).\n"
 			"  Target: >= 1000% at 64K.\n",
-		.raw = &mp_shm_sync_base,
+		/* The classic API on the fast path: the zero-copy baseline. */
+		.raw = &mp_shm_sync,
 		.messip = &mp_shm_zc,
 		.sized = true,
 		.default_sizes = sync_sizes,
