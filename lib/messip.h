@@ -141,6 +141,7 @@ extern "C" {
 /* The path a channel's messages take (messip_channel_path). */
 #define MESSIP_PATH_TCP            1
 #define MESSIP_PATH_SHM            2
+#define MESSIP_PATH_INPROC         3
 
 /* Log levels (a mask). */
 #define MESSIP_LOG_ERROR           0x01

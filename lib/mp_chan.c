@@ -20,6 +20,7 @@
 #include "mp_cnx.h"
 #include "mp_export.h"
 #include "mp_host.h"
+#include "mp_inproc.h"
 #include "mp_local.h"
 #include "mp_log.h"
 #include "mp_srv.h"
@@ -83,6 +84,7 @@ static struct messip_channel_priv *chan_new(struct messip_cnx *cnx,
 static void chan_free(struct messip_channel_priv *c)
 {
 	mp_local_close(c); /* first: its helper thread uses the epoll */
+	mp_inproc_close(c);
 	if (c->server)
 		mp_srv_close(c);
 	else
@@ -127,8 +129,10 @@ static int chan_create(struct messip_cnx *cnx, const char *name, int32_t maxbuf,
 		chan_free(c);
 		return rc;
 	}
-	/* The same-host segment, advertised in c->addr; without it the
+	/* The in-process mailbox (keyed by the plain address), then the
+	 * same-host segment, advertised in c->addr; without them the
 	 * channel is simply TCP only. */
+	mp_inproc_srv_open(c, maxbuf);
 	mp_local_srv_open(c, maxbuf);
 	memset(&req, 0, sizeof(req));
 	req.op = MP_OP_CH_CREATE;
@@ -259,6 +263,7 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 	 * that HELLO is how the server counts its local clients. */
 	mp_cli_defer(c);
 	mp_local_cli_prepare(c, srv_pid, ans.u); /* ENOMEM: TCP only */
+	mp_inproc_cli_prepare(c); /* a server of this process: mailbox */
 	c->handle = ans.b;
 	c->epoch = cnx->epoch;
 	c->cli.server_regno = ans.c;

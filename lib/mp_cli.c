@@ -17,6 +17,7 @@
 #include "mp_cli.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
+#include "mp_inproc.h"
 #include "mp_iov.h"
 #include "mp_local.h"
 #include "mp_log.h"
@@ -397,8 +398,11 @@ static int send_common(messip_channel_t *ch, int32_t type,
 	if (total < 0)
 		return mp_fail((int)total);
 	deadline = mp_time_deadline(msec_timeout);
-	rc = mp_local_cli_ready(c, msec_timeout);
-	if (rc == 0 && mp_local_cli_active(c))
+	if (mp_inproc_cli_active(c))
+		rc = mp_inproc_send(c, type, iov, iovcnt, (uint32_t)total,
+				    answer, &sink, deadline);
+	else if ((rc = mp_local_cli_ready(c, msec_timeout)) == 0 &&
+		 mp_local_cli_active(c))
 		rc = mp_local_send(c, type, iov, iovcnt, (uint32_t)total,
 				   answer, &sink, deadline);
 	else if (rc == 0)
@@ -446,9 +450,10 @@ MESSIP_EXPORT int messip_channel_ping(messip_channel_t *ch, int msec_timeout)
 		return mp_fail(-EINVAL);
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_PING;
-	rc = mp_local_cli_ready(c, msec_timeout);
-	if (rc == 0 && mp_local_cli_active(c)) {
-		rc = mp_local_ping(c, deadline);
+	rc = mp_inproc_cli_active(c) ? 0 : mp_local_cli_ready(c, msec_timeout);
+	if (rc == 0 && (mp_inproc_cli_active(c) || mp_local_cli_active(c))) {
+		rc = mp_inproc_cli_active(c) ? mp_inproc_ping(c, deadline)
+					     : mp_local_ping(c, deadline);
 		if (rc == -ETIMEDOUT) {
 			errno = ETIMEDOUT;
 			return MESSIP_MSG_TIMEOUT;
@@ -491,6 +496,11 @@ MESSIP_EXPORT int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 		return mp_fail(-EINVAL);
 	if (send_len > MP_MAX_DATA)
 		return mp_fail(-EMSGSIZE);
+	if (mp_inproc_cli_active(c)) {
+		rc = mp_inproc_bsend(c, type, send_buffer, (uint32_t)send_len,
+				     msec_timeout);
+		return rc < 0 ? mp_fail(rc) : rc;
+	}
 	if (!c->server) {
 		rc = mp_local_cli_ready(c, msec_timeout);
 		if (rc < 0)

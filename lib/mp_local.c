@@ -35,6 +35,7 @@
 #include "mp_export.h"
 #include "mp_futex.h"
 #include "mp_host.h"
+#include "mp_inproc.h"
 #include "mp_local.h"
 #include "mp_log.h"
 #include "mp_shm.h"
@@ -1073,6 +1074,11 @@ void mp_local_event_ahead(struct messip_channel_priv *c)
 		mp_chseg_reap(L->seg, 1);
 }
 
+bool mp_local_viewing(const struct messip_channel_priv *c)
+{
+	return c->local && c->local->view_mode;
+}
+
 void mp_local_fd_mode(struct messip_channel_priv *c)
 {
 	struct mp_local *L = c->local;
@@ -1570,6 +1576,8 @@ MESSIP_EXPORT int messip_channel_path(messip_channel_t *ch)
 
 	if (!c)
 		return mp_fail(-EINVAL);
+	if (mp_inproc_cli_active(c))
+		return MESSIP_PATH_INPROC;
 	if (c->server)
 		return c->local && c->local->seg ? MESSIP_PATH_SHM
 						 : MESSIP_PATH_TCP;
@@ -1591,7 +1599,8 @@ static struct mp_local_held *held_index(struct messip_channel_priv *c,
 static bool index_waits(struct messip_channel_priv *c, int index)
 {
 	return index >= 0 && index < c->srv.nslots &&
-	       (c->srv.slots[index].item || c->srv.slots[index].local);
+	       (c->srv.slots[index].item || c->srv.slots[index].local ||
+		c->srv.slots[index].inproc);
 }
 
 MESSIP_EXPORT int messip_sender_cred(messip_channel_t *ch, int index,
@@ -1602,6 +1611,16 @@ MESSIP_EXPORT int messip_sender_cred(messip_channel_t *ch, int index,
 
 	if (!c || !c->server || !index_waits(c, index))
 		return mp_fail(-EINVAL);
+	if (c->srv.slots[index].inproc) {
+		/* A thread of this process: known for certain. */
+		if (pid)
+			*pid = getpid();
+		if (uid)
+			*uid = getuid();
+		if (gid)
+			*gid = getgid();
+		return 0;
+	}
 	h = held_index(c, index);
 	if (!h || h->cred != MP_CHSEG_CRED_CHECKED)
 		return mp_fail(-ENODATA);
@@ -1649,6 +1668,8 @@ MESSIP_EXPORT void *messip_buffer_loan(messip_channel_t *ch, size_t len,
 		return mp_fail_ptr(-EINVAL);
 	if (len > MESSIP_MAX_MSGLEN)
 		return mp_fail_ptr(-EMSGSIZE);
+	if (mp_inproc_cli_active(c))
+		return mp_inproc_loan(c, len);
 	rc = mp_local_cli_ready(c, msec_timeout);
 	if (rc < 0)
 		return mp_fail_ptr(rc);
@@ -1690,6 +1711,8 @@ MESSIP_EXPORT int messip_buffer_release(messip_channel_t *ch, const void *buf)
 	struct mp_local *L;
 	struct mp_loan *ln;
 
+	if (c && !c->server && mp_inproc_cli_active(c))
+		return mp_inproc_release(c, buf) < 0 ? mp_fail(-EINVAL) : 0;
 	if (!c || c->server || !c->local || !buf)
 		return mp_fail(-EINVAL);
 	L = c->local;
@@ -1783,10 +1806,17 @@ MESSIP_EXPORT int messip_send_loaned(messip_channel_t *ch, int32_t type,
 				     int msec_timeout)
 {
 	struct mp_iov_sink sink = mp_iov_sink_buf(reply_buffer, reply_maxlen);
-	struct messip_channel_priv *c;
+	struct messip_channel_priv *c = mp_chan_get(ch);
 	struct mp_loan *ln;
 	int rc;
 
+	if (c && !c->server && mp_inproc_cli_active(c)) {
+		rc = mp_iov_sink_check(&sink);
+		return rc < 0 ? mp_fail(rc)
+			      : zc_result(mp_inproc_send_loaned(
+					c, type, buf, len, answer, &sink, NULL,
+					NULL, mp_time_deadline(msec_timeout)));
+	}
 	rc = loaned_args(ch, buf, len, &c, &ln);
 	if (rc == 0)
 		rc = mp_iov_sink_check(&sink);
@@ -1807,6 +1837,14 @@ MESSIP_EXPORT int messip_send_view(messip_channel_t *ch, int32_t type,
 
 	if (!reply || !reply_len)
 		return mp_fail(-EINVAL);
+	c = mp_chan_get(ch);
+	if (c && !c->server && mp_inproc_cli_active(c)) {
+		*reply = NULL;
+		*reply_len = 0;
+		return zc_result(mp_inproc_send_loaned(
+			c, type, buf, len, answer, NULL, reply, reply_len,
+			mp_time_deadline(msec_timeout)));
+	}
 	rc = loaned_args(ch, buf, len, &c, &ln);
 	if (rc < 0)
 		return mp_fail(rc);
@@ -1879,6 +1917,8 @@ MESSIP_EXPORT void *messip_reply_loan(messip_channel_t *ch, int index,
 		return mp_fail_ptr(-EINVAL);
 	if (len > MESSIP_MAX_MSGLEN)
 		return mp_fail_ptr(-EMSGSIZE);
+	if (c->srv.slots[index].inproc)
+		return mp_inproc_reply_loan(c, index, len);
 	L = local_get(c);
 	if (!L)
 		return mp_fail_ptr(-ENOMEM);

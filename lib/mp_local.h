@@ -127,6 +127,10 @@ void mp_local_peer_gone(struct messip_channel_priv *c);
  * clients' slots first. */
 void mp_local_event_ahead(struct messip_channel_priv *c);
 
+/* Is a messip_receive_view call under way on c?  (Requests are then not
+ * copied, by any path.) */
+bool mp_local_viewing(const struct messip_channel_priv *c);
+
 /* messip_channel_fd was called: switch c to fd mode (see above). */
 void mp_local_fd_mode(struct messip_channel_priv *c);
 

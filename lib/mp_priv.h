@@ -58,12 +58,15 @@ struct mp_peer;
 struct mp_timer;
 struct mp_local;      /* the same-host fast path (mp_local.c) */
 struct mp_local_held; /* a same-host request awaiting its reply */
+struct mp_inproc;      /* the in-process path (mp_inproc.c) */
+struct mp_inproc_req;  /* an in-process request */
 
 /* A receive index: the request handed to the program, until its reply. */
 struct mp_slot {
 	struct mp_item *item; /* NULL: free (unless local is set) */
 	bool canceled;	      /* the client withdrew it: drop the reply */
 	struct mp_local_held *local; /* a same-host request instead */
+	struct mp_inproc_req *inproc; /* an in-process request instead */
 };
 
 /* Server side of a channel (mp_srv.c). */
@@ -121,6 +124,7 @@ struct messip_channel_priv {
 	struct mp_srv srv;
 	struct mp_cli cli;
 	struct mp_local *local; /* fast path / zero-copy state, or NULL */
+	struct mp_inproc *inproc; /* in-process path, or NULL */
 };
 
 enum mp_cnx_state {

@@ -34,6 +34,7 @@
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
+#include "mp_inproc.h"
 #include "mp_local.h"
 #include "mp_log.h"
 #include "mp_srv.h"
@@ -239,6 +240,7 @@ static int slots_grow(struct messip_channel_priv *c)
 		ns[i].item = NULL;
 		ns[i].canceled = false;
 		ns[i].local = NULL;
+		ns[i].inproc = NULL;
 		na[i] = NULL;
 	}
 	s->nslots = n;
@@ -252,7 +254,8 @@ static int slot_alloc(struct messip_channel_priv *c)
 	int i, rc;
 
 	for (i = 0; i < s->nslots; i++)
-		if (!s->slots[i].item && !s->slots[i].local)
+		if (!s->slots[i].item && !s->slots[i].local &&
+		    !s->slots[i].inproc)
 			return i;
 	rc = slots_grow(c);
 	return rc < 0 ? rc : i;
@@ -751,8 +754,8 @@ static bool queue_first(struct messip_channel_priv *c)
 }
 
 /* take(), and the same-host path when the channel has one. */
-static int take_any(struct messip_channel_priv *c, int32_t *type,
-		    const struct mp_iov_sink *sink, int *result)
+static int take_other(struct messip_channel_priv *c, int32_t *type,
+		      const struct mp_iov_sink *sink, int *result)
 {
 	int rc;
 
@@ -768,6 +771,35 @@ static int take_any(struct messip_channel_priv *c, int32_t *type,
 			rc = take(c, type, sink, result);
 	}
 	return rc == MP_LOCAL_NOTHING ? MP_NOTHING : rc;
+}
+
+/*
+ * take_other(), and the in-process mailbox when the channel has one.
+ * They take turns; timers and the ESHUTDOWN report go first, an event
+ * from the manager goes behind the mailbox (a client's buffered messages,
+ * posted before it disconnected, come before its DISCONNECT).
+ */
+static int take_any(struct messip_channel_priv *c, int32_t *type,
+		    const struct mp_iov_sink *sink, int *result)
+{
+	struct mp_srv *s = &c->srv;
+	bool view = mp_local_viewing(c);
+	int rc;
+
+	if (!c->inproc)
+		return take_other(c, type, sink, result);
+	if (!mp_timer_pending(c) && !(manager_dead(c) && !s->shutdown_told) &&
+	    ((s->qhead && s->qhead->kind == MP_ITEM_EVENT) ||
+	     mp_inproc_turn(c))) {
+		rc = mp_inproc_take(c, type, sink, view, result);
+		if (rc == MP_INPROC_NOTHING)
+			rc = take_other(c, type, sink, result);
+	} else {
+		rc = take_other(c, type, sink, result);
+		if (rc == MP_NOTHING)
+			rc = mp_inproc_take(c, type, sink, view, result);
+	}
+	return rc;
 }
 
 int mp_srv_poll(struct messip_channel_priv *c, int32_t *type,
@@ -820,6 +852,10 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		until = mp_cnx_wake_time(cnx);
 		if (until > deadline)
 			until = deadline;
+		if (c->inproc && mp_inproc_idle(c, until)) {
+			waited = true; /* in-process work came meanwhile */
+			continue;
+		}
 		if (c->local && mp_local_owns_wait(c, &until)) {
 			/* Same-host clients: sleep on the segment's doorbell
 			 * (the helper watches the epoll). */
@@ -877,11 +913,15 @@ int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,
 	int rc = 0;
 
 	if (index < 0 || index >= s->nslots ||
-	    (!s->slots[index].item && !s->slots[index].local))
+	    (!s->slots[index].item && !s->slots[index].local &&
+	     !s->slots[index].inproc))
 		return -EINVAL;
 	total = mp_iov_total(iov, iovcnt, MP_MAX_DATA);
 	if (total < 0)
 		return (int)total;
+	if (s->slots[index].inproc)
+		return mp_inproc_reply(c, index, answer, iov, iovcnt,
+				       (uint32_t)total);
 	if (s->slots[index].local)
 		return mp_local_reply(c, index, answer, iov, iovcnt,
 				      (uint32_t)total);
@@ -995,8 +1035,9 @@ static int receive_common(messip_channel_t *ch, int32_t *type,
 		return mp_fail(rc);
 	/* Same-host work often waits already: take it before computing the
 	 * deadline costs a clock read (a sizeable share of such a message). */
-	rc = c->local ? mp_srv_poll(c, type ? type : &dummy, sink, &result)
-		      : MP_NOTHING;
+	rc = c->local || c->inproc
+		     ? mp_srv_poll(c, type ? type : &dummy, sink, &result)
+		     : MP_NOTHING;
 	if (rc == MP_NOTHING)
 		rc = mp_srv_receive(c, type ? type : &dummy, sink,
 				    mp_time_deadline(msec_timeout), &result);
@@ -1035,10 +1076,12 @@ static int reply_common(messip_channel_t *ch, int index, int32_t answer,
 
 	if (!c || !c->server)
 		return mp_fail(-EINVAL);
-	/* A same-host reply never waits: no deadline (no clock read). */
+	/* A same-host or in-process reply never waits: no deadline (no
+	 * clock read). */
 	rc = mp_srv_reply(c, index, answer, iov, iovcnt,
 			  index >= 0 && index < c->srv.nslots &&
-					  c->srv.slots[index].local
+					  (c->srv.slots[index].local ||
+					   c->srv.slots[index].inproc)
 				  ? MP_TIME_FOREVER
 				  : mp_time_deadline(msec_timeout));
 	if (rc == -ETIMEDOUT) {
@@ -1078,6 +1121,8 @@ MESSIP_EXPORT int messip_channel_fd(messip_channel_t *ch)
 	c->srv.fd_exported = true;
 	if (c->local)
 		mp_local_fd_mode(c);
+	if (c->inproc)
+		mp_inproc_fd_mode(c);
 	mp_srv_update_wake(c);
 	return c->srv.epfd;
 }
