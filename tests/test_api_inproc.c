@@ -152,8 +152,7 @@ static void srv_start(struct srv *s, const char *tag)
 	fresh_name(s->name, sizeof(s->name), tag);
 	pthread_barrier_init(&s->ready, NULL, 2);
 	CU_ASSERT_FATAL(pthread_create(&s->thr, NULL, srv_main, s) == 0);
-	pthread_barrier_wait(&s->ready);
-	pthread_barrier_destroy(&s->ready);
+	pthread_barrier_wait(&s->ready); /* destroyed after the join */
 	CU_ASSERT_FATAL(s->ch != NULL);
 }
 
@@ -167,6 +166,7 @@ static void srv_stop(struct srv *s, messip_channel_t *cli)
 					    0, 5000),
 				0);
 	pthread_join(s->thr, NULL);
+	pthread_barrier_destroy(&s->ready);
 	if (s->cnx)
 		messip_disconnect(s->cnx, 2000);
 	CU_ASSERT_EQUAL(s->errors, 0);
@@ -333,7 +333,7 @@ static void test_long_vectors_cred(void)
 	CU_ASSERT_EQUAL(answer, 6);
 	CU_ASSERT_EQUAL(messip_channel_disconnect(ch, 2000), MESSIP_OK);
 	pthread_join(t, NULL);
-	pthread_barrier_destroy(&k.ready);
+	pthread_barrier_destroy(&k.ready); /* after the join: see srv_stop */
 	messip_disconnect(cnx, 2000);
 	CU_ASSERT_EQUAL(k.errors, 0);
 	CU_ASSERT_EQUAL(k.long_ok, 1);
@@ -764,6 +764,7 @@ static void test_server_thread_exits(void)
 		CU_ASSERT(w[i].ms < 5000);
 	}
 	pthread_join(s.thr, NULL);
+	pthread_barrier_destroy(&s.ready);
 	CU_ASSERT_EQUAL(s.errors, 0);
 	CU_ASSERT_EQUAL(s.served, 2);
 	/* The channel lives on (its connection does): this thread may take
