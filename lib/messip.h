@@ -97,6 +97,27 @@
  * The zero-copy calls (messip_buffer_loan and friends) work on both paths
  * and copy nothing on this one.
  *
+ * Threads of one process: when the server channel was created by this
+ * very process (another thread, another connection), a client's messages
+ * go through an in-process mailbox instead: no socket, no shared memory,
+ * nothing through the manager but the names and the DISCONNECT event;
+ * same calls, timeouts, errors and events (messip_channel_path says
+ * MESSIP_PATH_INPROC; MESSIP_NO_INPROC set to anything but "0" in the
+ * server's environment at channel creation turns it off).  Differences:
+ *   - messip_send copies the request once; the zero-copy calls copy
+ *     nothing at all (the server's messip_receive_view sees the client's
+ *     loan itself, messip_send_view's reply view is the server's reply
+ *     loan itself, or the request when the server echoes its view);
+ *   - buffered messages wait in the mailbox (bounded by the channel's
+ *     maxnb_msg_buffered, 256 when 0), not in the manager;
+ *   - messip_sender_cred always succeeds (this process's ids);
+ *   - a server thread that ends (returns, pthread_exit) while it holds
+ *     requests it did not reply to fails them: their clients get ESRCH, as
+ *     if the server had died, and a later reply to those indices (by a
+ *     thread that took the channel over) is dropped and returns 0;
+ *   - when the server's channel is deleted or its connection ends, every
+ *     client waiting on it, and every later call, gets ESRCH at once.
+ *
  * Logging: messip_log() lines of the application go to the installed
  * logger, or to stderr when there is none (the classic behaviour).  The
  * library's own lines (each starting with an id such as
@@ -317,10 +338,13 @@ int messip_channel_fd(messip_channel_t *ch);
 /*
  * Same host and zero copy (new).
  *
- * Which path: for a client handle, MESSIP_PATH_SHM when its messages go
- * through the server's same-host segment, MESSIP_PATH_TCP otherwise (the
- * choice is made, if not yet, by this call); for a server channel,
- * MESSIP_PATH_SHM when it has a segment that same-host clients may use.
+ * Which path: for a client handle, MESSIP_PATH_INPROC when its server is
+ * a channel of this process (see "Threads of one process"),
+ * MESSIP_PATH_SHM when its messages go through the server's same-host
+ * segment, MESSIP_PATH_TCP otherwise (the choice is made, if not yet, by
+ * this call); for a server channel, MESSIP_PATH_SHM when it has a segment
+ * that same-host clients may use (threads of this process always may use
+ * its mailbox).
  * -1 with EINVAL (bad handle).
  */
 int messip_channel_path(messip_channel_t *ch);

@@ -829,7 +829,6 @@ int mp_inproc_reply(struct messip_channel_priv *c, int index, int32_t answer,
 {
 	struct mp_inproc_req *r = c->srv.slots[index].inproc;
 	uint32_t s = RQ_TAKEN;
-	int rc = 0;
 
 	unhold(r);
 	/* Acquire: the client's sink (written before it posted) is read. */
@@ -843,7 +842,7 @@ int mp_inproc_reply(struct messip_channel_priv *c, int index, int32_t answer,
 	c->srv.slots[index].inproc = NULL;
 	c->pub->receive_allmsg[index] = NULL;
 	req_put(r);
-	return rc;
+	return 0;
 }
 
 void *mp_inproc_reply_loan(struct messip_channel_priv *c, int index,

@@ -108,9 +108,10 @@ bool mp_inproc_idle(struct messip_channel_priv *c, int64_t until);
  * mailbox holds something. */
 void mp_inproc_fd_mode(struct messip_channel_priv *c);
 
-/* Reply to an in-process index (slots[index].inproc set): 0 (also when
- * the client withdrew the request: dropped), -ESRCH (its client is gone),
- * -ENOMEM. */
+/* Reply to an in-process index (slots[index].inproc set): 0, also when
+ * the client withdrew the request or the thread that took it exited (the
+ * reply is dropped).  A copy that fails (dynamic mode: no memory) fails
+ * the client's call with ENOMEM. */
 int mp_inproc_reply(struct messip_channel_priv *c, int index, int32_t answer,
 		    const struct iovec *iov, int iovcnt, uint32_t total);
 
