@@ -31,10 +31,10 @@
 #include "mp_srv.h"
 #include "mp_time.h"
 
-#define MP_INPROC_LOANS	  8	       /* as mp_local: loans per handle */
-#define MP_INPROC_BUFDEF  256	       /* the manager's default_buffered */
-#define MP_INPROC_BUFMAX  (1 << 20)    /* the manager's cap */
-#define MP_INPROC_PUMP_NS 100000000LL  /* client: look at the manager link */
+#define MP_INPROC_LOANS	  8	      /* as mp_local: loans per handle */
+#define MP_INPROC_BUFDEF  256	      /* the manager's default_buffered */
+#define MP_INPROC_BUFMAX  (1 << 20)   /* the manager's cap */
+#define MP_INPROC_PUMP_NS 100000000LL /* client: look at the manager link */
 
 enum rq_state {
 	RQ_QUEUED = 1,
@@ -98,8 +98,8 @@ struct mp_inproc_box {
 	int efd;
 	uint32_t room_waiters;
 	/* Atomics. */
-	uint32_t pending; /* entries queued: the server's spin reads it */
-	uint32_t room;	  /* futex word: bumped when a buffered entry goes */
+	uint32_t pending;  /* entries queued: the server's spin reads it */
+	uint32_t room;	   /* futex word: bumped when a buffered entry goes */
 	struct mp_src src; /* MP_SRC_WAKE in the server's epoll */
 };
 
@@ -685,7 +685,9 @@ int mp_inproc_take(struct messip_channel_priv *c, int32_t *type,
 			*result = MESSIP_MSG_NOREPLY;
 			req_put(r);
 			return 0;
-		default: /* RK_EVENT */
+		default: /* RK_EVENT: none is posted yet; kept for a client
+			  * that goes with asynchronous requests outstanding
+			  * (MESSIP_MSG_DISMISSED, see the report) */
 			*type = 0;
 			set_result(c, r->id, 0, 0);
 			*result = r->type;
@@ -845,8 +847,7 @@ int mp_inproc_reply(struct messip_channel_priv *c, int index, int32_t answer,
 	return 0;
 }
 
-void *mp_inproc_reply_loan(struct messip_channel_priv *c, int index,
-			   size_t len)
+void *mp_inproc_reply_loan(struct messip_channel_priv *c, int index, size_t len)
 {
 	struct mp_inproc_req *r = c->srv.slots[index].inproc;
 	void *nb;
@@ -1079,11 +1080,11 @@ int mp_inproc_bsend(struct messip_channel_priv *c, int32_t type,
 		b->room_waiters++;
 		pthread_mutex_unlock(&b->lock);
 		cli_pump(c, P, mp_time_now_ns());
-		rc = mp_futex_wait(&b->room, seq,
-				   deadline < mp_time_now_ns() + MP_INPROC_PUMP_NS
-					   ? deadline
-					   : mp_time_now_ns() +
-						     MP_INPROC_PUMP_NS);
+		rc = mp_futex_wait(
+			&b->room, seq,
+			deadline < mp_time_now_ns() + MP_INPROC_PUMP_NS
+				? deadline
+				: mp_time_now_ns() + MP_INPROC_PUMP_NS);
 		pthread_mutex_lock(&b->lock);
 		b->room_waiters--;
 	}

@@ -203,23 +203,21 @@ static void test_path_and_sizes(void)
 			out[k] = (char)(k * 7 + n);
 		memset(in, 0, sizeof(in));
 		answer = -1;
-		CU_ASSERT_EQUAL(messip_send(ch, T_ECHO, out, n, &answer, in,
-					    BIG, 5000),
-				0);
+		CU_ASSERT_EQUAL(
+			messip_send(ch, T_ECHO, out, n, &answer, in, BIG, 5000),
+			0);
 		CU_ASSERT_EQUAL(answer, T_ECHO);
 		CU_ASSERT_EQUAL(ch->datalen, n);
 		CU_ASSERT_EQUAL(ch->datalenr, n);
 		CU_ASSERT(memcmp(in, out, (size_t)n) == 0);
 	}
 	/* Truncated reply, then the dynamic mode. */
-	CU_ASSERT_EQUAL(messip_send(ch, T_ECHO, out, 100, &answer, in, 10,
-				    5000),
-			0);
+	CU_ASSERT_EQUAL(
+		messip_send(ch, T_ECHO, out, 100, &answer, in, 10, 5000), 0);
 	CU_ASSERT_EQUAL(ch->datalen, 100);
 	CU_ASSERT_EQUAL(ch->datalenr, 10);
-	CU_ASSERT_EQUAL(messip_send(ch, T_ECHO, out, 300, &answer, &dyn, 0,
-				    5000),
-			0);
+	CU_ASSERT_EQUAL(
+		messip_send(ch, T_ECHO, out, 300, &answer, &dyn, 0, 5000), 0);
 	CU_ASSERT_FATAL(dyn != NULL);
 	CU_ASSERT(memcmp(dyn, out, 300) == 0);
 	free(dyn);
@@ -323,9 +321,9 @@ static void test_long_vectors_cred(void)
 	pthread_barrier_wait(&k.ready);
 	ch = cli_open(&cnx, k.name);
 	CU_ASSERT_FATAL(ch != NULL);
-	CU_ASSERT_EQUAL(messip_send(ch, 1, msg, 1000, &answer, rep,
-				    sizeof(rep), 5000),
-			0);
+	CU_ASSERT_EQUAL(
+		messip_send(ch, 1, msg, 1000, &answer, rep, sizeof(rep), 5000),
+		0);
 	CU_ASSERT_EQUAL(answer, 5);
 	CU_ASSERT_EQUAL(ch->datalen, 5);
 	CU_ASSERT(memcmp(rep, "abcde", 5) == 0);
@@ -515,9 +513,9 @@ static void test_buffered_bound(void)
 	CU_ASSERT_FATAL(pthread_create(&t, NULL, bsend_main, &ba) == 0);
 	api_sleep_ms(50);
 	for (int i = 0; i < 5; i++) {
-		CU_ASSERT_EQUAL(messip_receive(sch, &type, buf, sizeof(buf),
-					       5000),
-				MESSIP_MSG_NOREPLY);
+		CU_ASSERT_EQUAL(
+			messip_receive(sch, &type, buf, sizeof(buf), 5000),
+			MESSIP_MSG_NOREPLY);
 		CU_ASSERT_EQUAL(type, i < 4 ? i : 100);
 		if (i == 0)
 			pthread_join(t, NULL);
@@ -529,9 +527,9 @@ static void test_buffered_bound(void)
 				i);
 	CU_ASSERT_EQUAL(messip_channel_disconnect(ch, 2000), MESSIP_OK);
 	for (int i = 0; i < 3; i++) {
-		CU_ASSERT_EQUAL(messip_receive(sch, &type, buf, sizeof(buf),
-					       2000),
-				MESSIP_MSG_NOREPLY);
+		CU_ASSERT_EQUAL(
+			messip_receive(sch, &type, buf, sizeof(buf), 2000),
+			MESSIP_MSG_NOREPLY);
 		CU_ASSERT_EQUAL(type, 200 + i);
 	}
 	CU_ASSERT_EQUAL(messip_receive(sch, &type, buf, sizeof(buf), 2000),
@@ -658,9 +656,9 @@ static void test_zero_copy_identity(void)
 	memset(loan, 'Q', 64);
 	/* The server noted its pointers before it replied, and the reply
 	 * is seen here only after that. */
-	CU_ASSERT_EQUAL(messip_send_view(ch, 1, loan, 64, &answer, &reply,
-					 &rlen, 5000),
-			0);
+	CU_ASSERT_EQUAL(
+		messip_send_view(ch, 1, loan, 64, &answer, &reply, &rlen, 5000),
+		0);
 	CU_ASSERT_PTR_EQUAL(z.req_view, loan);
 	CU_ASSERT_PTR_EQUAL(reply, z.rep_loan);
 	CU_ASSERT_EQUAL(rlen, 32);
@@ -719,8 +717,8 @@ static void test_server_gone(void)
 			w[i].ch = messip_channel_connect(c2, name, 5000);
 			CU_ASSERT_FATAL(w[i].ch != NULL);
 		}
-		CU_ASSERT_FATAL(pthread_create(&t[i], NULL, waiter_main,
-					       &w[i]) == 0);
+		CU_ASSERT_FATAL(
+			pthread_create(&t[i], NULL, waiter_main, &w[i]) == 0);
 		if (i == 0)
 			CU_ASSERT(messip_receive(sch, &type, buf, sizeof(buf),
 						 5000) >= 0);
@@ -754,8 +752,8 @@ static void test_server_thread_exits(void)
 	for (int i = 0; i < 2; i++) {
 		w[i].ch = cli_open(&cnx[i], s.name);
 		CU_ASSERT_FATAL(w[i].ch != NULL);
-		CU_ASSERT_FATAL(pthread_create(&t[i], NULL, waiter_main,
-					       &w[i]) == 0);
+		CU_ASSERT_FATAL(
+			pthread_create(&t[i], NULL, waiter_main, &w[i]) == 0);
 	}
 	for (int i = 0; i < 2; i++) {
 		pthread_join(t[i], NULL);
