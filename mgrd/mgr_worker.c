@@ -24,6 +24,7 @@
 #include "mgr_log.h"
 #include "mgr_net.h"
 #include "mgr_proto.h"
+#include "mgr_sec.h"
 #include "mgr_worker.h"
 #include "mp_time.h"
 
@@ -89,6 +90,13 @@ void mgr_worker_unbind(struct mgr_worker *w, struct mgr_conn *c)
 	c->reg = -1;
 }
 
+/* Input c may buffer: a whole request once registered, a handshake frame
+ * before (an unauthenticated peer gets no more memory than that). */
+static size_t in_limit(const struct mgr_worker *w, const struct mgr_conn *c)
+{
+	return c->state == MGR_CONN_OPEN ? w->in_limit : MGR_HS_IN_MAX;
+}
+
 static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
 {
 	uint32_t mask = 0;
@@ -96,7 +104,7 @@ static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
 
 	if (c->state != MGR_CONN_CLOSING &&
 	    mgr_conn_out_pending(c) < MGR_OUT_HIGH &&
-	    mgr_conn_in_avail(c) < w->in_limit)
+	    mgr_conn_in_avail(c) < in_limit(w, c))
 		mask |= EPOLLIN | EPOLLRDHUP;
 	if (want_out)
 		mask |= EPOLLOUT;
@@ -131,6 +139,7 @@ static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 		if (*pp)
 			*pp = c->dirty_next;
 	}
+	mgr_sec_peer_put((unsigned)w->index, c->peer_idx);
 	/* close() removes it from the epoll set. */
 	mgr_conn_free(c);
 	__atomic_sub_fetch(&w->st->workers[w->index].connections, 1,
@@ -150,7 +159,7 @@ static void accept_some(struct mgr_worker *w)
 		struct epoll_event ev;
 		struct mgr_conn *c;
 		char peer[64];
-		int fd;
+		int fd, pidx;
 
 		fd = mgr_net_accept(w->lfd, peer, sizeof(peer));
 		if (fd == -EAGAIN)
@@ -189,17 +198,35 @@ static void accept_some(struct mgr_worker *w)
 			close(fd);
 			continue;
 		}
-		c = mgr_conn_new(fd, peer);
-		if (!c) {
+		pidx = mgr_sec_peer_take((unsigned)w->index, fd,
+					 w->cfg.max_connections_per_peer);
+		if (pidx == -EUSERS) {
+			if (mgr_ratelimit_take(&w->accept_rl, NULL))
+				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-MAXPEER",
+					"max_connections_per_peer (%lld) "
+					"reached; refusing %s",
+					(long long)w->cfg.max_connections_per_peer,
+					peer);
 			close(fd);
 			continue;
 		}
+		c = mgr_conn_new(fd, peer);
+		if (!c) {
+			mgr_sec_peer_put((unsigned)w->index, pidx);
+			close(fd);
+			continue;
+		}
+		c->peer_idx = pidx;
+		c->out_hard = (size_t)w->cfg.max_conn_output;
+		/* Without a secret there is nothing to prove. */
+		c->authed = mgr_sec_key() == NULL;
 		c->deadline_ns =
 			w->now + w->cfg.handshake_timeout_ms * 1000000LL;
 		c->epoll_mask = EPOLLIN | EPOLLRDHUP;
 		ev.events = c->epoll_mask;
 		ev.data.ptr = c;
 		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			mgr_sec_peer_put((unsigned)w->index, pidx);
 			mgr_conn_free(c);
 			continue;
 		}
@@ -217,7 +244,7 @@ static void conn_readable(struct mgr_worker *w, struct mgr_conn *c,
 			  uint32_t events)
 {
 	for (int rounds = 0; rounds < 4; rounds++) {
-		int n = mgr_conn_read(c, w->in_limit);
+		int n = mgr_conn_read(c, in_limit(w, c));
 
 		if (n == -ENOBUFS && (events & (EPOLLHUP | EPOLLERR))) {
 			/* Cannot read further and the socket is dead: it
@@ -379,9 +406,10 @@ static void tick(struct mgr_worker *w)
 					   __ATOMIC_RELAXED);
 			if (mgr_ratelimit_take(&w->peer_rl, NULL))
 				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-HANDSHAKE",
-					"peer %s: no HELLO within %lld ms; "
+					"peer %s: no %s within %lld ms; "
 					"closing",
 					c->peer,
+					c->authed ? "HELLO" : "authentication",
 					(long long)w->cfg.handshake_timeout_ms);
 		} else if (c->state == MGR_CONN_OPEN) {
 			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
