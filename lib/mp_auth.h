@@ -25,8 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MP_AUTH_NONCE   32
-#define MP_AUTH_MAC     32
+#define MP_AUTH_NONCE	32
+#define MP_AUTH_MAC	32
 #define MP_AUTH_KEY_MIN 16
 #define MP_AUTH_KEY_MAX 256
 
@@ -36,7 +36,7 @@ enum mp_auth_role {
 };
 
 struct mp_auth_key {
-	size_t  len;        /* 0: no secret configured */
+	size_t len; /* 0: no secret configured */
 	uint8_t k[MP_AUTH_KEY_MAX];
 };
 

@@ -28,10 +28,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "mgr_sec.h"
 
-#define MAX_RULES   256
-#define PATTERN_MAX 128
+#define MAX_RULES    256
+#define PATTERN_MAX  128
 #define PEER_BUCKETS 4096 /* per worker row; a power of two */
 
 enum who {
@@ -43,17 +45,17 @@ enum who {
 };
 
 struct rule {
-	int      allow;
+	int allow;
 	enum who who;
 	uint32_t id;
-	unsigned ops;  /* MGR_SEC_* bits */
-	char     pattern[PATTERN_MAX];
+	unsigned ops; /* MGR_SEC_* bits */
+	char pattern[PATTERN_MAX];
 };
 
 struct policy {
-	int         loaded;
-	int         default_allow;
-	unsigned    nrules;
+	int loaded;
+	int default_allow;
+	unsigned nrules;
 	struct rule rules[MAX_RULES];
 };
 
@@ -62,7 +64,7 @@ static struct policy sec_policy;
 
 static uint32_t *peer_rows; /* nworkers * PEER_BUCKETS, shared */
 static unsigned peer_nrows;
-static uint64_t peer_seed;
+static uint8_t peer_seed[16]; /* SipHash key */
 
 /* ---- policy file ---------------------------------------------------- */
 
@@ -334,8 +336,9 @@ static void unmap_v4(struct sockaddr_storage *ss)
 static int is_loopback(const struct sockaddr_storage *ss)
 {
 	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr)
-			>> 24) == 127;
+		return (ntohl(((const struct sockaddr_in *)ss)
+				      ->sin_addr.s_addr) >>
+			24) == 127;
 	if (ss->ss_family == AF_INET6)
 		return IN6_IS_ADDR_LOOPBACK(
 			&((const struct sockaddr_in6 *)ss)->sin6_addr);
@@ -372,7 +375,7 @@ static int diag_uid(const struct sockaddr_storage *peer,
 		struct nlmsghdr nlh;
 		uint8_t b[8192];
 	} ans;
-	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
 	struct nlmsghdr *h;
 	ssize_t n;
 	int fd, len, rc = -ENOENT;
@@ -462,14 +465,16 @@ int mgr_sec_peers_init(unsigned nworkers)
 	size_t size = (size_t)nworkers * PEER_BUCKETS * sizeof(uint32_t);
 	void *p;
 
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		 -1, 0);
 	if (p == MAP_FAILED)
 		return -ENOMEM;
 	/* A seed unknown to peers: nobody can aim at another address's
 	 * counter on purpose. */
-	if (mp_auth_nonce((uint8_t *)&peer_seed, sizeof(peer_seed)) < 0)
-		peer_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
+	if (mp_auth_nonce(peer_seed, sizeof(peer_seed)) < 0) {
+		munmap(p, size);
+		return -EIO;
+	}
 	peer_rows = p;
 	peer_nrows = nworkers;
 	return 0;
@@ -482,43 +487,35 @@ void mgr_sec_peers_reset(unsigned w)
 		       PEER_BUCKETS * sizeof(uint32_t));
 }
 
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 31;
-	return x;
-}
-
-/* Counter index of the peer address of fd (port ignored), or -1. */
+/* Counter index of the peer address of fd (port ignored), or -1.  The
+ * hash is SipHash keyed with a secret random seed (libcrypto), so nobody
+ * can pick an address that lands on another address's counter. */
 static int peer_bucket(int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	uint64_t h = peer_seed;
-	const uint8_t *a;
-	size_t alen;
+	uint8_t out[16];
+	const void *a;
+	size_t alen, outlen = 0;
+	uint32_t h;
 
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
 		return -1;
 	unmap_v4(&ss);
 	if (ss.ss_family == AF_INET) {
-		a = (const uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+		a = &((struct sockaddr_in *)&ss)->sin_addr;
 		alen = 4;
 	} else if (ss.ss_family == AF_INET6) {
-		a = (const uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+		a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
 		alen = 16;
 	} else {
 		return -1;
 	}
-	for (size_t i = 0; i < alen; i += 4) {
-		uint32_t v;
-
-		memcpy(&v, a + i, 4);
-		h = mix64(h ^ v);
-	}
+	if (!EVP_Q_mac(NULL, "SIPHASH", NULL, NULL, NULL, peer_seed,
+		       sizeof(peer_seed), a, alen, out, sizeof(out), &outlen) ||
+	    outlen < sizeof(h))
+		return -1;
+	memcpy(&h, out, sizeof(h));
 	return (int)(h & (PEER_BUCKETS - 1));
 }
 
@@ -535,8 +532,9 @@ int mgr_sec_peer_take(unsigned w, int fd, int64_t limit)
 	/* Relaxed: the counters publish nothing but themselves; a stale
 	 * read only lets a racing accept through (documented bound). */
 	for (unsigned i = 0; i < peer_nrows; i++)
-		total += __atomic_load_n(&peer_rows[(size_t)i * PEER_BUCKETS + b],
-					 __ATOMIC_RELAXED);
+		total += __atomic_load_n(
+			&peer_rows[(size_t)i * PEER_BUCKETS + b],
+			__ATOMIC_RELAXED);
 	if (total >= (uint64_t)limit)
 		return -EUSERS;
 	__atomic_add_fetch(&peer_rows[(size_t)w * PEER_BUCKETS + b], 1,

@@ -33,7 +33,7 @@
 #define MGR_SEC_MAX_GIDS 32
 
 struct mgr_ident {
-	int      known;       /* 1: uid/gids from the kernel; 0: none */
+	int known; /* 1: uid/gids from the kernel; 0: none */
 	uint32_t uid;
 	uint32_t ngids;
 	uint32_t gids[MGR_SEC_MAX_GIDS];

@@ -148,9 +148,27 @@ static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 
 static void drop(struct mgr_worker *w, struct mgr_conn *c, const char *why)
 {
+	/* A peer that got a challenge and left without answering it had no
+	 * secret (or gave up): a refusal like a wrong proof, logged once. */
+	if (!c->authed && c->challenged &&
+	    mgr_ratelimit_take(&w->peer_rl, NULL))
+		mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-AUTH",
+			"peer %s: left without proving the secret (%s)",
+			c->peer, why);
 	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-CLOSE",
 		"peer %s (registration %u): %s", c->peer, c->regno, why);
 	conn_close(w, c, 1);
+}
+
+/* Close a just-accepted fd because limit `key` is reached (logged,
+ * rate-limited). */
+static void refuse(struct mgr_worker *w, int fd, const char *msgid,
+		   const char *key, int64_t limit, const char *peer)
+{
+	if (mgr_ratelimit_take(&w->accept_rl, NULL))
+		mgr_log(MGR_LOG_WARNING, msgid, "%s (%lld) reached; refusing %s",
+			key, (long long)limit, peer);
+	close(fd);
 }
 
 static void accept_some(struct mgr_worker *w)
@@ -189,25 +207,16 @@ static void accept_some(struct mgr_worker *w)
 		}
 		if (mgr_state_connections(w->st) >=
 		    (uint64_t)w->cfg.max_connections) {
-			if (mgr_ratelimit_take(&w->accept_rl, NULL))
-				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-MAXCONN",
-					"max_connections (%lld) reached; "
-					"refusing %s",
-					(long long)w->cfg.max_connections,
-					peer);
-			close(fd);
+			refuse(w, fd, "MESSIP-MGR-MAXCONN", "max_connections",
+			       w->cfg.max_connections, peer);
 			continue;
 		}
 		pidx = mgr_sec_peer_take((unsigned)w->index, fd,
 					 w->cfg.max_connections_per_peer);
 		if (pidx == -EUSERS) {
-			if (mgr_ratelimit_take(&w->accept_rl, NULL))
-				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-MAXPEER",
-					"max_connections_per_peer (%lld) "
-					"reached; refusing %s",
-					(long long)w->cfg.max_connections_per_peer,
-					peer);
-			close(fd);
+			refuse(w, fd, "MESSIP-MGR-MAXPEER",
+			       "max_connections_per_peer",
+			       w->cfg.max_connections_per_peer, peer);
 			continue;
 		}
 		c = mgr_conn_new(fd, peer);

@@ -140,9 +140,8 @@ static int raw_recv(int fd, struct mp_wire_msg *m, uint8_t *buf, size_t cap)
 	rc = read_full(fd, buf + MP_WIRE_HDR_SIZE, h.len);
 	if (rc <= 0)
 		return -1;
-	return mp_wire_decode(buf, MP_WIRE_HDR_SIZE + h.len, 65536, m) > 0
-		       ? 1
-		       : -1;
+	return mp_wire_decode(buf, MP_WIRE_HDR_SIZE + h.len, 65536, m) > 0 ? 1
+									   : -1;
 }
 
 static void raw_hello(struct mp_wire_msg *m, uint32_t reqid)
@@ -154,7 +153,8 @@ static void raw_hello(struct mp_wire_msg *m, uint32_t reqid)
 	snprintf(m->id, sizeof(m->id), "raw");
 }
 
-/* ---- helpers -------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------
+ */
 
 /* The authenticated manager still registers, names and answers. */
 static void check_still_serving(void)
@@ -215,7 +215,8 @@ static int run_mgr(const char *conf_text, const char *arg, char *out,
 	return st == -1 ? -1 : (WIFEXITED(st) ? WEXITSTATUS(st) : 128);
 }
 
-/* ---- tests ------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------
+ */
 
 static void test_refuse_remote_without_auth(void)
 {
@@ -432,9 +433,18 @@ static void test_handshake_deadline(void)
 	fd = raw_connect(NULL, api_mgr.port, 3000);
 	CU_ASSERT_FATAL(fd >= 0);
 	{
-		uint8_t h[MP_WIRE_HDR_SIZE] = {MP_WIRE_VERSION, MP_OP_AUTH,
-					       0, 0, 0, 0, 0, 1,
-					       0, 1, 0, 0}; /* 64 KiB */
+		uint8_t h[MP_WIRE_HDR_SIZE] = {MP_WIRE_VERSION,
+					       MP_OP_AUTH,
+					       0,
+					       0,
+					       0,
+					       0,
+					       0,
+					       1,
+					       0,
+					       1,
+					       0,
+					       0}; /* 64 KiB */
 
 		CU_ASSERT(raw_write(fd, h, sizeof(h)) == 0);
 	}
@@ -533,8 +543,8 @@ static int still_open(int fd)
 	struct timeval tv = {0, 200000};
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return recv(fd, &b, 1, 0) < 0 && (errno == EAGAIN ||
-					  errno == EWOULDBLOCK);
+	return recv(fd, &b, 1, 0) < 0 &&
+	       (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 static void test_per_peer_limit(void)
