@@ -26,7 +26,7 @@
 
 #include "mp_auth.h"
 #include "mp_wire.h"
-#include "test_api_util.h"
+#include "test_fault_util.h"
 
 static char dir[64];
 static char good_file[128], wrong_file[128], badmode_file[128];
@@ -455,6 +455,68 @@ static void test_handshake_deadline(void)
 	check_still_serving();
 }
 
+/* Workers killed under an authenticated client: the library resumes its
+ * registration through the same exchange (same channels afterwards). */
+static void test_resume_authenticated(void)
+{
+	messip_cnx_t *srv, *cli;
+	messip_channel_t *ch;
+	pid_t kids[16];
+	int n;
+
+	use_secret(good_file);
+	srv = api_connect("resumer");
+	CU_ASSERT_FATAL(srv != NULL);
+	ch = messip_channel_create(srv, "sec.resume", 2000, 0);
+	CU_ASSERT_FATAL(ch != NULL);
+	n = fault_children_of(api_mgr.pid, kids, 16);
+	CU_ASSERT(n >= 2);
+	for (int i = 0; i < n; i++)
+		kill(kids[i], SIGKILL);
+	api_sleep_ms(300);
+	/* A request on the old connection: resumed, authenticated again. */
+	CU_ASSERT(messip_channel_create(srv, "sec.resume2", 5000, 0) != NULL);
+	/* The first channel survived: the registration was resumed, not
+	 * made anew. */
+	cli = api_connect("checker");
+	CU_ASSERT_FATAL(cli != NULL);
+	CU_ASSERT(messip_channel_connect(cli, "sec.resume", 2000) != NULL);
+	messip_disconnect(cli, 2000);
+	messip_disconnect(srv, 2000);
+}
+
+/* Policy files that do not parse stop the manager with file:line. */
+static void test_policy_syntax(void)
+{
+	static const struct {
+		const char *text, *want;
+	} bad[] = {
+		{"allow uid:x all *\n", ":1: uid:N needs a number"},
+		{"# c\nallow nobody-at-all all *\n", ":2: expected uid:N"},
+		{"deny any delete *\n", ":1: OPS: expected create"},
+		{"allow any all\n", ":1: expected 'allow|deny WHO OPS"},
+		{"default maybe\n", ":1: expected 'default allow'"},
+		{"allow user:no-such-user-xq all *\n", ":1: no such user"},
+	};
+	char conf[512], out[2048];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		FILE *f = fopen(policy_file, "w");
+
+		CU_ASSERT_FATAL(f != NULL);
+		fputs(bad[i].text, f);
+		fclose(f);
+		snprintf(conf, sizeof(conf), "access_policy %s\n",
+			 policy_file);
+		CU_ASSERT(run_mgr(conf, "-t", out, sizeof(out)) == 1);
+		if (!strstr(out, bad[i].want)) {
+			fprintf(stderr, "  policy %zu: got '%s'\n", i, out);
+			CU_FAIL("message");
+		}
+	}
+	unlink(policy_file);
+}
+
 /* ---- access policy ------------------------------------------------------- */
 
 static void nobody_client(void *arg)
@@ -599,6 +661,10 @@ static const struct mp_test_case tests[] = {
 	{"replayed proof on a raw socket: EACCES", test_replayed_proof_eacces},
 	{"unauthenticated peer: closed at the handshake deadline",
 	 test_handshake_deadline},
+	{"workers killed: an authenticated registration resumes",
+	 test_resume_authenticated},
+	{"policy file with a bad line: start refused with file:line",
+	 test_policy_syntax},
 	{"policy: root creates, nobody gets EACCES on create and connect",
 	 test_policy_uid},
 	{"max_connections_per_peer: extra connection closed, others served",
