@@ -536,11 +536,7 @@ static int lookahead_backs(struct mgr_worker *w, struct mgr_conn *c,
 
 int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 {
-	/* Before registration only handshake frames are expected: a data
-	 * frame larger than AUTH is refused on its header. */
-	uint32_t max = c->state == MGR_CONN_OPEN
-			       ? (uint32_t)w->cfg.max_message_size
-			       : MGR_HS_DATA_MAX;
+	uint32_t max;
 	struct mp_wire_msg m;
 	struct mp_wire_hdr h;
 	char what[96];
@@ -548,6 +544,13 @@ int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 
 	while (c->state != MGR_CONN_CLOSING) {
 		size_t avail = mgr_conn_in_avail(c);
+
+		/* Before registration only handshake frames are expected: a
+		 * data frame larger than AUTH is refused on its header.
+		 * (Per frame: the HELLO before it may have registered.) */
+		max = c->state == MGR_CONN_OPEN
+			      ? (uint32_t)w->cfg.max_message_size
+			      : MGR_HS_DATA_MAX;
 
 		if (c->skip) {
 			size_t n = avail < c->skip ? avail : (size_t)c->skip;

@@ -638,6 +638,32 @@ static void test_per_peer_limit(void)
 	CU_ASSERT(cnx != NULL);
 	if (cnx)
 		CU_ASSERT(messip_channel_create(cnx, "x", 2000, 0) != NULL);
+	/* Frames pipelined behind the HELLO are judged as a registered
+	 * connection's: a 100-byte BSEND is not refused as oversized. */
+	{
+		static uint8_t data[100];
+		struct mp_wire_msg m, r;
+		uint8_t out[512], in[512];
+		int fd = raw_connect(NULL, lm.port, 3000), n;
+
+		CU_ASSERT_FATAL(fd >= 0);
+		raw_hello(&m, 1);
+		n = raw_encode(&m, out, sizeof(out));
+		memset(&m, 0, sizeof(m));
+		m.op = MP_OP_BSEND;
+		m.reqid = 2;
+		m.b = 3; /* a channel it never connected to */
+		m.data = data;
+		m.datalen = sizeof(data);
+		n += raw_encode(&m, out + n, sizeof(out) - (size_t)n);
+		CU_ASSERT(raw_write(fd, out, (size_t)n) == 0);
+		CU_ASSERT(raw_recv(fd, &r, in, sizeof(in)) == 1);
+		CU_ASSERT(r.op == MP_OP_WELCOME && r.a == 0);
+		CU_ASSERT(raw_recv(fd, &r, in, sizeof(in)) == 1);
+		CU_ASSERT(r.op == MP_OP_RESULT && r.reqid == 2 &&
+			  r.a == EACCES);
+		close(fd);
+	}
 	/* A connection closed gives its place back. */
 	close(fds[0]);
 	api_sleep_ms(200);
