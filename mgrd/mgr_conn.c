@@ -30,6 +30,8 @@ struct mgr_conn *mgr_conn_new(int fd, const char *peer)
 	c->park_slot = -1;
 	c->peer_idx = -1;
 	c->out_hard = MGR_OUT_HARD;
+	/* Without a secret there is nothing to prove. */
+	c->authed = mgr_sec_key() == NULL;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "?");
 	return c;
 }

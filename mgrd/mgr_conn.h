@@ -114,7 +114,8 @@ struct mgr_conn {
 	struct mgr_conn *dirty_next;
 };
 
-/* New connection for an accepted fd.  NULL on ENOMEM. */
+/* New connection for an accepted fd (authenticated already when no
+ * secret is configured, mgr_sec_key()).  NULL on ENOMEM. */
 struct mgr_conn *mgr_conn_new(int fd, const char *peer);
 
 /* Close the fd and free everything (not the registration in the

@@ -227,8 +227,6 @@ static void accept_some(struct mgr_worker *w)
 		}
 		c->peer_idx = pidx;
 		c->out_hard = (size_t)w->cfg.max_conn_output;
-		/* Without a secret there is nothing to prove. */
-		c->authed = mgr_sec_key() == NULL;
 		c->deadline_ns =
 			w->now + w->cfg.handshake_timeout_ms * 1000000LL;
 		c->epoll_mask = EPOLLIN | EPOLLRDHUP;
