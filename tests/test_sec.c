@@ -543,6 +543,9 @@ static void nobody_client(void *arg)
 	CHILD_CHECK(ch != NULL);
 	ch = messip_channel_create(cnx, "pub.mine", 2000, 0);
 	CHILD_CHECK(ch != NULL);
+	/* Its primary group (65534) may create grp.* (user database). */
+	ch = messip_channel_create(cnx, "grp.nobody", 2000, 0);
+	CHILD_CHECK(ch != NULL);
 	messip_disconnect(cnx, 2000);
 }
 
@@ -567,6 +570,7 @@ static void test_policy_uid(void)
 		   "allow uid:0 all    sec.*\n"
 		   "deny  any   all    sec.*\n"
 		   "allow any   all    pub.*\n"
+		   "allow gid:65534 create grp.*\n"
 		   "deny  any   create *\n"
 		   "allow known connect *\n"
 		   "default deny\n");
@@ -585,6 +589,10 @@ static void test_policy_uid(void)
 	/* Nobody, root included, may create outside the two prefixes. */
 	errno = 0;
 	denied = messip_channel_create(cnx, "elsewhere", 2000, 0);
+	CU_ASSERT(denied == NULL && errno == EACCES);
+	/* Root is not in group 65534. */
+	errno = 0;
+	denied = messip_channel_create(cnx, "grp.root", 2000, 0);
 	CU_ASSERT(denied == NULL && errno == EACCES);
 
 	pid = api_fork(nobody_client, pm.ref);
