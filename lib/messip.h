@@ -196,9 +196,13 @@ void messip_init(void);
 /* Register with the manager under a free-form id (display and
  * notifications; truncated to MESSIP_MAXLEN_ID, need not be unique).
  * mgr_ref: "host", "host:port", "[v6]:port" or NULL (see above).
- * NULL with ECONNREFUSED, ETIMEDOUT, EPROTO, EACCES or ENOSPC (refused by
- * the manager), EINVAL (bad reference, unknown host, bad $MESSIP_MGR or
- * file line), ENOMEM. */
+ * When the manager requires the shared secret, it is read from the file
+ * $MESSIP_SECRET_FILE names, else /etc/messip-secret (owner-only mode)
+ * and proven by challenge-response; the manager must prove it back.
+ * NULL with ECONNREFUSED, ETIMEDOUT, EPROTO, EACCES (authentication
+ * failed: wrong, missing or badly protected secret, or a manager that did
+ * not prove it) or ENOSPC (refused by the manager), EINVAL (bad
+ * reference, unknown host, bad $MESSIP_MGR or file line), ENOMEM. */
 messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 			     int msec_timeout);
 
@@ -211,7 +215,7 @@ int messip_disconnect(messip_cnx_t *cnx, int msec_timeout);
 /* Server: create a channel.  maxnb_msg_buffered bounds its buffered
  * queue (0: the manager's default).  NULL with EEXIST, ENAMETOOLONG,
  * ENOSPC, ETIMEDOUT, ESHUTDOWN, EINVAL (empty name, negative bound),
- * EACCES, ENOMEM. */
+ * EACCES (the manager's access policy does not allow it), ENOMEM. */
 messip_channel_t *messip_channel_create(messip_cnx_t *cnx, const char *name,
 					int msec_timeout,
 					int32_t maxnb_msg_buffered);
@@ -226,7 +230,8 @@ int messip_channel_delete(messip_channel_t *ch, int msec_timeout);
  * channel on one connection returns the same handle (counted: each
  * connect needs its disconnect).  NULL with ENOENT at once when there is
  * none, ENAMETOOLONG, EINVAL, ETIMEDOUT, ESRCH (server unreachable),
- * ESHUTDOWN, EPROTO, ENOMEM. */
+ * ESHUTDOWN, EPROTO, EACCES (the manager's access policy does not allow
+ * it), ENOMEM. */
 messip_channel_t *messip_channel_connect(messip_cnx_t *cnx, const char *name,
 					 int msec_timeout);
 

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "messip.h"
+#include "mp_auth.h"
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
@@ -39,6 +40,7 @@
 #define REREG_MS	 2000 /* re-declaring channels after ESTALE */
 #define PUMP_READS	 16   /* reads per pump: bounded, then yield */
 #define CONF_FILE	 "/etc/messip"
+#define SECRET_FILE	 "/etc/messip-secret"
 #define MP_CNX_MAX_ADDRS 8 /* addresses of the manager tried */
 
 static int64_t ms_ns(int64_t ms)
@@ -211,6 +213,105 @@ static void hello_msg(struct messip_cnx *cnx, struct mp_wire_msg *m,
 static int peer_status(int32_t a)
 {
 	return (a > 0 && a < 4096) ? -a : -EPROTO;
+}
+
+/*
+ * A frame of the authentication exchange on a fresh manager link
+ * (doc/protocol.md, "Authentication"): CHALLENGE is answered with our
+ * nonce and proof, the manager's AUTH is checked (it must prove the
+ * secret too) and answered with the HELLO again.  Returns 1 (handled:
+ * wait for the next frame), 0 (not an authentication frame), or -EACCES
+ * (refused by the manager, we have no secret, or its proof is wrong),
+ * -EPROTO, or a send error.
+ */
+static int auth_step(struct messip_cnx *cnx, const struct mp_wire_msg *m,
+		     int64_t deadline)
+{
+	uint8_t proof[MP_AUTH_MAC];
+	struct iovec iov[2];
+	struct mp_wire_msg r;
+	int rc;
+
+	if (m->op == MP_OP_CHALLENGE) {
+		if (!cnx->key.len) {
+			mp_log(MESSIP_LOG_ERROR, "MESSIP-AUTH",
+			       "manager %s requires a secret and none is "
+			       "set (MESSIP_SECRET_FILE or %s)",
+			       cnx->where, SECRET_FILE);
+			return -EACCES;
+		}
+		if (cnx->auth_stage != 0 || m->reqid != cnx->hello_reqid ||
+		    m->datalen != MP_AUTH_NONCE)
+			return -EPROTO;
+		memcpy(cnx->auth_ns, m->data, MP_AUTH_NONCE);
+		if (mp_auth_nonce(cnx->auth_nc, MP_AUTH_NONCE) < 0 ||
+		    mp_auth_proof(&cnx->key, MP_AUTH_CLIENT, cnx->auth_ns,
+				  cnx->auth_nc, proof) < 0)
+			return -EACCES;
+		memset(&r, 0, sizeof(r));
+		r.op = MP_OP_AUTH;
+		r.reqid = cnx->auth_reqid = mp_cnx_reqid(cnx);
+		iov[0].iov_base = cnx->auth_nc;
+		iov[0].iov_len = MP_AUTH_NONCE;
+		iov[1].iov_base = proof;
+		iov[1].iov_len = MP_AUTH_MAC;
+		r.datalen = MP_AUTH_NONCE + MP_AUTH_MAC;
+		rc = mp_link_send(&cnx->mgr, &r, iov, 2, deadline);
+		if (rc < 0)
+			return rc;
+		cnx->auth_stage = 1;
+		return 1;
+	}
+	if (m->op != MP_OP_AUTH)
+		return 0;
+	if (cnx->auth_stage != 1 || m->reqid != cnx->auth_reqid)
+		return -EPROTO;
+	if (m->a != 0 ||
+	    mp_auth_check(&cnx->key, MP_AUTH_SERVER, cnx->auth_ns,
+			  cnx->auth_nc, m->data, m->datalen) < 0) {
+		mp_log(MESSIP_LOG_ERROR, "MESSIP-AUTH", "%s",
+		       m->a ? "the manager refused our proof (wrong secret?)"
+			    : "the manager's proof is wrong (wrong secret?)");
+		return -EACCES;
+	}
+	cnx->auth_stage = 2;
+	hello_msg(cnx, &r, cnx->token != 0);
+	rc = mp_link_send_msg(&cnx->mgr, &r, deadline);
+	return rc < 0 ? rc : 1;
+}
+
+/* A WELCOME is acceptable only from a manager that proved the secret,
+ * when we have one: a manager (or an impostor) that skips the exchange
+ * is refused. */
+static int welcome_allowed(const struct messip_cnx *cnx)
+{
+	if (cnx->key.len && cnx->auth_stage != 2) {
+		mp_log(MESSIP_LOG_ERROR, "MESSIP-AUTH",
+		       "manager %s did not authenticate itself, but a secret "
+		       "is set",
+		       cnx->where);
+		return -EACCES;
+	}
+	return 0;
+}
+
+/* Load the secret: $MESSIP_SECRET_FILE, else SECRET_FILE when it exists
+ * and is ours to read.  A named file that fails any check is an error
+ * (EACCES, logged with the reason). */
+static int load_secret(struct messip_cnx *cnx)
+{
+	const char *path = getenv("MESSIP_SECRET_FILE");
+	bool dflt = !path || !*path;
+	char err[512];
+	int rc;
+
+	if (dflt)
+		path = SECRET_FILE;
+	rc = mp_auth_key_load(path, &cnx->key, err, sizeof(err));
+	if (rc == 0 || (dflt && (rc == -ENOENT || rc == -EACCES)))
+		return 0;
+	mp_log(MESSIP_LOG_ERROR, "MESSIP-SECRET", "%s", err);
+	return -EACCES;
 }
 
 static void take_welcome(struct messip_cnx *cnx, const struct mp_wire_msg *m)
@@ -544,6 +645,7 @@ static void start_attempt(struct messip_cnx *cnx, int64_t now)
 		return;
 	}
 	cnx->state = MP_CNX_HELLO;
+	cnx->auth_stage = 0;
 	hello_msg(cnx, &m, cnx->token != 0);
 	if (mp_link_send_msg(&cnx->mgr, &m, cnx->try_end) < 0) {
 		link_lost(cnx, "HELLO not sent");
@@ -599,8 +701,19 @@ static void pump_hello(struct messip_cnx *cnx, int64_t now)
 				link_lost(cnx, "no WELCOME");
 			return;
 		}
+		rc = auth_step(cnx, &m, cnx->try_end);
+		if (rc < 0) {
+			link_lost(cnx, "authentication failed");
+			return;
+		}
+		if (rc > 0)
+			continue;
 		if (m.op != MP_OP_WELCOME || m.reqid != cnx->hello_reqid)
 			continue; /* nothing else is meaningful yet */
+		if (m.a == 0 && welcome_allowed(cnx) < 0) {
+			link_lost(cnx, "manager not authenticated");
+			return;
+		}
 		if (m.a == 0) {
 			resumed(cnx, &m);
 			return;
@@ -678,6 +791,7 @@ void mp_cnx_pump(struct messip_cnx *cnx)
 			break;
 		}
 		cnx->state = MP_CNX_HELLO;
+		cnx->auth_stage = 0;
 		hello_msg(cnx, &m, cnx->token != 0);
 		if (mp_link_send_msg(&cnx->mgr, &m, cnx->try_end) < 0) {
 			link_lost(cnx, "HELLO not sent");
@@ -854,10 +968,20 @@ static int first_connect(struct messip_cnx *cnx,
 	if (fd < 0)
 		return fd == -ETIMEDOUT ? -ETIMEDOUT : -ECONNREFUSED;
 	mp_link_init(&cnx->mgr, fd, MP_MAX_DATA);
+	cnx->auth_stage = 0;
 	hello_msg(cnx, &m, false);
 	rc = mp_link_send_msg(&cnx->mgr, &m, deadline);
-	if (rc == 0)
+	/* WELCOME, or first the authentication exchange. */
+	while (rc == 0) {
 		rc = mp_link_recv(&cnx->mgr, &m, deadline);
+		if (rc >= 0) {
+			rc = auth_step(cnx, &m, deadline);
+			if (rc == 1)
+				rc = 0;
+			else if (rc == 0)
+				rc = 1;
+		}
+	}
 	if (rc == -EPIPE)
 		rc = -ECONNREFUSED;
 	else if (rc == -EMSGSIZE)
@@ -866,6 +990,8 @@ static int first_connect(struct messip_cnx *cnx,
 		rc = -EPROTO;
 	if (rc >= 0 && m.a != 0)
 		rc = peer_status(m.a);
+	if (rc >= 0)
+		rc = welcome_allowed(cnx);
 	if (rc < 0) {
 		mp_link_close(&cnx->mgr);
 		return rc;
@@ -903,6 +1029,8 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 		snprintf(cnx->id, sizeof(cnx->id), "%s", id);
 	rc = resolve_target(mgr_ref, host, sizeof(host), &port);
 	if (rc == 0)
+		rc = load_secret(cnx);
+	if (rc == 0)
 		rc = n = mp_sock_resolve(host, port, sa, salen,
 					 MP_CNX_MAX_ADDRS);
 	if (rc > 0) {
@@ -914,6 +1042,7 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 		       "connect to manager %s failed: %s",
 		       cnx->where[0] ? cnx->where : "?", strerror(-rc));
 		cnx->magic = 0;
+		mp_auth_key_clear(&cnx->key);
 		free(cnx);
 		return mp_fail_ptr(rc);
 	}
@@ -943,6 +1072,7 @@ MESSIP_EXPORT int messip_disconnect(messip_cnx_t *handle, int msec_timeout)
 		mp_chan_destroy(cnx->chans); /* unlinks itself */
 	close_link(cnx);
 	cnx->magic = 0;
+	mp_auth_key_clear(&cnx->key);
 	free(cnx);
 	return 0;
 }

@@ -30,6 +30,7 @@
 #include <sys/uio.h>
 
 #include "messip.h"
+#include "mp_auth.h"
 #include "mp_link.h"
 #include "mp_sock.h"
 
@@ -151,6 +152,13 @@ struct messip_cnx {
 	uint64_t my_host;    /* ours (mp_host_token), 0 if unknown */
 	uint32_t reqid;
 	uint32_t hello_reqid;
+	/* Authentication (mp_auth.h): the secret (len 0: none), and the
+	 * exchange on the current link: stage 0 HELLO sent, 1 AUTH sent,
+	 * 2 the manager proved the secret too. */
+	struct mp_auth_key key;
+	uint8_t auth_ns[MP_AUTH_NONCE], auth_nc[MP_AUTH_NONCE];
+	int auth_stage;
+	uint32_t auth_reqid;
 	int64_t down_since; /* when the link was lost */
 	int64_t next_try;   /* DOWN: next attempt */
 	int64_t try_end;    /* CONNECTING/HELLO: attempt deadline */

@@ -43,6 +43,8 @@
  *   BYE, CANCEL    . . . .  .   .   .    .
  *   SEND           x . . .  .   .   .    x
  *   REPLY          x . . .  .   .   .    x
+ *   CHALLENGE      . . . .  .   .   .    x
+ *   AUTH           x . . .  .   .   .    x
  *
  * HELLO serves two connections with different fields; it carries the union
  * of both (unused ones are sent as 0 / empty), which keeps one layout per
@@ -109,6 +111,8 @@ static const struct op_row op_table[MP_OP_MAX_] = {
 	[MP_OP_SEND] = ROW(MP_WF_A | MP_WF_DATA, "SEND"),
 	[MP_OP_REPLY] = ROW(MP_WF_A | MP_WF_DATA, "REPLY"),
 	[MP_OP_CANCEL] = ROW(0, "CANCEL"),
+	[MP_OP_CHALLENGE] = ROW(MP_WF_DATA, "CHALLENGE"),
+	[MP_OP_AUTH] = ROW(MP_WF_A | MP_WF_DATA, "AUTH"),
 };
 
 /* Row bits of op, 0 when op is out of range or a hole (op 0). */

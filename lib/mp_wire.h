@@ -85,6 +85,14 @@
  *   CANCEL       cli->srv  reqid = the request withdrawn (no answer)
  *   PING/PONG    as above
  *   BYE          cli->srv  the client disconnects from the channel
+ *
+ * Authentication (library -> manager, when the manager has a secret;
+ * lib/mp_auth.h, doc/protocol.md "Authentication"):
+ *   CHALLENGE    mgr->lib  answers the first HELLO: data=the manager's
+ *                          nonce (32 bytes); the HELLO is not handled
+ *   AUTH         lib->mgr  data=client nonce (32) + client proof (32)
+ *   AUTH         mgr->lib  a=status (0 or EACCES), data=server proof (32)
+ *                          when a=0; then the library sends HELLO again
  */
 enum mp_wire_op {
 	MP_OP_HELLO = 1,
@@ -106,6 +114,8 @@ enum mp_wire_op {
 	MP_OP_SEND,
 	MP_OP_REPLY,
 	MP_OP_CANCEL,
+	MP_OP_CHALLENGE,
+	MP_OP_AUTH,
 	MP_OP_MAX_ /* one past the last */
 };
 

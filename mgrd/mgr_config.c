@@ -33,6 +33,7 @@ enum cfg_type {
 	T_LEVEL,   /* error warning info debug */
 	T_TARGET,  /* stderr syslog */
 	T_WORKERS, /* N or auto */
+	T_PATH,    /* absolute path, or none */
 };
 
 struct cfg_row {
@@ -62,6 +63,12 @@ static const struct cfg_row rows[] = {
 	{ "shm_group", T_GROUP, F(shm_group), -1, INT32_MAX, "none", 0 },
 	{ "shm_mode", T_MODE, F(shm_mode), 0600, 0660, "0600", 0 },
 	{ "allow_remote", T_BOOL, F(allow_remote), 0, 1, "no", 0 },
+	{ "auth_secret_file", T_PATH, F(auth_secret_file), 0, 0, "none", 0 },
+	{ "access_policy", T_PATH, F(access_policy), 0, 0, "none", 0 },
+	{ "max_connections_per_peer", T_INT, F(max_connections_per_peer), 0,
+	  1 << 20, "1024", 0 },
+	{ "max_conn_output", T_SIZE, F(max_conn_output), 512 * 1024,
+	  (int64_t)1 << 30, "4M", 0 },
 	{ "max_connections", T_INT, F(max_connections), 1, 1 << 20, "4096",
 	  1 },
 	{ "default_buffered", T_INT, F(default_buffered), 1, 1 << 20, "256",
@@ -101,7 +108,7 @@ static const int64_t *cnum_field(const struct mgr_config *c,
 
 static int is_text_type(enum cfg_type t)
 {
-	return t == T_ADDR || t == T_ADDROFF;
+	return t == T_ADDR || t == T_ADDROFF || t == T_PATH;
 }
 
 /* Parse a decimal (or, with base 8, octal) integer; 0 or -EINVAL. */
@@ -182,6 +189,14 @@ static int parse_value(struct mgr_config *c, const struct cfg_row *r,
 		}
 store_text:
 		snprintf((char *)c + r->off, MGR_ADDR_MAX, "%s", v);
+		return 0;
+	case T_PATH:
+		if (strcmp(v, "none") != 0 &&
+		    (v[0] != '/' || strlen(v) >= MGR_PATH_MAX)) {
+			*why = "expected an absolute path or none";
+			return -EINVAL;
+		}
+		snprintf((char *)c + r->off, MGR_PATH_MAX, "%s", v);
 		return 0;
 	case T_INT:
 		if (parse_int(v, 10, &x) < 0) {
@@ -322,11 +337,15 @@ int mgr_config_check(const struct mgr_config *c, const char *origin,
 			 c->listen);
 		return -EINVAL;
 	}
-	if (!mgr_net_is_loopback(&a) && !c->allow_remote) {
+	if (!mgr_net_is_loopback(&a) && !c->allow_remote &&
+	    strcmp(c->auth_secret_file, "none") == 0) {
 		snprintf(err, errlen,
-			 "%s: listen: '%s' is not a loopback address; the "
-			 "manager has no authentication yet, so set "
-			 "'allow_remote yes' to accept remote clients",
+			 "%s: listen: '%s' is not a loopback address and no "
+			 "authentication is configured; set "
+			 "'auth_secret_file /path/to/secret' (a file only its "
+			 "owner can read; clients use the same secret, see "
+			 "messip(3)), or 'allow_remote yes' to accept "
+			 "unauthenticated remote clients",
 			 origin, c->listen);
 		return -EINVAL;
 	}
@@ -419,7 +438,8 @@ int mgr_config_load(struct mgr_config *c, const char *path, char *err,
 			break;
 		if (strcmp(key, "listen") == 0 ||
 		    strcmp(key, "status_listen") == 0 ||
-		    strcmp(key, "allow_remote") == 0)
+		    strcmp(key, "allow_remote") == 0 ||
+		    strcmp(key, "auth_secret_file") == 0)
 			listen_line = lineno;
 	}
 	if (!rc && ferror(f)) {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #define MGR_ADDR_MAX   80
+#define MGR_PATH_MAX   256
 #define MGR_ERR_MAX    512
 #define MGR_MAX_WORKERS 64    /* worker bitmasks in the segment are 64-bit */
 #define MGR_STATUS_DEFAULT "127.0.0.1:9201" /* -p PORT moves it to PORT + 1 */
@@ -35,6 +36,10 @@ struct mgr_config {
 	int64_t shm_group;          /* gid, -1: leave as is */
 	int64_t shm_mode;
 	int64_t allow_remote;
+	char    auth_secret_file[MGR_PATH_MAX]; /* absolute path or "none" */
+	char    access_policy[MGR_PATH_MAX];    /* absolute path or "none" */
+	int64_t max_connections_per_peer;       /* 0: no limit */
+	int64_t max_conn_output;    /* output bytes buffered per connection */
 	/* reloadable (MGR_CFG_RELOADABLE lists them, in this order) */
 	int64_t max_connections;
 	int64_t default_buffered;
@@ -72,8 +77,11 @@ int mgr_config_set(struct mgr_config *c, const char *key, const char *value,
 		   const char *origin, int line, char *err, size_t errlen);
 
 /*
- * Cross-key checks: a non-loopback listen or status_listen address needs
- * allow_remote yes.  0 or -EINVAL with err ("origin: key: reason").
+ * Cross-key checks: a non-loopback listen address needs auth_secret_file
+ * (or, to accept unauthenticated remote clients on purpose, allow_remote
+ * yes); a non-loopback status_listen needs allow_remote yes (the status
+ * page has no authentication).  0 or -EINVAL with err ("origin: key:
+ * reason", naming the key to set).
  */
 int mgr_config_check(const struct mgr_config *c, const char *origin,
 		     char *err, size_t errlen);

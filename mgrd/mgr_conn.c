@@ -28,6 +28,10 @@ struct mgr_conn *mgr_conn_new(int fd, const char *peer)
 	c->fd = fd;
 	c->reg = -1;
 	c->park_slot = -1;
+	c->peer_idx = -1;
+	c->out_hard = MGR_OUT_HARD;
+	/* Without a secret there is nothing to prove. */
+	c->authed = mgr_sec_key() == NULL;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "?");
 	return c;
 }
@@ -125,7 +129,7 @@ void mgr_conn_cut(struct mgr_conn *c, size_t at, size_t n)
 
 uint8_t *mgr_conn_out_reserve(struct mgr_conn *c, size_t n)
 {
-	if (mgr_conn_out_pending(c) + n > MGR_OUT_HARD)
+	if (mgr_conn_out_pending(c) + n > c->out_hard)
 		return NULL;
 	if (buf_room(&c->out, n, OUT_INITIAL, 0) < 0)
 		return NULL;

@@ -6,7 +6,7 @@
  * Input holds at most one maximal frame (header + fixed fields +
  * max_message_size) plus whatever arrived behind it, so memory per
  * connection is bounded however the peer behaves.  Output grows while the
- * peer does not read, up to MGR_OUT_HARD; past MGR_OUT_HIGH the worker
+ * peer does not read, up to c->out_hard; past MGR_OUT_HIGH the worker
  * stops reading requests and stops streaming deliveries to it, so in
  * practice only a peer that never reads gets near the hard limit, and it
  * is then dropped.
@@ -24,10 +24,17 @@
 #include <stdint.h>
 
 #include "mgr_log.h"
+#include "mgr_sec.h"
 #include "mp_wire.h"
 
 #define MGR_OUT_HIGH  (256u * 1024)      /* stop reading / delivering */
-#define MGR_OUT_HARD  (4u * 1024 * 1024) /* drop the peer */
+#define MGR_OUT_HARD  (4u * 1024 * 1024) /* drop the peer (default of
+					    max_conn_output) */
+/* Input buffered before registration: the largest handshake frame (HELLO,
+ * AUTH) with room to spare, so an unauthenticated peer costs the manager
+ * the connection struct and at most this much. */
+#define MGR_HS_IN_MAX   512
+#define MGR_HS_DATA_MAX (2 * MP_AUTH_NONCE) /* AUTH: nonce + proof */
 #define MGR_WINDOW    256                /* unacknowledged BDELIVERs */
 
 enum mgr_conn_state {
@@ -91,6 +98,15 @@ struct mgr_conn {
 	int      park_slot;
 	uint32_t nlocate;        /* LOCATE waiters of this connection */
 
+	/* security (mgr_sec.h, doc/protocol.md "Authentication") */
+	size_t   out_hard;       /* output past this: drop the peer */
+	int      peer_idx;       /* per-peer counter taken, -1: none */
+	int      authed;         /* secret proven (or none configured) */
+	int      challenged;     /* CHALLENGE sent; nonce is valid */
+	uint8_t  nonce[MP_AUTH_NONCE];
+	int      ident_done;     /* ident looked up (lazily, for the policy) */
+	struct mgr_ident ident;
+
 	struct mgr_ratelimit rl;
 	int      dirty;          /* on the worker's flush list */
 	int      logged_bad;     /* a bad-input line was written */
@@ -98,7 +114,8 @@ struct mgr_conn {
 	struct mgr_conn *dirty_next;
 };
 
-/* New connection for an accepted fd.  NULL on ENOMEM. */
+/* New connection for an accepted fd (authenticated already when no
+ * secret is configured, mgr_sec_key()).  NULL on ENOMEM. */
 struct mgr_conn *mgr_conn_new(int fd, const char *peer);
 
 /* Close the fd and free everything (not the registration in the
@@ -137,7 +154,7 @@ static inline size_t mgr_conn_out_pending(const struct mgr_conn *c)
 
 /*
  * Room for n more output bytes; returns where to write them (then
- * mgr_conn_out_commit), or NULL: -ENOBUFS (the peer is past MGR_OUT_HARD)
+ * mgr_conn_out_commit), or NULL: -ENOBUFS (the peer is past c->out_hard)
  * or no memory.
  */
 uint8_t *mgr_conn_out_reserve(struct mgr_conn *c, size_t n);

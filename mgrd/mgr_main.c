@@ -20,6 +20,7 @@
 #include "mgr_config.h"
 #include "mgr_log.h"
 #include "mgr_master.h"
+#include "mgr_sec.h"
 #include "mgr_net.h"
 
 #ifndef MGR_SYSCONFDIR
@@ -165,6 +166,12 @@ int main(int argc, char **argv)
 		return MGR_EXIT_CONFIG;
 	}
 	if (apply_overrides(&cfg, port, workers, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return MGR_EXIT_CONFIG;
+	}
+	/* The secret and the access policy: checked by -t too, loaded once
+	 * here, before the workers are forked (they are restart-only). */
+	if (mgr_sec_load(&cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		return MGR_EXIT_CONFIG;
 	}

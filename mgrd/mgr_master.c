@@ -22,6 +22,7 @@
 #include "mgr_log.h"
 #include "mgr_master.h"
 #include "mgr_net.h"
+#include "mgr_sec.h"
 #include "mgr_state.h"
 #include "mgr_status.h"
 #include "mgr_worker.h"
@@ -149,6 +150,8 @@ static void reap(struct master *m)
 			continue;
 		m->pids[i] = 0;
 		mgr_state_worker_died(&m->st, i);
+		/* Its connections died with it: so did their counts. */
+		mgr_sec_peers_reset((unsigned)i);
 		if (WIFEXITED(status) && WEXITSTATUS(status) == MGR_EXIT_FATAL) {
 			m->fatal[i] = 1;
 			mgr_log(MGR_LOG_ERROR, "MESSIP-MGR-WORKERFATAL",
@@ -348,7 +351,7 @@ int mgr_master_run(const struct mgr_config *c, const char *conf_path,
 	mgr_log_set_role(-1);
 	raise_nofile();
 	setup_signals(&waitmask);
-	if (start(m) < 0) {
+	if (start(m) < 0 || mgr_sec_peers_init((unsigned)m->cfg.workers) < 0) {
 		mgr_status_stop(&m->status);
 		mgr_state_close(&m->st);
 		return MGR_EXIT_STARTUP;

@@ -14,6 +14,8 @@
 #include "mgr_deliver.h"
 #include "mgr_log.h"
 #include "mgr_proto.h"
+#include "mgr_sec.h"
+#include "mp_auth.h"
 #include "mp_time.h"
 
 #define PARK             1
@@ -104,6 +106,91 @@ static void unpark(struct mgr_worker *w, struct mgr_conn *c)
 	}
 }
 
+/* ---- authentication and access policy ------------------------------------ */
+
+/*
+ * A frame from a peer that has not proven the secret yet
+ * (doc/protocol.md, "Authentication").  Nothing is allocated for it: the
+ * first HELLO is answered with a CHALLENGE and otherwise ignored, then
+ * only AUTH is accepted.  A wrong proof is answered AUTH a=EACCES, logged
+ * (once per connection, rate-limited across connections) and the
+ * connection closed; any other frame closes it at once.
+ */
+static int on_unauthed(struct mgr_worker *w, struct mgr_conn *c,
+		       const struct mp_wire_msg *m)
+{
+	const struct mp_auth_key *key = mgr_sec_key();
+	uint8_t proof[MP_AUTH_MAC];
+	const uint8_t *d = m->data;
+	struct mp_wire_msg r;
+	char what[64];
+
+	memset(&r, 0, sizeof(r));
+	r.reqid = m->reqid;
+	if (m->op == MP_OP_HELLO && !c->challenged) {
+		if (mp_auth_nonce(c->nonce, sizeof(c->nonce)) < 0)
+			return -EIO;
+		c->challenged = 1;
+		r.op = MP_OP_CHALLENGE;
+		r.data = c->nonce;
+		r.datalen = MP_AUTH_NONCE;
+		return send_msg(w, c, &r);
+	}
+	if (m->op != MP_OP_AUTH || !c->challenged) {
+		snprintf(what, sizeof(what),
+			 "%s before authentication", mp_wire_op_name(m->op));
+		bad_input(w, c, "MESSIP-MGR-AUTH", what);
+		return -EACCES;
+	}
+	r.op = MP_OP_AUTH;
+	/* The nonce is spent whatever the outcome: one proof per nonce. */
+	c->challenged = 0;
+	if (m->datalen != MGR_HS_DATA_MAX ||
+	    mp_auth_check(key, MP_AUTH_CLIENT, c->nonce, d, d + MP_AUTH_NONCE,
+			  MP_AUTH_MAC) < 0 ||
+	    mp_auth_proof(key, MP_AUTH_SERVER, c->nonce, d, proof) < 0) {
+		bad_input(w, c, "MESSIP-MGR-AUTH",
+			  "authentication failed (wrong or missing proof)");
+		r.a = EACCES;
+		c->state = MGR_CONN_CLOSING;
+		c->deadline_ns = w->now + 1000000000LL;
+		return send_msg(w, c, &r);
+	}
+	c->authed = 1;
+	/* The HELLO that follows gets a handshake deadline of its own. */
+	c->deadline_ns = 0;
+	r.data = proof;
+	r.datalen = MP_AUTH_MAC;
+	return send_msg(w, c, &r);
+}
+
+/* The access policy for op on name by c's peer: 0 or -EACCES (logged,
+ * rate-limited).  The kernel identity is looked up once, on first use. */
+static int policy_check(struct mgr_worker *w, struct mgr_conn *c,
+			enum mgr_sec_op op, const char *name)
+{
+	if (!mgr_sec_has_policy())
+		return 0;
+	if (!c->ident_done) {
+		mgr_sec_identify(c->fd, &c->ident);
+		c->ident_done = 1;
+	}
+	if (mgr_sec_allowed(&c->ident, op, name) == 0)
+		return 0;
+	if (mgr_ratelimit_take(&w->peer_rl, NULL)) {
+		char who[32] = "unknown identity";
+
+		if (c->ident.known)
+			snprintf(who, sizeof(who), "uid %u", c->ident.uid);
+		mgr_log(MGR_LOG_INFO, "MESSIP-MGR-DENIED",
+			"peer %s (%s, registration %u): %s of channel '%s' "
+			"denied by the access policy",
+			c->peer, who, c->regno,
+			op == MGR_SEC_CREATE ? "create" : "connect", name);
+	}
+	return -EACCES;
+}
+
 /* ---- handlers ------------------------------------------------------------ */
 
 static int on_hello(struct mgr_worker *w, struct mgr_conn *c,
@@ -179,6 +266,8 @@ static int on_ch_create(struct mgr_worker *w, struct mgr_conn *c,
 	uint32_t gen = 0;
 	int slot;
 
+	if (policy_check(w, c, MGR_SEC_CREATE, m->name) < 0)
+		return result(w, c, m->reqid, EACCES, 0, 0);
 	slot = mgr_state_ch_create(w->st, c->reg, m->name, m->a, m->addr, m->u,
 				   &gen);
 	if (slot < 0)
@@ -251,8 +340,11 @@ static int try_connect(struct mgr_worker *w, struct mgr_conn *c,
 static int on_ch_connect(struct mgr_worker *w, struct mgr_conn *c,
 			 const struct mp_wire_msg *m)
 {
-	int rc = try_connect(w, c, m->reqid, m->name);
+	int rc;
 
+	if (policy_check(w, c, MGR_SEC_CONNECT, m->name) < 0)
+		return ch_info(w, c, m->reqid, EACCES, NULL, m->name);
+	rc = try_connect(w, c, m->reqid, m->name);
 	if (rc != 0)
 		return rc < 0 ? rc : 0;
 	if (!(m->flags & MP_WIRE_F_LOCATE) || m->a == 0)
@@ -380,6 +472,8 @@ static int dispatch(struct mgr_worker *w, struct mgr_conn *c,
 {
 	char what[64];
 
+	if (!c->authed)
+		return on_unauthed(w, c, m);
 	if (c->state == MGR_CONN_HANDSHAKE && m->op != MP_OP_HELLO) {
 		snprintf(what, sizeof(what), "first frame is %s, not HELLO",
 			 mp_wire_op_name(m->op));
@@ -442,7 +536,7 @@ static int lookahead_backs(struct mgr_worker *w, struct mgr_conn *c,
 
 int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 {
-	uint32_t max = (uint32_t)w->cfg.max_message_size;
+	uint32_t max;
 	struct mp_wire_msg m;
 	struct mp_wire_hdr h;
 	char what[96];
@@ -450,6 +544,13 @@ int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 
 	while (c->state != MGR_CONN_CLOSING) {
 		size_t avail = mgr_conn_in_avail(c);
+
+		/* Before registration only handshake frames are expected: a
+		 * data frame larger than AUTH is refused on its header.
+		 * (Per frame: the HELLO before it may have registered.) */
+		max = c->state == MGR_CONN_OPEN
+			      ? (uint32_t)w->cfg.max_message_size
+			      : MGR_HS_DATA_MAX;
 
 		if (c->skip) {
 			size_t n = avail < c->skip ? avail : (size_t)c->skip;
@@ -500,8 +601,10 @@ int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 			return rc ? rc : -EPROTO;
 		}
 		/* A whole frame is in: whatever deadline ran (handshake,
-		 * partial frame) is met. */
-		c->deadline_ns = 0;
+		 * partial frame) is met - except the one from accept to a
+		 * proven secret, which no number of frames extends. */
+		if (c->authed)
+			c->deadline_ns = 0;
 		__atomic_add_fetch(&w->st->workers[w->index].requests, 1,
 				   __ATOMIC_RELAXED);
 		{

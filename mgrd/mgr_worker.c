@@ -24,6 +24,7 @@
 #include "mgr_log.h"
 #include "mgr_net.h"
 #include "mgr_proto.h"
+#include "mgr_sec.h"
 #include "mgr_worker.h"
 #include "mp_time.h"
 
@@ -89,6 +90,13 @@ void mgr_worker_unbind(struct mgr_worker *w, struct mgr_conn *c)
 	c->reg = -1;
 }
 
+/* Input c may buffer: a whole request once registered, a handshake frame
+ * before (an unauthenticated peer gets no more memory than that). */
+static size_t in_limit(const struct mgr_worker *w, const struct mgr_conn *c)
+{
+	return c->state == MGR_CONN_OPEN ? w->in_limit : MGR_HS_IN_MAX;
+}
+
 static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
 {
 	uint32_t mask = 0;
@@ -96,7 +104,7 @@ static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
 
 	if (c->state != MGR_CONN_CLOSING &&
 	    mgr_conn_out_pending(c) < MGR_OUT_HIGH &&
-	    mgr_conn_in_avail(c) < w->in_limit)
+	    mgr_conn_in_avail(c) < in_limit(w, c))
 		mask |= EPOLLIN | EPOLLRDHUP;
 	if (want_out)
 		mask |= EPOLLOUT;
@@ -131,6 +139,7 @@ static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 		if (*pp)
 			*pp = c->dirty_next;
 	}
+	mgr_sec_peer_put((unsigned)w->index, c->peer_idx);
 	/* close() removes it from the epoll set. */
 	mgr_conn_free(c);
 	__atomic_sub_fetch(&w->st->workers[w->index].connections, 1,
@@ -139,9 +148,27 @@ static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 
 static void drop(struct mgr_worker *w, struct mgr_conn *c, const char *why)
 {
+	/* A peer that got a challenge and left without answering it had no
+	 * secret (or gave up): a refusal like a wrong proof, logged once. */
+	if (!c->authed && c->challenged &&
+	    mgr_ratelimit_take(&w->peer_rl, NULL))
+		mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-AUTH",
+			"peer %s: left without proving the secret (%s)",
+			c->peer, why);
 	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-CLOSE",
 		"peer %s (registration %u): %s", c->peer, c->regno, why);
 	conn_close(w, c, 1);
+}
+
+/* Close a just-accepted fd because limit `key` is reached (logged,
+ * rate-limited). */
+static void refuse(struct mgr_worker *w, int fd, const char *msgid,
+		   const char *key, int64_t limit, const char *peer)
+{
+	if (mgr_ratelimit_take(&w->accept_rl, NULL))
+		mgr_log(MGR_LOG_WARNING, msgid, "%s (%lld) reached; refusing %s",
+			key, (long long)limit, peer);
+	close(fd);
 }
 
 static void accept_some(struct mgr_worker *w)
@@ -150,7 +177,7 @@ static void accept_some(struct mgr_worker *w)
 		struct epoll_event ev;
 		struct mgr_conn *c;
 		char peer[64];
-		int fd;
+		int fd, pidx;
 
 		fd = mgr_net_accept(w->lfd, peer, sizeof(peer));
 		if (fd == -EAGAIN)
@@ -180,26 +207,33 @@ static void accept_some(struct mgr_worker *w)
 		}
 		if (mgr_state_connections(w->st) >=
 		    (uint64_t)w->cfg.max_connections) {
-			if (mgr_ratelimit_take(&w->accept_rl, NULL))
-				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-MAXCONN",
-					"max_connections (%lld) reached; "
-					"refusing %s",
-					(long long)w->cfg.max_connections,
-					peer);
-			close(fd);
+			refuse(w, fd, "MESSIP-MGR-MAXCONN", "max_connections",
+			       w->cfg.max_connections, peer);
+			continue;
+		}
+		pidx = mgr_sec_peer_take((unsigned)w->index, fd,
+					 w->cfg.max_connections_per_peer);
+		if (pidx == -EUSERS) {
+			refuse(w, fd, "MESSIP-MGR-MAXPEER",
+			       "max_connections_per_peer",
+			       w->cfg.max_connections_per_peer, peer);
 			continue;
 		}
 		c = mgr_conn_new(fd, peer);
 		if (!c) {
+			mgr_sec_peer_put((unsigned)w->index, pidx);
 			close(fd);
 			continue;
 		}
+		c->peer_idx = pidx;
+		c->out_hard = (size_t)w->cfg.max_conn_output;
 		c->deadline_ns =
 			w->now + w->cfg.handshake_timeout_ms * 1000000LL;
 		c->epoll_mask = EPOLLIN | EPOLLRDHUP;
 		ev.events = c->epoll_mask;
 		ev.data.ptr = c;
 		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			mgr_sec_peer_put((unsigned)w->index, pidx);
 			mgr_conn_free(c);
 			continue;
 		}
@@ -217,7 +251,7 @@ static void conn_readable(struct mgr_worker *w, struct mgr_conn *c,
 			  uint32_t events)
 {
 	for (int rounds = 0; rounds < 4; rounds++) {
-		int n = mgr_conn_read(c, w->in_limit);
+		int n = mgr_conn_read(c, in_limit(w, c));
 
 		if (n == -ENOBUFS && (events & (EPOLLHUP | EPOLLERR))) {
 			/* Cannot read further and the socket is dead: it
@@ -379,9 +413,10 @@ static void tick(struct mgr_worker *w)
 					   __ATOMIC_RELAXED);
 			if (mgr_ratelimit_take(&w->peer_rl, NULL))
 				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-HANDSHAKE",
-					"peer %s: no HELLO within %lld ms; "
+					"peer %s: no %s within %lld ms; "
 					"closing",
 					c->peer,
+					c->authed ? "HELLO" : "authentication",
 					(long long)w->cfg.handshake_timeout_ms);
 		} else if (c->state == MGR_CONN_OPEN) {
 			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,

@@ -49,6 +49,8 @@ static const unsigned expect_fields[MP_OP_MAX_] = {
 	[MP_OP_SEND] = MP_WF_A | MP_WF_DATA,
 	[MP_OP_REPLY] = MP_WF_A | MP_WF_DATA,
 	[MP_OP_CANCEL] = 0,
+	[MP_OP_CHALLENGE] = MP_WF_DATA,
+	[MP_OP_AUTH] = MP_WF_A | MP_WF_DATA,
 };
 
 static const char *const expect_names[MP_OP_MAX_] = {
@@ -71,6 +73,8 @@ static const char *const expect_names[MP_OP_MAX_] = {
 	[MP_OP_SEND] = "SEND",
 	[MP_OP_REPLY] = "REPLY",
 	[MP_OP_CANCEL] = "CANCEL",
+	[MP_OP_CHALLENGE] = "CHALLENGE",
+	[MP_OP_AUTH] = "AUTH",
 };
 
 /* Decode from an exact-size heap copy of buf[0..n). */
