@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "messip.h"
+#include "mp_async.h"
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
@@ -202,7 +203,8 @@ void mp_srv_update_wake(struct messip_channel_priv *c)
 	/* Frames the manager sent right behind the answer to a request
 	 * wait in the link's buffer, where the socket no longer reports
 	 * them: they count as something to hand out (receive pumps them). */
-	pending = s->qhead || mp_timer_pending(c) ||
+	pending = s->qhead || s->ncancel_tell || s->rq_head ||
+		  mp_timer_pending(c) ||
 		  (manager_dead(c) && !s->shutdown_told) ||
 		  mp_link_frame_ready(&c->cnx->mgr);
 	if (pending == s->wake_set)
@@ -238,6 +240,7 @@ static int slots_grow(struct messip_channel_priv *c)
 	for (int i = s->nslots; i < n; i++) {
 		ns[i].item = NULL;
 		ns[i].canceled = false;
+		ns[i].cancel_tell = false;
 		ns[i].local = NULL;
 		na[i] = NULL;
 	}
@@ -334,6 +337,13 @@ static void cancel(struct messip_channel_priv *c, struct mp_peer *p,
 		struct mp_item *it = s->slots[i].item;
 
 		if (it && it->peer == p && it->reqid == reqid) {
+			/* The index awaits its reply all the same (the
+			 * program holds it); a channel that asked is told
+			 * by its next receive. */
+			if (!s->slots[i].canceled && s->opt_canceled) {
+				s->slots[i].cancel_tell = true;
+				s->ncancel_tell++;
+			}
 			s->slots[i].canceled = true;
 			return;
 		}
@@ -618,6 +628,28 @@ static void set_result(struct messip_channel_priv *c, const char *id,
 	pub->datalenr = stored;
 }
 
+/* Report a request withdrawn after it was handed out (ncancel_tell > 0):
+ * MESSIP_MSG_CANCELED with its index in *type; the index still awaits
+ * its reply, which will be dropped. */
+static int take_cancel(struct messip_channel_priv *c, int32_t *type,
+		       int *result)
+{
+	struct mp_srv *s = &c->srv;
+
+	for (int i = 0; i < s->nslots; i++) {
+		if (!s->slots[i].cancel_tell)
+			continue;
+		s->slots[i].cancel_tell = false;
+		s->ncancel_tell--;
+		*type = i;
+		set_result(c, s->slots[i].item->peer->id, 0, 0);
+		*result = MESSIP_MSG_CANCELED;
+		return 0;
+	}
+	s->ncancel_tell = 0; /* not reached: the count mirrors the flags */
+	return MP_NOTHING;
+}
+
 /* Hand out the next thing waiting: 0 with *result, MP_NOTHING, -errno. */
 static int take(struct messip_channel_priv *c, int32_t *type,
 		const struct mp_iov_sink *sink, int *result)
@@ -636,6 +668,12 @@ static int take(struct messip_channel_priv *c, int32_t *type,
 		*result = MESSIP_MSG_TIMER;
 		return 0;
 	}
+	if (s->ncancel_tell)
+		return take_cancel(c, type, result);
+	rc = s->rq_head ? mp_async_take(c, type, sink, result)
+			: MP_ASYNC_NOTHING;
+	if (rc != MP_ASYNC_NOTHING)
+		return rc;
 	it = dequeue(s);
 	if (!it)
 		return MP_NOTHING;
@@ -756,6 +794,10 @@ static int take_any(struct messip_channel_priv *c, int32_t *type,
 {
 	int rc;
 
+	if (c->srv.rq_last)
+		mp_async_forget_last(c);
+	if (c->srv.r2s_pending)
+		mp_async_harvest(c);
 	if (!c->local)
 		return take(c, type, sink, result);
 	if (queue_first(c)) {
@@ -820,6 +862,8 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		until = mp_cnx_wake_time(cnx);
 		if (until > deadline)
 			until = deadline;
+		if (c->srv.r2s_pending)
+			until = mp_async_wait_bound(c, until);
 		if (c->local && mp_local_owns_wait(c, &until)) {
 			/* Same-host clients: sleep on the segment's doorbell
 			 * (the helper watches the epoll). */
@@ -854,6 +898,11 @@ static void slot_release(struct messip_channel_priv *c, int index)
 
 	s->slots[index].item = NULL;
 	s->slots[index].canceled = false;
+	if (s->slots[index].cancel_tell) {
+		/* Replied before receive reported it: nothing to say. */
+		s->slots[index].cancel_tell = false;
+		s->ncancel_tell--;
+	}
 	c->pub->receive_allmsg[index] = NULL;
 	item_free(it);
 	p->refs--;
@@ -1067,6 +1116,26 @@ MESSIP_EXPORT int messip_replyv(messip_channel_t *ch, int index, int32_t answer,
 				int msec_timeout)
 {
 	return reply_common(ch, index, answer, iov, iovcnt, msec_timeout);
+}
+
+MESSIP_EXPORT int messip_channel_option(messip_channel_t *ch, int option,
+					int value)
+{
+	struct messip_channel_priv *c = mp_chan_get(ch);
+	int old;
+
+	if (!c || !c->server || option != MESSIP_OPT_CANCELED ||
+	    (value != 0 && value != 1))
+		return mp_fail(-EINVAL);
+	old = c->srv.opt_canceled;
+	c->srv.opt_canceled = value;
+	if (!value) {
+		/* Opted out: withdrawals not yet reported stay unsaid. */
+		for (int i = 0; i < c->srv.nslots; i++)
+			c->srv.slots[i].cancel_tell = false;
+		c->srv.ncancel_tell = 0;
+	}
+	return old;
 }
 
 MESSIP_EXPORT int messip_channel_fd(messip_channel_t *ch)
