@@ -156,6 +156,7 @@ typedef struct messip_request messip_request_t;
 
 /* Channel options (messip_channel_option). */
 #define MESSIP_OPT_CANCELED        1
+#define MESSIP_OPT_GATHER          2
 
 /* A registration with the manager.  Opaque. */
 typedef struct messip_cnx messip_cnx_t;
@@ -402,8 +403,16 @@ messip_request_t *messip_reply_request(messip_channel_t *ch, void **cookie,
 				       int *status);
 
 /*
- * Server: set a channel option; returns its previous value.
- *   MESSIP_OPT_CANCELED (0 or 1, default 0): receive reports a request
+ * Set a channel option; returns its previous value.
+ *   MESSIP_OPT_GATHER (client handle; 0 or 1, default 0): over TCP,
+ *     requests posted with messip_send_async are not written at once but
+ *     gathered, and written together (one system call for many) as soon
+ *     as the handle waits for anything (messip_request_wait,
+ *     messip_send, a ping, the receive of a reply_to channel) or 64 KiB
+ *     are gathered.  For pipelining clients that post a batch, then
+ *     wait: a request posted and never waited for may not reach the
+ *     server.  The same-host path writes nothing and ignores it.
+ *   MESSIP_OPT_CANCELED (server channel; 0 or 1, default 0): receive reports a request
  *     withdrawn by its client after the server received it (the client
  *     timed out in messip_send, or called messip_request_cancel) as
  *     MESSIP_MSG_CANCELED, with the request's index in *type and the
@@ -411,7 +420,8 @@ messip_request_t *messip_reply_request(messip_channel_t *ch, void **cookie,
  *     to it as usual (any answer; it is dropped, messip_reply returns 0)
  *     to free it.  At most one report per index, none once the reply was
  *     made.  Without the option a server never sees MESSIP_MSG_CANCELED.
- * -1 with EINVAL (bad or client handle, unknown option or value).
+ * -1 with EINVAL (bad handle, unknown option or value, an option of the
+ * other side).
  */
 int messip_channel_option(messip_channel_t *ch, int option, int value);
 

@@ -338,7 +338,7 @@ static messip_request_t *post(messip_channel_t *ch, int32_t type,
 				   deadline);
 	} else {
 		rc = mp_cli_post(c, type, iov, iovcnt, (uint32_t)total,
-				 deadline, &q->reqid);
+				 deadline, c->cli.gather, &q->reqid);
 	}
 	if (rc < 0) {
 		free(q);

@@ -28,6 +28,7 @@
 #define MP_DIRECT_MIN	  8192 /* reply buffers read into without a copy */
 #define MP_READ_WAIT_MS	  100  /* longest blocking read of a reply */
 #define MP_READ_WAIT_NS	  ((int64_t)MP_READ_WAIT_MS * 1000000 * 2)
+#define MP_GATHER_MAX	  65536 /* requests gathered for one write at most */
 
 static uint32_t next_reqid(struct mp_cli *k)
 {
@@ -319,10 +320,23 @@ void mp_cli_close(struct messip_channel_priv *c)
 	mp_link_close(&c->cli.link);
 }
 
+/* Write what MESSIP_OPT_GATHER queued, before waiting for anything. */
+static int cli_flush(struct messip_channel_priv *c, int64_t deadline)
+{
+	int rc = mp_link_flush(&c->cli.link, deadline);
+
+	if (rc == -EPIPE) {
+		link_gone(c, NULL);
+		return -ESRCH;
+	}
+	return rc;
+}
+
 int mp_cli_post(struct messip_channel_priv *c, int32_t type,
 		const struct iovec *iov, int iovcnt, uint32_t total,
-		int64_t deadline, uint32_t *reqid)
+		int64_t deadline, bool gather, uint32_t *reqid)
 {
+	struct mp_link *l = &c->cli.link;
 	struct mp_wire_msg m;
 	int rc;
 
@@ -334,7 +348,11 @@ int mp_cli_post(struct messip_channel_priv *c, int32_t type,
 	m.reqid = *reqid = next_reqid(&c->cli);
 	m.a = type;
 	m.datalen = total;
-	rc = mp_link_send(&c->cli.link, &m, iov, iovcnt, deadline);
+	if (gather && !c->cli.connecting &&
+	    l->out_len - l->out_off + total <= MP_GATHER_MAX &&
+	    mp_link_queue(l, &m, iov, iovcnt) == 0)
+		return 0; /* written by the next wait (or a full batch) */
+	rc = mp_link_send(l, &m, iov, iovcnt, deadline);
 	if (rc == -ETIMEDOUT)
 		return rc; /* nothing left: the server never saw it */
 	if (rc < 0) {
@@ -347,8 +365,15 @@ int mp_cli_post(struct messip_channel_priv *c, int32_t type,
 int mp_cli_wait_reply(struct messip_channel_priv *c, uint32_t reqid,
 		      struct mp_wire_msg *m, int64_t deadline)
 {
+	int rc;
+
 	if (c->cli.link.fd < 0)
 		return -ESRCH;
+	if (mp_link_pending_out(&c->cli.link)) {
+		rc = cli_flush(c, deadline);
+		if (rc < 0)
+			return rc;
+	}
 	return cli_wait(c, MP_OP_REPLY, reqid, m, deadline);
 }
 
@@ -363,6 +388,11 @@ int mp_cli_drain(struct messip_channel_priv *c)
 		return -ESRCH;
 	if (c->cli.connecting)
 		return 0;
+	if (mp_link_pending_out(&c->cli.link)) {
+		rc = cli_flush(c, mp_time_now_ns());
+		if (rc == -ESRCH)
+			return rc; /* a partial write goes on next time */
+	}
 	/* reqid 0 is never used: every frame is filed or dropped, and the
 	 * past deadline makes it one look (a zero poll). */
 	rc = cli_wait_loop(c, MP_OP_REPLY, 0, &m, 0, &ws, NULL);
@@ -395,7 +425,7 @@ static int cli_send(struct messip_channel_priv *c, int32_t type,
 	uint32_t reqid;
 	int rc;
 
-	rc = mp_cli_post(c, type, iov, iovcnt, total, deadline, &reqid);
+	rc = mp_cli_post(c, type, iov, iovcnt, total, deadline, false, &reqid);
 	if (rc < 0)
 		return rc;
 	/* A large reply into a plain buffer is read straight into it, when

@@ -62,7 +62,9 @@ int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,
  *
  * mp_cli_post: open the link if needed and send a SEND frame (type, the
  * vector of total bytes) with a fresh *reqid, without waiting for the
- * reply.  0, -ETIMEDOUT (nothing sent), -ESRCH (server gone).
+ * reply; with gather, the frame is only queued on the link (up to 64 KiB
+ * of them) and the next wait writes it.  0, -ETIMEDOUT (nothing sent),
+ * -ESRCH (server gone).
  *
  * mp_cli_wait_reply: wait for the REPLY to reqid (other requests' replies
  * are filed meanwhile, mp_async_stash).  0 with m filled (its data valid
@@ -76,7 +78,7 @@ int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,
  */
 int mp_cli_post(struct messip_channel_priv *c, int32_t type,
 		const struct iovec *iov, int iovcnt, uint32_t total,
-		int64_t deadline, uint32_t *reqid);
+		int64_t deadline, bool gather, uint32_t *reqid);
 int mp_cli_wait_reply(struct messip_channel_priv *c, uint32_t reqid,
 		      struct mp_wire_msg *m, int64_t deadline);
 int mp_cli_drain(struct messip_channel_priv *c);

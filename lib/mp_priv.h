@@ -94,6 +94,7 @@ struct mp_srv {
 	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */
 	bool shutdown_told; /* ESHUTDOWN reported once */
 	struct mp_spin spin; /* busy-poll before epoll_wait sleeps */
+	struct mp_peer *gather; /* its replies are queued, not yet written */
 	bool opt_canceled;   /* MESSIP_OPT_CANCELED: report withdrawals */
 	unsigned ncancel_tell; /* slots with cancel_tell set */
 	/* Return to sender (mp_async.c): requests that reply here. */
@@ -115,6 +116,7 @@ struct mp_cli {
 	int32_t server_regno;
 	uint64_t server_host;
 	struct mp_spin spin; /* busy-poll before waiting for a reply */
+	bool gather; /* MESSIP_OPT_GATHER: posted requests wait for a wait */
 	/* Asynchronous requests posted here (mp_async.c), oldest first. */
 	struct messip_request *reqs, *reqs_tail;
 	unsigned nreqs;

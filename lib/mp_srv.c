@@ -15,6 +15,11 @@
  *     while receive has something to hand out without waiting
  *     (mp_srv_update_wake() is called after anything that changes that);
  *     before, it stays false and the eventfd untouched;
+ *   - replies to a client whose next request already waits at the head
+ *     of the queue are gathered in its link's output (gather) and written
+ *     together when receive moves on to anything else or sleeps: a
+ *     client with many requests in flight gets its replies in a few
+ *     writes, and a reply waits at most until the program's next receive;
  *   - nothing read from a peer is trusted: frames come through the codec,
  *     every field is checked before use, a peer that breaks the protocol
  *     is disconnected (never an assert).
@@ -49,6 +54,7 @@
 #define MP_SLOTS_INIT	16
 #define MP_STEAL_MIN	4096 /* a link buffer taken over, not copied */
 #define MP_NOTHING	INT_MIN
+#define MP_GATHER_MAX	65536 /* replies gathered for one write at most */
 
 struct mp_peer {
 	struct mp_src src; /* MP_SRC_PEER */
@@ -292,6 +298,8 @@ static void peer_free(struct messip_channel_priv *c, struct mp_peer *p)
 static void peer_close(struct messip_channel_priv *c, struct mp_peer *p,
 		       const char *why)
 {
+	if (c->srv.gather == p)
+		c->srv.gather = NULL; /* its output goes with its link */
 	if (!p->closed) {
 		if (why)
 			mp_log(MESSIP_LOG_WARNING, "MESSIP-PEER-DROPPED",
@@ -324,6 +332,32 @@ static int peer_send(struct messip_channel_priv *c, struct mp_peer *p,
 		peer_events(c, p);
 	}
 	return rc;
+}
+
+/* Write the gathered replies (what the socket does not take now is
+ * written on EPOLLOUT). */
+static void gather_flush(struct messip_channel_priv *c)
+{
+	struct mp_peer *p = c->srv.gather;
+	int rc;
+
+	c->srv.gather = NULL;
+	if (!p || p->closed || p->want_out)
+		return;
+	rc = mp_link_flush(&p->link, mp_time_now_ns());
+	if (rc == -EPIPE) {
+		peer_close(c, p, NULL);
+	} else if (rc < 0) {
+		p->want_out = true;
+		peer_events(c, p);
+	}
+}
+
+/* Is p's next request next in the queue (so the program will reply to
+ * it soon)? */
+static bool next_from(const struct mp_srv *s, const struct mp_peer *p)
+{
+	return s->qhead && s->qhead->kind == MP_ITEM_SEND && s->qhead->peer == p;
 }
 
 static void cancel(struct messip_channel_priv *c, struct mp_peer *p,
@@ -668,6 +702,8 @@ static int take(struct messip_channel_priv *c, int32_t *type,
 		*result = MESSIP_MSG_TIMER;
 		return 0;
 	}
+	if (s->gather && !next_from(s, s->gather))
+		gather_flush(c);
 	if (s->ncancel_tell)
 		return take_cancel(c, type, result);
 	rc = s->rq_head ? mp_async_take(c, type, sink, result)
@@ -854,9 +890,12 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 			continue;
 		}
 		pumped = false;
-		/* About to sleep: acknowledge what was handed out, and
-		 * clear a stale wake flag (or epoll would not sleep). */
+		/* About to sleep: acknowledge what was handed out, write
+		 * gathered replies, and clear a stale wake flag (or epoll
+		 * would not sleep). */
 		ack_flush(c);
+		if (c->srv.gather)
+			gather_flush(c);
 		if (c->srv.wake_set)
 			mp_srv_update_wake(c);
 		until = mp_cnx_wake_time(cnx);
@@ -955,7 +994,19 @@ int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,
 		m.reqid = it->reqid;
 		m.a = answer;
 		m.datalen = (uint32_t)total;
-		rc = peer_send(c, p, &m, iov, iovcnt, deadline);
+		rc = -EAGAIN;
+		if (s->gather && s->gather != p)
+			gather_flush(c);
+		/* Its next request is next in the queue: gather (up to
+		 * 64 KiB); the write comes when receive moves on. */
+		if (next_from(s, p) && !p->want_out &&
+		    p->link.out_len - p->link.out_off + total <= MP_GATHER_MAX &&
+		    mp_link_queue(&p->link, &m, iov, iovcnt) == 0) {
+			s->gather = p;
+			rc = 0;
+		}
+		if (rc == -EAGAIN)
+			rc = peer_send(c, p, &m, iov, iovcnt, deadline);
 		if (rc == -ETIMEDOUT)
 			return rc; /* nothing sent: the index stays */
 		if (rc < 0) {
@@ -1001,6 +1052,8 @@ void mp_srv_close(struct messip_channel_priv *c)
 	struct mp_srv *s = &c->srv;
 	struct mp_item *it;
 
+	if (s->gather)
+		gather_flush(c); /* best effort: the replies made count */
 	mp_timer_free_all(c);
 	while ((it = dequeue(s)) != NULL)
 		item_free(it);
@@ -1124,8 +1177,14 @@ MESSIP_EXPORT int messip_channel_option(messip_channel_t *ch, int option,
 	struct messip_channel_priv *c = mp_chan_get(ch);
 	int old;
 
-	if (!c || !c->server || option != MESSIP_OPT_CANCELED ||
-	    (value != 0 && value != 1))
+	if (!c || (value != 0 && value != 1))
+		return mp_fail(-EINVAL);
+	if (option == MESSIP_OPT_GATHER && !c->server) {
+		old = c->cli.gather;
+		c->cli.gather = value;
+		return old;
+	}
+	if (!c->server || option != MESSIP_OPT_CANCELED)
 		return mp_fail(-EINVAL);
 	old = c->srv.opt_canceled;
 	c->srv.opt_canceled = value;

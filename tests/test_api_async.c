@@ -100,6 +100,8 @@ static void server(void *p)
 	CHILD_CHECK(messip_channel_option(ch, MESSIP_OPT_CANCELED, a->opt) ==
 		    0);
 	CHILD_CHECK(messip_channel_option(ch, 99, 1) == -1 && errno == EINVAL);
+	CHILD_CHECK(messip_channel_option(ch, MESSIP_OPT_GATHER, 1) == -1 &&
+		    errno == EINVAL);
 	api_gate_signal(&a->ready);
 	for (;;) {
 		int64_t now = api_now_ms(), next = now + 50;
@@ -358,7 +360,8 @@ static void case_reverse(void)
 	CU_ASSERT_EQUAL(finish(&f).received, N + 2);
 }
 
-/* 64 outstanding at once, collected newest first. */
+/* 64 outstanding at once, collected newest first; the second round with
+ * the posts gathered (MESSIP_OPT_GATHER), the third without again. */
 static void case_64(void)
 {
 	enum { N = 64 };
@@ -368,7 +371,13 @@ static void case_64(void)
 	char in[64];
 
 	start(&f, "64", 0);
+	CU_ASSERT_EQUAL(messip_channel_option(f.ch, MESSIP_OPT_CANCELED, 1),
+			-1);
+	CU_ASSERT_EQUAL(errno, EINVAL);
 	for (int round = 0; round < 3; round++) {
+		CU_ASSERT_EQUAL(messip_channel_option(f.ch, MESSIP_OPT_GATHER,
+						      round == 1),
+				round == 2);
 		for (int i = 0; i < N; i++) {
 			rq[i] = post(&f, T_ECHO, 64, &s[i]);
 			CU_ASSERT_FATAL(rq[i] != NULL);
@@ -401,6 +410,21 @@ static void case_return_to_sender(void)
 	snprintf(name, sizeof(name), "as-mine-%ld-%d", (long)getpid(), cur);
 	mine = messip_channel_create(f.cnx, name, 5000, 0);
 	CU_ASSERT_FATAL(mine != NULL);
+	/* Gathered posts are written by the receive on reply_to too. */
+	messip_channel_option(f.ch, MESSIP_OPT_GATHER, 1);
+	{
+		int32_t v = seq++, type2 = -1;
+		messip_request_t *e = messip_send_async_to(
+			f.ch, T_ECHO, &v, 4, mine, NULL, 5000);
+
+		CU_ASSERT_FATAL(e != NULL);
+		CU_ASSERT_EQUAL(messip_receive(mine, &type2, in, sizeof(in),
+					       5000),
+				MESSIP_MSG_REPLY);
+		CU_ASSERT_EQUAL(type2, v);
+		CU_ASSERT_PTR_EQUAL(messip_reply_request(mine, NULL, NULL), e);
+	}
+	messip_channel_option(f.ch, MESSIP_OPT_GATHER, 0);
 	/* reply_to must be a server channel of the same connection. */
 	CU_ASSERT_PTR_NULL(
 		messip_send_async_to(f.ch, T_ECHO, &s[0], 4, f.ch, NULL, 100));
