@@ -54,6 +54,18 @@ static struct messip_request *req_get(messip_request_t *q)
 	return q && q->magic == MP_REQ_MAGIC ? q : NULL;
 }
 
+/* Put q at the end of the list head..tail. */
+static void append(struct messip_request **head, struct messip_request **tail,
+		   struct messip_request *q)
+{
+	q->next = NULL;
+	if (*tail)
+		(*tail)->next = q;
+	else
+		*head = q;
+	*tail = q;
+}
+
 /* Unlink q from its handle's list (it is on it). */
 static void unlink_req(struct messip_channel_priv *c, struct messip_request *q)
 {
@@ -166,6 +178,24 @@ void mp_async_link_lost(struct messip_channel_priv *c)
 	}
 }
 
+/* Wait for a pending same-host request's reply (deadline 0: one look):
+ * -ETIMEDOUT (still pending), else 0 with its outcome in q->state. */
+static int seg_wait(struct messip_request *q, int64_t deadline)
+{
+	int rc = mp_local_req_wait(q->c, &q->r, deadline);
+
+	if (rc == -ETIMEDOUT)
+		return rc;
+	if (rc < 0) {
+		q->seg = false; /* released */
+		q->state = RQ_FAILED;
+		q->err = rc;
+	} else {
+		q->state = RQ_DONE;
+	}
+	return 0;
+}
+
 /* Move c's finished requests for rt to rt's ready queue. */
 static void move_ready(struct messip_channel_priv *c,
 		       struct messip_channel_priv *rt)
@@ -176,30 +206,15 @@ static void move_ready(struct messip_channel_priv *c,
 		next = q->next;
 		if (q->reply_to != rt)
 			continue;
-		if (q->seg && q->state == RQ_PENDING) {
-			int rc = mp_local_req_wait(c, &q->r, 0);
-
-			if (rc == -ETIMEDOUT)
-				continue;
-			if (rc < 0) {
-				q->seg = false; /* released */
-				q->state = RQ_FAILED;
-				q->err = rc;
-			} else {
-				q->state = RQ_DONE;
-			}
-		}
+		if (q->seg && seg_wait(q, 0) == -ETIMEDOUT)
+			continue;
 		if (q->state == RQ_PENDING)
 			continue;
 		own_reply(q, -ESRCH);
 		unlink_req(c, q);
 		memcpy(q->srv_id, c->pub->remote_id, sizeof(q->srv_id));
 		q->c = NULL;
-		if (rt->srv.rq_tail)
-			rt->srv.rq_tail->next = q;
-		else
-			rt->srv.rq_head = q;
-		rt->srv.rq_tail = q;
+		append(&rt->srv.rq_head, &rt->srv.rq_tail, q);
 	}
 }
 
@@ -349,11 +364,7 @@ static messip_request_t *post(messip_channel_t *ch, int32_t type,
 	q->state = RQ_PENDING;
 	q->reply_to = rt;
 	q->cookie = cookie;
-	if (c->cli.reqs_tail)
-		c->cli.reqs_tail->next = q;
-	else
-		c->cli.reqs = q;
-	c->cli.reqs_tail = q;
+	append(&c->cli.reqs, &c->cli.reqs_tail, q);
 	c->cli.nreqs++;
 	if (rt)
 		rt->srv.r2s_pending++;
@@ -402,16 +413,8 @@ static int req_reply(struct messip_request *q, int64_t deadline,
 	int rc;
 
 	if (q->state == RQ_PENDING && q->seg) {
-		rc = mp_local_req_wait(c, &q->r, deadline);
-		if (rc == -ETIMEDOUT)
-			return rc;
-		if (rc < 0) {
-			q->seg = false; /* released */
-			q->state = RQ_FAILED;
-			q->err = rc;
-		} else {
-			q->state = RQ_DONE;
-		}
+		if (seg_wait(q, deadline) == -ETIMEDOUT)
+			return -ETIMEDOUT;
 	} else if (q->state == RQ_PENDING) {
 		rc = mp_cli_wait_reply(c, q->reqid, &m, deadline);
 		if (rc == -ETIMEDOUT)

@@ -232,6 +232,28 @@ static messip_request_t *post(struct fixture *f, int32_t type, int len,
 	return messip_send_async(f->ch, type, buf, len, 5000);
 }
 
+static void post_n(struct fixture *f, int32_t type, int len,
+		   messip_request_t **rq, int32_t *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		rq[i] = post(f, type, len, &s[i]);
+		CU_ASSERT_FATAL(rq[i] != NULL);
+	}
+}
+
+/* Wait for rq: its answer is s, its reply the len bytes it was sent. */
+static void collect(struct fixture *f, messip_request_t *rq, int32_t s, int len)
+{
+	char in[256];
+	int32_t answer = -1;
+
+	CU_ASSERT_EQUAL(messip_request_wait(rq, &answer, in, sizeof(in), 5000),
+			0);
+	CU_ASSERT_EQUAL(answer, s);
+	CU_ASSERT_EQUAL(f->ch->datalen, len);
+	CU_ASSERT_EQUAL(seq_of(in, f->ch->datalenr), s);
+}
+
 static int32_t sync_send(struct fixture *f, int32_t type)
 {
 	int32_t s = seq++, answer = -1;
@@ -340,23 +362,13 @@ static void case_reverse(void)
 	enum { N = 10 };
 	struct fixture f;
 	messip_request_t *rq[N];
-	int32_t s[N], answer;
-	char in[256];
+	int32_t s[N];
 
 	start(&f, "rev", 0);
-	for (int i = 0; i < N; i++) {
-		rq[i] = post(&f, T_HOLD, 4, &s[i]);
-		CU_ASSERT_FATAL(rq[i] != NULL);
-	}
+	post_n(&f, T_HOLD, 4, rq, s, N);
 	CU_ASSERT_EQUAL(sync_send(&f, T_FLUSH), N);
-	for (int i = 0; i < N; i++) {
-		answer = -1;
-		CU_ASSERT_EQUAL(messip_request_wait(rq[i], &answer, in,
-						    sizeof(in), 5000),
-				0);
-		CU_ASSERT_EQUAL(answer, s[i]);
-		CU_ASSERT_EQUAL(seq_of(in, f.ch->datalenr), s[i]);
-	}
+	for (int i = 0; i < N; i++)
+		collect(&f, rq[i], s[i], 4);
 	CU_ASSERT_EQUAL(finish(&f).received, N + 2);
 }
 
@@ -367,8 +379,7 @@ static void case_64(void)
 	enum { N = 64 };
 	struct fixture f;
 	messip_request_t *rq[N];
-	int32_t s[N], answer;
-	char in[64];
+	int32_t s[N];
 
 	start(&f, "64", 0);
 	CU_ASSERT_EQUAL(messip_channel_option(f.ch, MESSIP_OPT_CANCELED, 1),
@@ -378,19 +389,9 @@ static void case_64(void)
 		CU_ASSERT_EQUAL(messip_channel_option(f.ch, MESSIP_OPT_GATHER,
 						      round == 1),
 				round == 2);
-		for (int i = 0; i < N; i++) {
-			rq[i] = post(&f, T_ECHO, 64, &s[i]);
-			CU_ASSERT_FATAL(rq[i] != NULL);
-		}
-		for (int i = N - 1; i >= 0; i--) {
-			answer = -1;
-			CU_ASSERT_EQUAL(messip_request_wait(rq[i], &answer, in,
-							    sizeof(in), 5000),
-					0);
-			CU_ASSERT_EQUAL(answer, s[i]);
-			CU_ASSERT_EQUAL(f.ch->datalen, 64);
-			CU_ASSERT_EQUAL(seq_of(in, 64), s[i]);
-		}
+		post_n(&f, T_ECHO, 64, rq, s, N);
+		for (int i = N - 1; i >= 0; i--)
+			collect(&f, rq[i], s[i], 64);
 	}
 	CU_ASSERT_EQUAL(finish(&f).received, 3 * N + 1);
 }
