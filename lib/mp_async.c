@@ -26,8 +26,8 @@
 #include "mp_local.h"
 #include "mp_time.h"
 
-#define MP_REQ_MAGIC	  0x6d707271u
-#define MP_R2S_LOOK_NS	  1000000 /* receive looks for replies this often */
+#define MP_REQ_MAGIC   0x6d707271u
+#define MP_R2S_LOOK_NS 1000000 /* receive looks for replies this often */
 
 enum { RQ_PENDING, RQ_DONE, RQ_FAILED };
 
@@ -41,8 +41,8 @@ struct messip_request {
 	int err;		       /* RQ_FAILED: -errno */
 	int32_t answer;		       /* RQ_DONE */
 	uint32_t rlen;
-	void *reply;		       /* heap copy of the reply, or NULL */
-	bool seg;		       /* holds a slot of the segment: r */
+	void *reply; /* heap copy of the reply, or NULL */
+	bool seg;    /* holds a slot of the segment: r */
 	struct mp_chseg_req r;
 	struct messip_channel_priv *reply_to; /* return to sender, or NULL */
 	void *cookie;
@@ -371,19 +371,18 @@ static messip_request_t *post(messip_channel_t *ch, int32_t type,
 	return q;
 }
 
-MESSIP_EXPORT messip_request_t *messip_send_async(messip_channel_t *ch,
-						  int32_t type,
-						  const void *send_buffer,
-						  int send_len,
-						  int msec_timeout)
+MESSIP_EXPORT messip_request_t *
+messip_send_async(messip_channel_t *ch, int32_t type, const void *send_buffer,
+		  int send_len, int msec_timeout)
 {
-	return messip_send_async_to(ch, type, send_buffer, send_len, NULL,
-				    NULL, msec_timeout);
+	return messip_send_async_to(ch, type, send_buffer, send_len, NULL, NULL,
+				    msec_timeout);
 }
 
-MESSIP_EXPORT messip_request_t *
-messip_sendv_async(messip_channel_t *ch, int32_t type, const struct iovec *iov,
-		   int iovcnt, int msec_timeout)
+MESSIP_EXPORT messip_request_t *messip_sendv_async(messip_channel_t *ch,
+						   int32_t type,
+						   const struct iovec *iov,
+						   int iovcnt, int msec_timeout)
 {
 	return post(ch, type, iov, iovcnt, NULL, NULL, msec_timeout);
 }
@@ -501,8 +500,8 @@ MESSIP_EXPORT void *messip_request_cookie(const messip_request_t *req)
 	return req && req->magic == MP_REQ_MAGIC ? req->cookie : NULL;
 }
 
-MESSIP_EXPORT messip_request_t *
-messip_reply_request(messip_channel_t *ch, void **cookie, int *status)
+MESSIP_EXPORT messip_request_t *messip_reply_request(messip_channel_t *ch,
+						     void **cookie, int *status)
 {
 	struct messip_channel_priv *c = mp_chan_get(ch);
 	struct messip_request *q;

@@ -47,8 +47,7 @@
 /* A REPLY on c's link that its current wait does not want: store it in
  * the request it answers.  true if one took it (else it is a late reply
  * and is dropped). */
-bool mp_async_stash(struct messip_channel_priv *c,
-		    const struct mp_wire_msg *m);
+bool mp_async_stash(struct messip_channel_priv *c, const struct mp_wire_msg *m);
 
 /* c's link is gone (or about to be replaced): its pending TCP requests
  * fail with ESRCH. */

@@ -1497,8 +1497,8 @@ static int roundtrip(struct messip_channel_priv *c, struct mp_local *L,
 
 /* Claim a slot and copy the request (total bytes of iov) into it. */
 static int load_req(struct messip_channel_priv *c, struct mp_local *L,
-		    struct mp_chseg_req *r, const struct iovec *iov,
-		    int iovcnt, uint32_t total, int64_t deadline)
+		    struct mp_chseg_req *r, const struct iovec *iov, int iovcnt,
+		    uint32_t total, int64_t deadline)
 {
 	int rc;
 
@@ -1554,7 +1554,7 @@ int mp_local_req_wait(struct messip_channel_priv *c, struct mp_chseg_req *r,
 	int rc;
 
 	if (!L || !L->seg)
-		return -ESRCH; /* not reached: mp_async gives slots back first */
+		return -ESRCH; /* not reached: slots are given back first */
 	if (deadline == 0) {
 		/* A look: no slices, no manager. */
 		rc = mp_chseg_wait(L->seg, r, 0);

@@ -357,7 +357,8 @@ static void gather_flush(struct messip_channel_priv *c)
  * it soon)? */
 static bool next_from(const struct mp_srv *s, const struct mp_peer *p)
 {
-	return s->qhead && s->qhead->kind == MP_ITEM_SEND && s->qhead->peer == p;
+	return s->qhead && s->qhead->kind == MP_ITEM_SEND &&
+	       s->qhead->peer == p;
 }
 
 static void cancel(struct messip_channel_priv *c, struct mp_peer *p,
@@ -1000,7 +1001,8 @@ int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,
 		/* Its next request is next in the queue: gather (up to
 		 * 64 KiB); the write comes when receive moves on. */
 		if (next_from(s, p) && !p->want_out &&
-		    p->link.out_len - p->link.out_off + total <= MP_GATHER_MAX &&
+		    p->link.out_len - p->link.out_off + (size_t)total <
+			    MP_GATHER_MAX &&
 		    mp_link_queue(&p->link, &m, iov, iovcnt) == 0) {
 			s->gather = p;
 			rc = 0;

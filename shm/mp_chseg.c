@@ -1168,8 +1168,7 @@ static int take(mp_chseg_t *seg, uint32_t i, uint32_t w, struct mp_chseg_msg *m)
  * The fields read here only choose the order; take() checks what it
  * takes, and a liar can only reorder its own requests.
  */
-static uint32_t earliest(mp_chseg_t *seg, uint32_t i, uint32_t *wp,
-			 uint32_t n)
+static uint32_t earliest(mp_chseg_t *seg, uint32_t i, uint32_t *wp, uint32_t n)
 {
 	struct mp_chseg_slot *s = slot_ctl(seg, i);
 	uint32_t pid, sender, best = i;

@@ -51,8 +51,8 @@ static void server(const char *name, int gate)
 {
 	static char buf[MSG];
 	messip_cnx_t *cnx = messip_connect(mgr.ref, "bsrv", 5000);
-	messip_channel_t *ch = cnx ? messip_channel_create(cnx, name, 5000, 0)
-				   : NULL;
+	messip_channel_t *ch =
+		cnx ? messip_channel_create(cnx, name, 5000, 0) : NULL;
 	char c = ch ? 'y' : 'n';
 
 	if (write(gate, &c, 1) != 1 || !ch)
@@ -121,9 +121,9 @@ static double async_rate(messip_channel_t *ch)
 		t = now_s();
 	} while (t - t0 < seconds);
 	for (int i = 0; i < window; i++)
-		if (messip_request_wait(q[(head + (unsigned)i) %
-					  (unsigned)window],
-					&answer, in, sizeof(in), 5000) != 0)
+		if (messip_request_wait(
+			    q[(head + (unsigned)i) % (unsigned)window], &answer,
+			    in, sizeof(in), 5000) != 0)
 			return -1;
 	return (double)n / (t - t0);
 }

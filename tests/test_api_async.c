@@ -151,10 +151,10 @@ static void server(void *p)
 			held[nheld].index = r;
 			held[nheld].seq = s;
 			held[nheld].told = false;
-			held[nheld].due = type == T_HOLD
-						  ? 0
-						  : api_now_ms() +
-							    mp_test_rand() % 3;
+			held[nheld].due =
+				type == T_HOLD
+					? 0
+					: api_now_ms() + mp_test_rand() % 3;
 			nheld++;
 			break;
 		case T_BLOCK:
@@ -415,13 +415,13 @@ static void case_return_to_sender(void)
 	messip_channel_option(f.ch, MESSIP_OPT_GATHER, 1);
 	{
 		int32_t v = seq++, type2 = -1;
-		messip_request_t *e = messip_send_async_to(
-			f.ch, T_ECHO, &v, 4, mine, NULL, 5000);
+		messip_request_t *e = messip_send_async_to(f.ch, T_ECHO, &v, 4,
+							   mine, NULL, 5000);
 
 		CU_ASSERT_FATAL(e != NULL);
-		CU_ASSERT_EQUAL(messip_receive(mine, &type2, in, sizeof(in),
-					       5000),
-				MESSIP_MSG_REPLY);
+		CU_ASSERT_EQUAL(
+			messip_receive(mine, &type2, in, sizeof(in), 5000),
+			MESSIP_MSG_REPLY);
 		CU_ASSERT_EQUAL(type2, v);
 		CU_ASSERT_PTR_EQUAL(messip_reply_request(mine, NULL, NULL), e);
 	}
@@ -555,9 +555,9 @@ static void race(int opt)
 		r = messip_request_cancel(rq);
 		CU_ASSERT(r == 0 || r == 1);
 		if (r == 1) {
-			CU_ASSERT_EQUAL(messip_request_wait(rq, &answer, NULL,
-							    0, 5000),
-					0);
+			CU_ASSERT_EQUAL(
+				messip_request_wait(rq, &answer, NULL, 0, 5000),
+				0);
 			CU_ASSERT_EQUAL(answer, s);
 			collected++;
 		} else {
@@ -612,9 +612,8 @@ static void case_server_killed(void)
 	CU_ASSERT_NOT_EQUAL(mp_test_wait(f.pid, 5000), -1);
 	t0 = api_now_ms();
 	for (int i = 0; i < N; i++) {
-		CU_ASSERT_EQUAL(messip_request_wait(rq[i], &answer, NULL, 0,
-						    5000),
-				-1);
+		CU_ASSERT_EQUAL(
+			messip_request_wait(rq[i], &answer, NULL, 0, 5000), -1);
 		CU_ASSERT_EQUAL(errno, ESRCH);
 	}
 	CU_ASSERT(api_now_ms() - t0 < 1000);
@@ -653,7 +652,10 @@ BOTH(case_race_classic)
 BOTH(case_server_killed)
 
 #define ROW(fn, what)                                                          \
-	{"shm: " what, fn##_shm}, { "tcp: " what, fn##_tcp }
+	{"shm: " what, fn##_shm},                                              \
+	{                                                                      \
+		"tcp: " what, fn##_tcp                                         \
+	}
 
 static const struct mp_test_case tests[] = {
 	ROW(case_wait, "wait, truncation, dynamic mode, timeouts, bad args"),
