@@ -405,13 +405,14 @@ messip_request_t *messip_reply_request(messip_channel_t *ch, void **cookie,
 /*
  * Set a channel option; returns its previous value.
  *   MESSIP_OPT_GATHER (client handle; 0 or 1, default 0): over TCP,
- *     requests posted with messip_send_async are not written at once but
- *     gathered, and written together (one system call for many) as soon
- *     as the handle waits for anything (messip_request_wait,
- *     messip_send, a ping, the receive of a reply_to channel) or 64 KiB
- *     are gathered.  For pipelining clients that post a batch, then
- *     wait: a request posted and never waited for may not reach the
- *     server.  The same-host path writes nothing and ignores it.
+ *     requests posted with messip_send_async are not written one by one
+ *     but gathered: each 2 KiB gathered are written together (one
+ *     system call for many small requests), and what is left as soon as
+ *     the handle waits for anything (messip_request_wait, messip_send, a
+ *     ping, the receive of its reply_to channel).  For pipelining
+ *     clients that post a batch, then wait: the last requests posted may
+ *     not reach the server before the client waits.  The same-host path
+ *     writes nothing and ignores the option.
  *   MESSIP_OPT_CANCELED (server channel; 0 or 1, default 0): receive reports a request
  *     withdrawn by its client after the server received it (the client
  *     timed out in messip_send, or called messip_request_cancel) as

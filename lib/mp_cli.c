@@ -29,6 +29,7 @@
 #define MP_READ_WAIT_MS	  100  /* longest blocking read of a reply */
 #define MP_READ_WAIT_NS	  ((int64_t)MP_READ_WAIT_MS * 1000000 * 2)
 #define MP_GATHER_MAX	  65536 /* requests gathered for one write at most */
+#define MP_GATHER_BATCH	  2048	/* ... written as soon as this much is */
 
 static uint32_t next_reqid(struct mp_cli *k)
 {
@@ -350,8 +351,15 @@ int mp_cli_post(struct messip_channel_priv *c, int32_t type,
 	m.datalen = total;
 	if (gather && !c->cli.connecting &&
 	    l->out_len - l->out_off + total <= MP_GATHER_MAX &&
-	    mp_link_queue(l, &m, iov, iovcnt) == 0)
-		return 0; /* written by the next wait (or a full batch) */
+	    mp_link_queue(l, &m, iov, iovcnt) == 0) {
+		/* A batch of MP_GATHER_BATCH bytes leaves at once, so the
+		 * server works on it while more are posted; the rest waits
+		 * for the next wait.  A partial write goes on later. */
+		if (l->out_len - l->out_off >= MP_GATHER_BATCH &&
+		    cli_flush(c, mp_time_now_ns()) == -ESRCH)
+			return -ESRCH;
+		return 0;
+	}
 	rc = mp_link_send(l, &m, iov, iovcnt, deadline);
 	if (rc == -ETIMEDOUT)
 		return rc; /* nothing left: the server never saw it */
