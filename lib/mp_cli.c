@@ -131,11 +131,18 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 		}
 		if (rc > 0)
 			continue;
+		/* Gathered requests (MESSIP_OPT_GATHER) the socket could
+		 * not take yet: write what it takes now, and watch for room
+		 * below, so a wait never stalls its own request. */
+		if (mp_link_pending_out(l) && mp_link_flush(l, 0) == -EPIPE) {
+			link_gone(c, NULL);
+			return -ESRCH;
+		}
 		now = mp_time_now_ns();
 		if (waited && now >= deadline)
 			return -ETIMEDOUT;
 		p[0].fd = l->fd;
-		p[0].events = POLLIN;
+		p[0].events = POLLIN | (mp_link_pending_out(l) ? POLLOUT : 0);
 		if (mp_cnx_fd(cnx) >= 0) {
 			p[1].fd = mp_cnx_fd(cnx);
 			p[1].events = mp_cnx_poll_events(cnx);
@@ -146,7 +153,8 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 			until = deadline;
 		ws->slept = true;
 		if (c->cli.blocking && until - now > MP_READ_WAIT_NS &&
-		    !mp_link_frame_ready(&cnx->mgr)) {
+		    !mp_link_frame_ready(&cnx->mgr) &&
+		    !mp_link_pending_out(l)) {
 			/* Sleep in the read itself (one system call, as a
 			 * blocking read would); the manager link is looked
 			 * at when it times out, every MP_READ_WAIT_MS. */
@@ -377,9 +385,10 @@ int mp_cli_wait_reply(struct messip_channel_priv *c, uint32_t reqid,
 
 	if (c->cli.link.fd < 0)
 		return -ESRCH;
+	/* Gathered requests go first (the wait writes what is left). */
 	if (mp_link_pending_out(&c->cli.link)) {
-		rc = cli_flush(c, deadline);
-		if (rc < 0)
+		rc = cli_flush(c, 0);
+		if (rc == -ESRCH)
 			return rc;
 	}
 	return cli_wait(c, MP_OP_REPLY, reqid, m, deadline);
