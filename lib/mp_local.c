@@ -1555,6 +1555,11 @@ int mp_local_req_wait(struct messip_channel_priv *c, struct mp_chseg_req *r,
 
 	if (!L || !L->seg)
 		return -ESRCH; /* not reached: slots are given back first */
+	if (L->gone) {
+		/* Known dead (another request found out): a reply that
+		 * made it still counts; otherwise at once, no slices. */
+		return mp_chseg_cancel(L->seg, r) == 1 ? 0 : -ESRCH;
+	}
 	if (deadline == 0) {
 		/* A look: no slices, no manager. */
 		rc = mp_chseg_wait(L->seg, r, 0);

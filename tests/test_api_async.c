@@ -444,7 +444,13 @@ static void case_return_to_sender(void)
 	CU_ASSERT_EQUAL(messip_request_wait(rq[0], NULL, NULL, 0, 0), -1);
 	CU_ASSERT_EQUAL(errno, EINVAL);
 	CU_ASSERT_EQUAL(messip_request_cancel(rq[3]), 0);
-	CU_ASSERT_EQUAL(sync_send(&f, T_FLUSH), N - 1);
+	{
+		/* The server may have received it before the withdrawal
+		 * (then its reply is dropped) or not. */
+		int32_t n = sync_send(&f, T_FLUSH);
+
+		CU_ASSERT(n == N - 1 || n == N);
+	}
 	for (int k = 0; k < N - 1; k++) {
 		void *cookie = NULL;
 		int status = -1, i;
