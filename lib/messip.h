@@ -173,6 +173,13 @@ extern "C" {
 
 typedef char messip_id_t[MESSIP_MAXLEN_ID + 1];
 
+/* An asynchronous request (messip_send_async).  Opaque. */
+typedef struct messip_request messip_request_t;
+
+/* Channel options (messip_channel_option). */
+#define MESSIP_OPT_CANCELED        1
+#define MESSIP_OPT_GATHER          2
+
 /* A registration with the manager.  Opaque. */
 typedef struct messip_cnx messip_cnx_t;
 
@@ -261,6 +268,11 @@ int messip_channel_ping(messip_channel_t *ch, int msec_timeout);
  *   MESSIP_MSG_DISCONNECT, MESSIP_MSG_DISMISSED, MESSIP_MSG_DEATH_PROCESS:
  *     remote_id is the client or process concerned (*type is 0);
  *   MESSIP_MSG_TIMEOUT (errno ETIMEDOUT): nothing before the deadline;
+ *   MESSIP_MSG_CANCELED: the client withdrew the request at index *type
+ *     (only with MESSIP_OPT_CANCELED, see messip_channel_option);
+ *   MESSIP_MSG_REPLY: the reply to a request this process posted with
+ *     messip_send_async_to and this channel as reply_to (*type: the
+ *     answer; see messip_reply_request);
  *   -1 with EINVAL (bad or client handle, maxlen < 0, NULL buffer with
  *     maxlen > 0), ENOMEM, or ESHUTDOWN: reported once when the manager
  *     link is given up; receive goes on serving direct clients and
@@ -276,7 +288,9 @@ int messip_receive(messip_channel_t *ch, int32_t *type, void *buffer,
 		   int maxlen, int msec_timeout);
 
 /* Server: reply to index.  0 (also when the client had withdrawn the
- * request after a timeout: the reply is dropped); MESSIP_MSG_TIMEOUT
+ * request -- a timeout, messip_request_cancel -- whether or not receive
+ * reported MESSIP_MSG_CANCELED for it: the reply is dropped, the index
+ * freed); MESSIP_MSG_TIMEOUT
  * (errno ETIMEDOUT: nothing was sent, the index still awaits its reply);
  * -1 with EINVAL (index awaits no reply, bad length), ESRCH (the client
  * is gone: the index is freed, the server carries on), EMSGSIZE. */
@@ -320,6 +334,124 @@ int messip_timer_delete(messip_channel_t *ch, timer_t timer_id);
  * when another registered process ends without disconnecting.
  * 0; -1 with ETIMEDOUT, ESHUTDOWN, EINVAL. */
 int messip_death_notify(messip_cnx_t *cnx, int msec_timeout, int status);
+
+/*
+ * Asynchronous requests (new).  The client's choice: the server receives
+ * and replies as usual and cannot tell.
+ *
+ * messip_send_async posts a request (as messip_send would send it) and
+ * returns at once with a handle, without waiting for the reply; the
+ * timeout bounds the posting only (a link still connecting, or, on the
+ * same-host path, every slot of the server's segment taken: 64 per
+ * channel, shared by its clients).  Many requests may be outstanding on
+ * one handle; the server receives them in the order they were posted and
+ * may reply in any order; each reply is matched to its request by id.
+ * NULL with EINVAL (bad or server handle, bad length), EMSGSIZE,
+ * ETIMEDOUT (not posted), ESRCH (the server is gone), ENOMEM.
+ *
+ * A request belongs to its handle: disconnecting the handle withdraws and
+ * frees its requests (their handles are then invalid), and the rules of
+ * the handle's thread apply (see "Threads" above).  While a client waits
+ * on one request, a send, a ping or another request's wait, replies to
+ * its other requests are read and kept for them.
+ */
+messip_request_t *messip_send_async(messip_channel_t *ch, int32_t type,
+				    const void *send_buffer, int send_len,
+				    int msec_timeout);
+
+/* Vectored variant (at most 62 pieces, as messip_sendv). */
+messip_request_t *messip_sendv_async(messip_channel_t *ch, int32_t type,
+				     const struct iovec *iov, int iovcnt,
+				     int msec_timeout);
+
+/*
+ * Wait for req's reply.  0 with *answer set (answer may be NULL), the
+ * reply stored as messip_send stores it (cut to reply_maxlen; dynamic
+ * mode; ch->datalen and ch->datalenr of req's handle): the request is
+ * done and its handle freed.  MESSIP_MSG_TIMEOUT (errno ETIMEDOUT): not
+ * yet; the request stays outstanding (wait again, or cancel it).  -1
+ * with ESRCH (the server ended or its link broke before replying; the
+ * request is freed), EINVAL (not a request handle, a request made with
+ * messip_send_async_to, bad buffer: nothing happens), ENOMEM, EBADMSG,
+ * EPROTO (freed).
+ */
+int messip_request_wait(messip_request_t *req, int32_t *answer,
+			void *reply_buffer, int reply_maxlen,
+			int msec_timeout);
+
+/*
+ * Withdraw req.  Exactly one of two outcomes, never both:
+ *   0  withdrawn: the handle is freed and no reply will ever be
+ *      delivered for it.  If the server had not received it yet, it
+ *      never will; if it had, its receive reports MESSIP_MSG_CANCELED
+ *      with that index in *type (channels that opted in with
+ *      MESSIP_OPT_CANCELED only), and its reply is dropped (messip_reply
+ *      returns 0).  Over TCP the reply may also have been sent already,
+ *      and is then dropped on arrival.
+ *   1  too late: the reply (or the server's end) is already here;
+ *      collect it with messip_request_wait, which returns at once (for
+ *      messip_send_async_to it is delivered to reply_to as usual).
+ * Never waits.  -1 with EINVAL (not a request handle).
+ */
+int messip_request_cancel(messip_request_t *req);
+
+/*
+ * Return to sender: as messip_send_async, but the reply arrives as a
+ * message on reply_to, a server channel of the same connection as ch (so
+ * one thread serves both): messip_receive(reply_to, ...) returns
+ * MESSIP_MSG_REPLY with *type the server's answer, the reply data in the
+ * buffer (cut, dynamic mode, datalen, datalenr as for any message) and
+ * remote_id the server's id; messip_reply_request then tells which
+ * request it was.  Replies are noticed within about a millisecond while
+ * that receive sleeps.  Such a request cannot be waited for (EINVAL);
+ * it can be withdrawn.  Deleting reply_to drops the replies it had not
+ * handed out and turns its requests still outstanding into ordinary ones
+ * (collect them with messip_request_wait).  Errors as messip_send_async,
+ * EINVAL also for a reply_to that is not a server channel of ch's
+ * connection.
+ */
+messip_request_t *messip_send_async_to(messip_channel_t *ch, int32_t type,
+				       const void *send_buffer, int send_len,
+				       messip_channel_t *reply_to,
+				       void *cookie, int msec_timeout);
+
+/* The cookie given to messip_send_async_to (NULL for other requests or
+ * an invalid handle). */
+void *messip_request_cookie(const messip_request_t *req);
+
+/*
+ * After messip_receive(ch, ...) returned MESSIP_MSG_REPLY: the request it
+ * answers, valid until the next receive on ch (then freed), with its
+ * cookie and *status 0 (a reply) or ESRCH (the server ended or its link
+ * broke first: no data, *type 0).  cookie and status may be NULL.  NULL
+ * with EINVAL when the last receive on ch returned something else.
+ */
+messip_request_t *messip_reply_request(messip_channel_t *ch, void **cookie,
+				       int *status);
+
+/*
+ * Set a channel option; returns its previous value.
+ *   MESSIP_OPT_GATHER (client handle; 0 or 1, default 0): over TCP,
+ *     requests posted with messip_send_async are not written one by one
+ *     but gathered: each 2 KiB gathered are written together (one
+ *     system call for many small requests), and what is left as soon as
+ *     the handle waits for anything (messip_request_wait, messip_send, a
+ *     ping, the receive of its reply_to channel).  For pipelining
+ *     clients that post a batch, then wait: the last requests posted may
+ *     not reach the server before the client waits.  The same-host path
+ *     writes nothing and ignores the option.
+ *   MESSIP_OPT_CANCELED (server channel; 0 or 1, default 0): receive reports a request
+ *     withdrawn by its client after the server received it (the client
+ *     timed out in messip_send, or called messip_request_cancel) as
+ *     MESSIP_MSG_CANCELED, with the request's index in *type and the
+ *     client's id in remote_id.  The index still awaits its reply: reply
+ *     to it as usual (any answer; it is dropped, messip_reply returns 0)
+ *     to free it.  At most one report per index, none once the reply was
+ *     made.  Without the option a server never sees MESSIP_MSG_CANCELED.
+ * -1 with EINVAL (bad handle, unknown option or value, an option of the
+ * other side).
+ */
+int messip_channel_option(messip_channel_t *ch, int option, int value);
 
 /* Vectored variants (new): the message is the concatenation of at most
  * 62 pieces (more: EINVAL); otherwise as send, receive (no dynamic mode)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "messip.h"
+#include "mp_async.h"
 #include "mp_chan.h"
 #include "mp_cli.h"
 #include "mp_cnx.h"
@@ -83,6 +84,7 @@ static struct messip_channel_priv *chan_new(struct messip_cnx *cnx,
 /* Free a handle that is on no list. */
 static void chan_free(struct messip_channel_priv *c)
 {
+	mp_async_chan_gone(c); /* before its segment and link go */
 	mp_local_close(c); /* first: its helper thread uses the epoll */
 	mp_inproc_close(c);
 	if (c->server)

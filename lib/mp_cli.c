@@ -1,10 +1,11 @@
 /*
  * mp_cli — client side of a channel (see mp_cli.h).
  *
- * Invariants: at most one synchronous request of this handle is waited
- * for at a time (the handle is used by one thread at a time), so any
- * REPLY or PONG that is not the awaited one is stale and dropped; once the
- * link is closed (fd -1) it stays closed and every call reports ESRCH.
+ * Invariants: at most one request of this handle is waited for at a time
+ * (the handle is used by one thread at a time); a REPLY that is not the
+ * awaited one belongs to an asynchronous request (filed with it by
+ * mp_async_stash) or is stale and dropped, as is a PONG not awaited; once
+ * the link is closed (fd -1) it stays closed and every call reports ESRCH.
  */
 #include "config.h"
 
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "messip.h"
+#include "mp_async.h"
 #include "mp_chan.h"
 #include "mp_cli.h"
 #include "mp_cnx.h"
@@ -27,6 +29,8 @@
 #define MP_DIRECT_MIN	  8192 /* reply buffers read into without a copy */
 #define MP_READ_WAIT_MS	  100  /* longest blocking read of a reply */
 #define MP_READ_WAIT_NS	  ((int64_t)MP_READ_WAIT_MS * 1000000 * 2)
+#define MP_GATHER_MAX	  65536 /* requests gathered for one write at most */
+#define MP_GATHER_BATCH	  2048	/* ... written as soon as this much is */
 
 static uint32_t next_reqid(struct mp_cli *k)
 {
@@ -101,7 +105,10 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 				link_gone(c, "unexpected frame from server");
 				return -EPROTO;
 			}
-			/* A late reply: its request timed out. */
+			/* Another request's reply, or a late one (its
+			 * request timed out or was withdrawn): dropped. */
+			if (m->op == MP_OP_REPLY && c->cli.nreqs)
+				mp_async_stash(c, m);
 		}
 		if (rc < 0) {
 			link_gone(c, "bad frame from server");
@@ -125,11 +132,18 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 		}
 		if (rc > 0)
 			continue;
+		/* Gathered requests (MESSIP_OPT_GATHER) the socket could
+		 * not take yet: write what it takes now, and watch for room
+		 * below, so a wait never stalls its own request. */
+		if (mp_link_pending_out(l) && mp_link_flush(l, 0) == -EPIPE) {
+			link_gone(c, NULL);
+			return -ESRCH;
+		}
 		now = mp_time_now_ns();
 		if (waited && now >= deadline)
 			return -ETIMEDOUT;
 		p[0].fd = l->fd;
-		p[0].events = POLLIN;
+		p[0].events = POLLIN | (mp_link_pending_out(l) ? POLLOUT : 0);
 		if (mp_cnx_fd(cnx) >= 0) {
 			p[1].fd = mp_cnx_fd(cnx);
 			p[1].events = mp_cnx_poll_events(cnx);
@@ -140,7 +154,8 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 			until = deadline;
 		ws->slept = true;
 		if (c->cli.blocking && until - now > MP_READ_WAIT_NS &&
-		    !mp_link_frame_ready(&cnx->mgr)) {
+		    !mp_link_frame_ready(&cnx->mgr) &&
+		    !mp_link_pending_out(l)) {
 			/* Sleep in the read itself (one system call, as a
 			 * blocking read would); the manager link is looked
 			 * at when it times out, every MP_READ_WAIT_MS. */
@@ -184,6 +199,8 @@ static int cli_wait(struct messip_channel_priv *c, unsigned op, uint32_t reqid,
 
 void mp_cli_defer(struct messip_channel_priv *c)
 {
+	if (c->cli.nreqs)
+		mp_async_link_lost(c); /* their replies went with the link */
 	mp_link_close(&c->cli.link);
 	c->cli.opened = false;
 	c->cli.connecting = false;
@@ -313,6 +330,107 @@ void mp_cli_close(struct messip_channel_priv *c)
 	mp_link_close(&c->cli.link);
 }
 
+/* Write what MESSIP_OPT_GATHER queued, before waiting for anything. */
+static int cli_flush(struct messip_channel_priv *c, int64_t deadline)
+{
+	int rc = mp_link_flush(&c->cli.link, deadline);
+
+	if (rc == -EPIPE) {
+		link_gone(c, NULL);
+		return -ESRCH;
+	}
+	return rc;
+}
+
+int mp_cli_post(struct messip_channel_priv *c, int32_t type,
+		const struct iovec *iov, int iovcnt, uint32_t total,
+		int64_t deadline, bool gather, uint32_t *reqid)
+{
+	struct mp_link *l = &c->cli.link;
+	struct mp_wire_msg m;
+	int rc;
+
+	rc = mp_cli_link(c, deadline);
+	if (rc < 0)
+		return rc;
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_SEND;
+	m.reqid = *reqid = next_reqid(&c->cli);
+	m.a = type;
+	m.datalen = total;
+	if (gather && !c->cli.connecting &&
+	    l->out_len - l->out_off + total <= MP_GATHER_MAX &&
+	    mp_link_queue(l, &m, iov, iovcnt) == 0) {
+		/* A batch of MP_GATHER_BATCH bytes leaves at once, so the
+		 * server works on it while more are posted; the rest waits
+		 * for the next wait.  A partial write goes on later. */
+		if (l->out_len - l->out_off >= MP_GATHER_BATCH &&
+		    cli_flush(c, mp_time_now_ns()) == -ESRCH)
+			return -ESRCH;
+		return 0;
+	}
+	rc = mp_link_send(l, &m, iov, iovcnt, deadline);
+	if (rc == -ETIMEDOUT)
+		return rc; /* nothing left: the server never saw it */
+	if (rc < 0) {
+		link_gone(c, NULL);
+		return -ESRCH;
+	}
+	return 0;
+}
+
+int mp_cli_wait_reply(struct messip_channel_priv *c, uint32_t reqid,
+		      struct mp_wire_msg *m, int64_t deadline)
+{
+	int rc;
+
+	if (c->cli.link.fd < 0)
+		return -ESRCH;
+	/* Gathered requests go first (the wait writes what is left). */
+	if (mp_link_pending_out(&c->cli.link)) {
+		rc = cli_flush(c, 0);
+		if (rc == -ESRCH)
+			return rc;
+	}
+	return cli_wait(c, MP_OP_REPLY, reqid, m, deadline);
+}
+
+int mp_cli_drain(struct messip_channel_priv *c)
+{
+	/* slept: no spin (this is a look, not a wait). */
+	struct mp_spin_wait ws = {0, true, false, true, false};
+	struct mp_wire_msg m;
+	int rc;
+
+	if (c->cli.link.fd < 0)
+		return -ESRCH;
+	if (c->cli.connecting)
+		return 0;
+	if (mp_link_pending_out(&c->cli.link)) {
+		rc = cli_flush(c, mp_time_now_ns());
+		if (rc == -ESRCH)
+			return rc; /* a partial write goes on next time */
+	}
+	/* reqid 0 is never used: every frame is filed or dropped, and the
+	 * past deadline makes it one look (a zero poll). */
+	rc = cli_wait_loop(c, MP_OP_REPLY, 0, &m, 0, &ws, NULL);
+	return rc == -ETIMEDOUT ? 0 : rc;
+}
+
+void mp_cli_cancel(struct messip_channel_priv *c, uint32_t reqid)
+{
+	struct mp_wire_msg m;
+
+	if (c->cli.link.fd < 0)
+		return;
+	c->cli.late_possible = true; /* its reply may be on its way */
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_CANCEL;
+	m.reqid = reqid;
+	if (mp_link_send_msg(&c->cli.link, &m, mp_time_now_ns()) == -EPIPE)
+		link_gone(c, NULL);
+}
+
 static int cli_send(struct messip_channel_priv *c, int32_t type,
 		    const struct iovec *iov, int iovcnt, uint32_t total,
 		    int32_t *answer, const struct mp_iov_sink *sink,
@@ -325,27 +443,16 @@ static int cli_send(struct messip_channel_priv *c, int32_t type,
 	uint32_t reqid;
 	int rc;
 
-	rc = mp_cli_link(c, deadline);
+	rc = mp_cli_post(c, type, iov, iovcnt, total, deadline, false, &reqid);
 	if (rc < 0)
 		return rc;
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_SEND;
-	m.reqid = reqid = next_reqid(&c->cli);
-	m.a = type;
-	m.datalen = total;
-	rc = mp_link_send(&c->cli.link, &m, iov, iovcnt, deadline);
-	if (rc == -ETIMEDOUT)
-		return rc; /* nothing left: the server never saw it */
-	if (rc < 0) {
-		link_gone(c, NULL);
-		return -ESRCH;
-	}
 	/* A large reply into a plain buffer is read straight into it, when
 	 * nothing else can come first: the WELCOME was seen, and no earlier
 	 * request timed out (its late reply could be on its way). */
 	memset(&direct, 0, sizeof(direct));
 	use_direct = !sink->iov && sink->maxlen >= MP_DIRECT_MIN &&
-		     !c->cli.hello_reqid && !c->cli.late_possible;
+		     !c->cli.hello_reqid && !c->cli.late_possible &&
+		     !c->cli.nreqs;
 	if (use_direct) {
 		direct.op = MP_OP_REPLY;
 		direct.reqid = reqid;
@@ -356,13 +463,7 @@ static int cli_send(struct messip_channel_priv *c, int32_t type,
 			   use_direct ? &direct : NULL);
 	if (rc == -ETIMEDOUT) {
 		/* Withdraw it; its reply, if any, is dropped by reqid. */
-		c->cli.late_possible = true;
-		memset(&m, 0, sizeof(m));
-		m.op = MP_OP_CANCEL;
-		m.reqid = reqid;
-		if (mp_link_send_msg(&c->cli.link, &m, mp_time_now_ns()) ==
-		    -EPIPE)
-			link_gone(c, NULL);
+		mp_cli_cancel(c, reqid);
 		return -ETIMEDOUT;
 	}
 	if (rc < 0)

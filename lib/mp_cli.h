@@ -57,6 +57,33 @@ bool mp_cli_usable(struct messip_channel_priv *c);
 int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,
 		socklen_t salen, int64_t deadline);
 
+/*
+ * Asynchronous requests (mp_async.c) over the link.
+ *
+ * mp_cli_post: open the link if needed and send a SEND frame (type, the
+ * vector of total bytes) with a fresh *reqid, without waiting for the
+ * reply; with gather, the frame is only queued on the link (up to 64 KiB
+ * of them) and the next wait writes it.  0, -ETIMEDOUT (nothing sent),
+ * -ESRCH (server gone).
+ *
+ * mp_cli_wait_reply: wait for the REPLY to reqid (other requests' replies
+ * are filed meanwhile, mp_async_stash).  0 with m filled (its data valid
+ * until the next read of the link), -ETIMEDOUT, -ESRCH, -EPROTO.
+ *
+ * mp_cli_drain: read what the link holds now, without waiting, and file
+ * every reply.  0, -ESRCH (the link closed), -EPROTO.
+ *
+ * mp_cli_cancel: tell the server the request reqid is withdrawn (no
+ * answer; its reply, if one comes, is dropped by reqid).
+ */
+int mp_cli_post(struct messip_channel_priv *c, int32_t type,
+		const struct iovec *iov, int iovcnt, uint32_t total,
+		int64_t deadline, bool gather, uint32_t *reqid);
+int mp_cli_wait_reply(struct messip_channel_priv *c, uint32_t reqid,
+		      struct mp_wire_msg *m, int64_t deadline);
+int mp_cli_drain(struct messip_channel_priv *c);
+void mp_cli_cancel(struct messip_channel_priv *c, uint32_t reqid);
+
 /* Say BYE (without waiting) and close the link. */
 void mp_cli_close(struct messip_channel_priv *c);
 

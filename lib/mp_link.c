@@ -4,8 +4,9 @@
  * Invariants:
  *   - in_off <= in_len <= in_cap <= MP_LINK_FRAME_MAX(max_data);
  *   - bytes [in_off, in_len) are received but not yet decoded;
- *   - out != NULL exactly while a committed frame's tail is unsent, and
- *     then every new frame waits behind it.
+ *   - out != NULL exactly while committed bytes are unsent (a frame's
+ *     tail, frames queued by mp_link_queue), and then every new frame
+ *     waits behind them; out_off <= out_len <= out_cap.
  */
 #include "config.h"
 
@@ -319,7 +320,7 @@ static int stash(struct mp_link *l, const struct iovec *iov, int cnt,
 	}
 	l->out = p;
 	l->out_off = 0;
-	l->out_len = left;
+	l->out_len = l->out_cap = left;
 	return 0;
 }
 
@@ -376,7 +377,57 @@ int mp_link_flush(struct mp_link *l, int64_t deadline)
 	}
 	free(l->out);
 	l->out = NULL;
-	l->out_off = l->out_len = 0;
+	l->out_off = l->out_len = l->out_cap = 0;
+	return 0;
+}
+
+int mp_link_queue(struct mp_link *l, const struct mp_wire_msg *m,
+		  const struct iovec *iov, int iovcnt)
+{
+	uint8_t head[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	size_t total, need, pos;
+	int rc;
+
+	if (l->fd < 0)
+		return -EPIPE;
+	if (iovcnt < 0 || iovcnt > MP_LINK_IOV_MAX - 1)
+		return -EINVAL;
+	rc = mp_wire_encode_head(m, head, sizeof(head));
+	if (rc < 0)
+		return rc;
+	total = (size_t)rc;
+	for (int k = 0; k < iovcnt; k++)
+		total += iov[k].iov_len;
+	if (total - (size_t)rc != m->datalen)
+		return -EINVAL;
+	if (l->out_off) {
+		/* Written already: make room at the front. */
+		memmove(l->out, l->out + l->out_off, l->out_len - l->out_off);
+		l->out_len -= l->out_off;
+		l->out_off = 0;
+	}
+	need = l->out_len + total;
+	if (need > l->out_cap) {
+		size_t cap = l->out_cap ? l->out_cap * 2 : MP_LINK_INIT_CAP;
+		uint8_t *p;
+
+		while (cap < need)
+			cap *= 2;
+		p = realloc(l->out, cap);
+		if (!p)
+			return -ENOMEM;
+		l->out = p;
+		l->out_cap = cap;
+	}
+	pos = l->out_len;
+	memcpy(l->out + pos, head, (size_t)rc);
+	pos += (size_t)rc;
+	for (int k = 0; k < iovcnt; k++) {
+		if (iov[k].iov_len)
+			memcpy(l->out + pos, iov[k].iov_base, iov[k].iov_len);
+		pos += iov[k].iov_len;
+	}
+	l->out_len = pos;
 	return 0;
 }
 

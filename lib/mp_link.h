@@ -36,9 +36,11 @@ struct mp_link {
 	size_t in_cap;
 	size_t in_off; /* first unconsumed byte */
 	size_t in_len; /* bytes held */
-	uint8_t *out;  /* unsent tail of a committed frame */
+	uint8_t *out;  /* unsent tail of a committed frame, then queued
+			  frames (mp_link_queue) */
 	size_t out_off;
 	size_t out_len;
+	size_t out_cap;
 	uint32_t max_data; /* largest data field accepted */
 	size_t in_hint;	   /* capacity to start a new input buffer with */
 };
@@ -119,6 +121,14 @@ static inline bool mp_link_has_input(const struct mp_link *l)
  */
 int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
 		 const struct iovec *iov, int iovcnt, int64_t deadline);
+
+/*
+ * Commit a frame as mp_link_send() does, but write nothing yet: it waits
+ * behind whatever is unsent for the next send or mp_link_flush(), so that
+ * several frames leave in one system call.  0, -EPIPE, -EINVAL, -ENOMEM.
+ */
+int mp_link_queue(struct mp_link *l, const struct mp_wire_msg *m,
+		  const struct iovec *iov, int iovcnt);
 
 /* Shorthand for frames without data. */
 int mp_link_send_msg(struct mp_link *l, const struct mp_wire_msg *m,

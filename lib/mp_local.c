@@ -593,7 +593,10 @@ int mp_local_srv_open(struct messip_channel_priv *c, int32_t maxbuf)
 	if (!L->seg)
 		return -ENOMEM;
 	memset(&cfg, 0, sizeof(cfg));
-	cfg.nslots = 16;
+	/* Every slot the segment can have: a client with asynchronous
+	 * requests holds one per request (tmpfs pages are only allocated
+	 * for the slots ever used). */
+	cfg.nslots = MP_CHSEG_MAX_SLOTS;
 	cfg.max_msg = MESSIP_MAX_MSGLEN;
 	cfg.ring_records =
 		maxbuf > 0 ? (uint32_t)(maxbuf > RING_MAX ? RING_MAX : maxbuf)
@@ -837,7 +840,16 @@ static int take_slot(struct messip_channel_priv *c, struct mp_local *L,
 			return deliver(c, L, (int)m.slot, type, sink, result);
 		case MP_CHSEG_CANCELED:
 			/* Withdrawn after we took it: the reply will be
-			 * dropped by mp_chseg_reply (-ECANCELED). */
+			 * dropped by mp_chseg_reply (-ECANCELED).  The index
+			 * awaits that reply all the same; a channel that
+			 * asked is told which one. */
+			h = held_of(L, &m);
+			if (h && c->srv.opt_canceled) {
+				*type = h->index;
+				set_result(c, h->id, sizeof(h->id), 0, 0);
+				*result = MESSIP_MSG_CANCELED;
+				return 0;
+			}
 			break;
 		case MP_CHSEG_GONE:
 			h = held_of(L, &m);
@@ -1394,13 +1406,15 @@ static uint64_t next_reqid(struct mp_local *L)
 	return L->reqid;
 }
 
-/* Wait for r's reply in slices; withdraw it at the deadline. */
-static int await_reply(struct messip_channel_priv *c, struct mp_local *L,
-		       struct mp_chseg_req *r, int64_t deadline)
+/* Wait for r's reply in slices, servicing the manager link between
+ * them: as mp_chseg_wait; *dead when -ETIMEDOUT came from a dead
+ * server (r still pending). */
+static int wait_slices(struct messip_channel_priv *c, struct mp_local *L,
+		       struct mp_chseg_req *r, int64_t deadline, bool *dead)
 {
-	bool dead = false;
 	int rc;
 
+	*dead = false;
 	for (;;) {
 		/* Until the next pump is due (cli_tick just saw to it, so
 		 * this needs no clock read). */
@@ -1410,16 +1424,25 @@ static int await_reply(struct messip_channel_priv *c, struct mp_local *L,
 			end = deadline;
 		rc = mp_chseg_wait(L->seg, r, end);
 		if (rc != -ETIMEDOUT || end == deadline)
-			break;
+			return rc;
 		/* Our slices are shorter than mp_chseg's own liveness
 		 * slices, which therefore never end: check here. */
 		if (!mp_chseg_server_alive(L->seg)) {
-			dead = true;
-			break;
+			*dead = true;
+			return rc;
 		}
 		mp_cnx_pump(c->cnx);
 		L->last_pump = coarse_ns();
 	}
+}
+
+/* Wait for r's reply in slices; withdraw it at the deadline. */
+static int await_reply(struct messip_channel_priv *c, struct mp_local *L,
+		       struct mp_chseg_req *r, int64_t deadline)
+{
+	bool dead;
+	int rc = wait_slices(c, L, r, deadline, &dead);
+
 	if (rc == -ETIMEDOUT) {
 		/* Still pending (mp_chseg_wait released r on any other
 		 * error): withdraw it. */
@@ -1478,13 +1501,11 @@ static int roundtrip(struct messip_channel_priv *c, struct mp_local *L,
 	return 0;
 }
 
-int mp_local_send(struct messip_channel_priv *c, int32_t type,
-		  const struct iovec *iov, int iovcnt, uint32_t total,
-		  int32_t *answer, const struct mp_iov_sink *sink,
-		  int64_t deadline)
+/* Claim a slot and copy the request (total bytes of iov) into it. */
+static int load_req(struct messip_channel_priv *c, struct mp_local *L,
+		    struct mp_chseg_req *r, const struct iovec *iov, int iovcnt,
+		    uint32_t total, int64_t deadline)
 {
-	struct mp_local *L = c->local;
-	struct mp_chseg_req r;
 	int rc;
 
 	end_view(L);
@@ -1493,15 +1514,90 @@ int mp_local_send(struct messip_channel_priv *c, int32_t type,
 	if (total > L->seg->max_msg)
 		return -EMSGSIZE;
 	cli_tick(c, L, coarse_ns());
-	rc = mp_chseg_loan(L->seg, &r, deadline);
+	rc = mp_chseg_loan(L->seg, r, deadline);
 	if (rc < 0)
 		return cli_err(L, rc);
 	if (iovcnt == 1)
-		memcpy(r.buf, iov[0].iov_base, total);
+		memcpy(r->buf, iov[0].iov_base, total);
 	else
-		gather(r.buf, iov, iovcnt);
+		gather(r->buf, iov, iovcnt);
+	return 0;
+}
+
+int mp_local_send(struct messip_channel_priv *c, int32_t type,
+		  const struct iovec *iov, int iovcnt, uint32_t total,
+		  int32_t *answer, const struct mp_iov_sink *sink,
+		  int64_t deadline)
+{
+	struct mp_local *L = c->local;
+	struct mp_chseg_req r;
+	int rc = load_req(c, L, &r, iov, iovcnt, total, deadline);
+
+	if (rc < 0)
+		return rc;
 	return roundtrip(c, L, &r, type, total, answer, sink, NULL, NULL,
 			 deadline);
+}
+
+int mp_local_post(struct messip_channel_priv *c, int32_t type,
+		  const struct iovec *iov, int iovcnt, uint32_t total,
+		  struct mp_chseg_req *r, int64_t deadline)
+{
+	struct mp_local *L = c->local;
+	int rc = load_req(c, L, r, iov, iovcnt, total, deadline);
+
+	if (rc < 0)
+		return rc;
+	rc = mp_chseg_send(L->seg, r, type, next_reqid(L), total);
+	return rc < 0 ? cli_err(L, rc) : 0;
+}
+
+int mp_local_req_wait(struct messip_channel_priv *c, struct mp_chseg_req *r,
+		      int64_t deadline)
+{
+	struct mp_local *L = c->local;
+	bool dead;
+	int rc;
+
+	if (!L || !L->seg)
+		return -ESRCH; /* not reached: slots are given back first */
+	if (L->gone) {
+		/* Known dead (another request found out): a reply that
+		 * made it still counts; otherwise at once, no slices. */
+		return mp_chseg_cancel(L->seg, r) == 1 ? 0 : -ESRCH;
+	}
+	if (deadline == 0) {
+		/* A look: no slices, no manager. */
+		rc = mp_chseg_wait(L->seg, r, 0);
+	} else {
+		cli_tick(c, L, coarse_ns());
+		rc = wait_slices(c, L, r, deadline, &dead);
+		if (rc == -ETIMEDOUT && dead) {
+			/* Gone: free the slot (a withdrawal the server
+			 * will never see), then report it. */
+			if (mp_chseg_cancel(L->seg, r) == 1)
+				return 0;
+			rc = -ESRCH;
+		}
+	}
+	return cli_err(L, rc);
+}
+
+int mp_local_req_cancel(struct messip_channel_priv *c, struct mp_chseg_req *r)
+{
+	struct mp_local *L = c->local;
+	int rc;
+
+	if (!L || !L->seg)
+		return 0; /* not reached: nothing left to withdraw */
+	rc = mp_chseg_cancel(L->seg, r);
+	return rc < 0 ? cli_err(L, rc) : rc;
+}
+
+void mp_local_req_done(struct messip_channel_priv *c, struct mp_chseg_req *r)
+{
+	if (c->local && c->local->seg)
+		mp_chseg_done(c->local->seg, r);
 }
 
 int mp_local_ping(struct messip_channel_priv *c, int64_t deadline)

@@ -178,6 +178,33 @@ int mp_local_send(struct messip_channel_priv *c, int32_t type,
 		  int32_t *answer, const struct mp_iov_sink *sink,
 		  int64_t deadline);
 
+/*
+ * Asynchronous requests (mp_async.c): each holds a slot of the segment
+ * from posting to collection.
+ *
+ * mp_local_post: claim a slot (waiting up to deadline for one), copy the
+ * request in and publish it.  0 (r holds it), -ETIMEDOUT (no slot),
+ * -ESRCH, -EMSGSIZE, -EBADMSG.
+ *
+ * mp_local_req_wait: wait for r's reply (deadline 0: one look).  0 (r
+ * holds the reply: r->answer, r->rlen, r->rdata, until
+ * mp_local_req_done), -ETIMEDOUT (still pending), -ESRCH (server gone),
+ * -EBADMSG; on those two r is released.
+ *
+ * mp_local_req_cancel: withdraw r.  0 (withdrawn, released), 1 (too
+ * late: r holds the reply, as after mp_local_req_wait), -EBADMSG.
+ *
+ * mp_local_req_done: release r after its reply was read.
+ */
+struct mp_chseg_req;
+int mp_local_post(struct messip_channel_priv *c, int32_t type,
+		  const struct iovec *iov, int iovcnt, uint32_t total,
+		  struct mp_chseg_req *r, int64_t deadline);
+int mp_local_req_wait(struct messip_channel_priv *c, struct mp_chseg_req *r,
+		      int64_t deadline);
+int mp_local_req_cancel(struct messip_channel_priv *c, struct mp_chseg_req *r);
+void mp_local_req_done(struct messip_channel_priv *c, struct mp_chseg_req *r);
+
 /* Ping through a slot: 0, -ETIMEDOUT, -ESRCH, -EBADMSG. */
 int mp_local_ping(struct messip_channel_priv *c, int64_t deadline);
 

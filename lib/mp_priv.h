@@ -61,11 +61,14 @@ struct mp_local;      /* the same-host fast path (mp_local.c) */
 struct mp_local_held; /* a same-host request awaiting its reply */
 struct mp_inproc;      /* the in-process path (mp_inproc.c) */
 struct mp_inproc_req;  /* an in-process request */
+struct messip_request; /* an asynchronous request (mp_async.c) */
 
 /* A receive index: the request handed to the program, until its reply. */
 struct mp_slot {
 	struct mp_item *item; /* NULL: free (unless local is set) */
 	bool canceled;	      /* the client withdrew it: drop the reply */
+	bool cancel_tell;     /* ... and receive has yet to report it
+				 (MESSIP_OPT_CANCELED) */
 	struct mp_local_held *local; /* a same-host request instead */
 	struct mp_inproc_req *inproc; /* an in-process request instead */
 };
@@ -95,6 +98,13 @@ struct mp_srv {
 	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */
 	bool shutdown_told; /* ESHUTDOWN reported once */
 	struct mp_spin spin; /* busy-poll before epoll_wait sleeps */
+	struct mp_peer *gather; /* its replies are queued, not yet written */
+	bool opt_canceled;   /* MESSIP_OPT_CANCELED: report withdrawals */
+	unsigned ncancel_tell; /* slots with cancel_tell set */
+	/* Return to sender (mp_async.c): requests that reply here. */
+	unsigned r2s_pending; /* posted, not yet in the ready queue */
+	struct messip_request *rq_head, *rq_tail; /* ready to hand out */
+	struct messip_request *rq_last; /* handed out by the last receive */
 };
 
 /* Client side of a channel (mp_cli.c). */
@@ -110,6 +120,10 @@ struct mp_cli {
 	int32_t server_regno;
 	uint64_t server_host;
 	struct mp_spin spin; /* busy-poll before waiting for a reply */
+	bool gather; /* MESSIP_OPT_GATHER: posted requests wait for a wait */
+	/* Asynchronous requests posted here (mp_async.c), oldest first. */
+	struct messip_request *reqs, *reqs_tail;
+	unsigned nreqs;
 };
 
 struct messip_channel_priv {

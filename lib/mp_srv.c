@@ -15,6 +15,11 @@
  *     while receive has something to hand out without waiting
  *     (mp_srv_update_wake() is called after anything that changes that);
  *     before, it stays false and the eventfd untouched;
+ *   - replies to a client whose next request already waits at the head
+ *     of the queue are gathered in its link's output (gather) and written
+ *     together when receive moves on to anything else or sleeps: a
+ *     client with many requests in flight gets its replies in a few
+ *     writes, and a reply waits at most until the program's next receive;
  *   - nothing read from a peer is trusted: frames come through the codec,
  *     every field is checked before use, a peer that breaks the protocol
  *     is disconnected (never an assert).
@@ -31,6 +36,7 @@
 #include <unistd.h>
 
 #include "messip.h"
+#include "mp_async.h"
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
@@ -49,6 +55,7 @@
 #define MP_SLOTS_INIT	16
 #define MP_STEAL_MIN	4096 /* a link buffer taken over, not copied */
 #define MP_NOTHING	INT_MIN
+#define MP_GATHER_MAX	65536 /* replies gathered for one write at most */
 
 struct mp_peer {
 	struct mp_src src; /* MP_SRC_PEER */
@@ -203,7 +210,8 @@ void mp_srv_update_wake(struct messip_channel_priv *c)
 	/* Frames the manager sent right behind the answer to a request
 	 * wait in the link's buffer, where the socket no longer reports
 	 * them: they count as something to hand out (receive pumps them). */
-	pending = s->qhead || mp_timer_pending(c) ||
+	pending = s->qhead || s->ncancel_tell || s->rq_head ||
+		  mp_timer_pending(c) ||
 		  (manager_dead(c) && !s->shutdown_told) ||
 		  mp_link_frame_ready(&c->cnx->mgr);
 	if (pending == s->wake_set)
@@ -239,6 +247,7 @@ static int slots_grow(struct messip_channel_priv *c)
 	for (int i = s->nslots; i < n; i++) {
 		ns[i].item = NULL;
 		ns[i].canceled = false;
+		ns[i].cancel_tell = false;
 		ns[i].local = NULL;
 		ns[i].inproc = NULL;
 		na[i] = NULL;
@@ -292,6 +301,8 @@ static void peer_free(struct messip_channel_priv *c, struct mp_peer *p)
 static void peer_close(struct messip_channel_priv *c, struct mp_peer *p,
 		       const char *why)
 {
+	if (c->srv.gather == p)
+		c->srv.gather = NULL; /* its output goes with its link */
 	if (!p->closed) {
 		if (why)
 			mp_log(MESSIP_LOG_WARNING, "MESSIP-PEER-DROPPED",
@@ -326,6 +337,33 @@ static int peer_send(struct messip_channel_priv *c, struct mp_peer *p,
 	return rc;
 }
 
+/* Write the gathered replies (what the socket does not take now is
+ * written on EPOLLOUT). */
+static void gather_flush(struct messip_channel_priv *c)
+{
+	struct mp_peer *p = c->srv.gather;
+	int rc;
+
+	c->srv.gather = NULL;
+	if (!p || p->closed || p->want_out)
+		return;
+	rc = mp_link_flush(&p->link, mp_time_now_ns());
+	if (rc == -EPIPE) {
+		peer_close(c, p, NULL);
+	} else if (rc < 0) {
+		p->want_out = true;
+		peer_events(c, p);
+	}
+}
+
+/* Is p's next request next in the queue (so the program will reply to
+ * it soon)? */
+static bool next_from(const struct mp_srv *s, const struct mp_peer *p)
+{
+	return s->qhead && s->qhead->kind == MP_ITEM_SEND &&
+	       s->qhead->peer == p;
+}
+
 static void cancel(struct messip_channel_priv *c, struct mp_peer *p,
 		   uint32_t reqid)
 {
@@ -337,6 +375,13 @@ static void cancel(struct messip_channel_priv *c, struct mp_peer *p,
 		struct mp_item *it = s->slots[i].item;
 
 		if (it && it->peer == p && it->reqid == reqid) {
+			/* The index awaits its reply all the same (the
+			 * program holds it); a channel that asked is told
+			 * by its next receive. */
+			if (!s->slots[i].canceled && s->opt_canceled) {
+				s->slots[i].cancel_tell = true;
+				s->ncancel_tell++;
+			}
 			s->slots[i].canceled = true;
 			return;
 		}
@@ -621,6 +666,28 @@ static void set_result(struct messip_channel_priv *c, const char *id,
 	pub->datalenr = stored;
 }
 
+/* Report a request withdrawn after it was handed out (ncancel_tell > 0):
+ * MESSIP_MSG_CANCELED with its index in *type; the index still awaits
+ * its reply, which will be dropped. */
+static int take_cancel(struct messip_channel_priv *c, int32_t *type,
+		       int *result)
+{
+	struct mp_srv *s = &c->srv;
+
+	for (int i = 0; i < s->nslots; i++) {
+		if (!s->slots[i].cancel_tell)
+			continue;
+		s->slots[i].cancel_tell = false;
+		s->ncancel_tell--;
+		*type = i;
+		set_result(c, s->slots[i].item->peer->id, 0, 0);
+		*result = MESSIP_MSG_CANCELED;
+		return 0;
+	}
+	s->ncancel_tell = 0; /* not reached: the count mirrors the flags */
+	return MP_NOTHING;
+}
+
 /* Hand out the next thing waiting: 0 with *result, MP_NOTHING, -errno. */
 static int take(struct messip_channel_priv *c, int32_t *type,
 		const struct mp_iov_sink *sink, int *result)
@@ -639,6 +706,14 @@ static int take(struct messip_channel_priv *c, int32_t *type,
 		*result = MESSIP_MSG_TIMER;
 		return 0;
 	}
+	if (s->gather && !next_from(s, s->gather))
+		gather_flush(c);
+	if (s->ncancel_tell)
+		return take_cancel(c, type, result);
+	rc = s->rq_head ? mp_async_take(c, type, sink, result)
+			: MP_ASYNC_NOTHING;
+	if (rc != MP_ASYNC_NOTHING)
+		return rc;
 	it = dequeue(s);
 	if (!it)
 		return MP_NOTHING;
@@ -759,6 +834,10 @@ static int take_other(struct messip_channel_priv *c, int32_t *type,
 {
 	int rc;
 
+	if (c->srv.rq_last)
+		mp_async_forget_last(c);
+	if (c->srv.r2s_pending)
+		mp_async_harvest(c);
 	if (!c->local)
 		return take(c, type, sink, result);
 	if (queue_first(c)) {
@@ -844,14 +923,19 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 			continue;
 		}
 		pumped = false;
-		/* About to sleep: acknowledge what was handed out, and
-		 * clear a stale wake flag (or epoll would not sleep). */
+		/* About to sleep: acknowledge what was handed out, write
+		 * gathered replies, and clear a stale wake flag (or epoll
+		 * would not sleep). */
 		ack_flush(c);
+		if (c->srv.gather)
+			gather_flush(c);
 		if (c->srv.wake_set)
 			mp_srv_update_wake(c);
 		until = mp_cnx_wake_time(cnx);
 		if (until > deadline)
 			until = deadline;
+		if (c->srv.r2s_pending)
+			until = mp_async_wait_bound(c, until);
 		if (c->inproc && mp_inproc_idle(c, until)) {
 			waited = true; /* in-process work came meanwhile */
 			continue;
@@ -890,6 +974,11 @@ static void slot_release(struct messip_channel_priv *c, int index)
 
 	s->slots[index].item = NULL;
 	s->slots[index].canceled = false;
+	if (s->slots[index].cancel_tell) {
+		/* Replied before receive reported it: nothing to say. */
+		s->slots[index].cancel_tell = false;
+		s->ncancel_tell--;
+	}
 	c->pub->receive_allmsg[index] = NULL;
 	item_free(it);
 	p->refs--;
@@ -946,7 +1035,20 @@ int mp_srv_reply(struct messip_channel_priv *c, int index, int32_t answer,
 		m.reqid = it->reqid;
 		m.a = answer;
 		m.datalen = (uint32_t)total;
-		rc = peer_send(c, p, &m, iov, iovcnt, deadline);
+		rc = -EAGAIN;
+		if (s->gather && s->gather != p)
+			gather_flush(c);
+		/* Its next request is next in the queue: gather (up to
+		 * 64 KiB); the write comes when receive moves on. */
+		if (next_from(s, p) && !p->want_out &&
+		    p->link.out_len - p->link.out_off + (size_t)total <
+			    MP_GATHER_MAX &&
+		    mp_link_queue(&p->link, &m, iov, iovcnt) == 0) {
+			s->gather = p;
+			rc = 0;
+		}
+		if (rc == -EAGAIN)
+			rc = peer_send(c, p, &m, iov, iovcnt, deadline);
 		if (rc == -ETIMEDOUT)
 			return rc; /* nothing sent: the index stays */
 		if (rc < 0) {
@@ -992,6 +1094,8 @@ void mp_srv_close(struct messip_channel_priv *c)
 	struct mp_srv *s = &c->srv;
 	struct mp_item *it;
 
+	if (s->gather)
+		gather_flush(c); /* best effort: the replies made count */
 	mp_timer_free_all(c);
 	while ((it = dequeue(s)) != NULL)
 		item_free(it);
@@ -1110,6 +1214,32 @@ MESSIP_EXPORT int messip_replyv(messip_channel_t *ch, int index, int32_t answer,
 				int msec_timeout)
 {
 	return reply_common(ch, index, answer, iov, iovcnt, msec_timeout);
+}
+
+MESSIP_EXPORT int messip_channel_option(messip_channel_t *ch, int option,
+					int value)
+{
+	struct messip_channel_priv *c = mp_chan_get(ch);
+	int old;
+
+	if (!c || (value != 0 && value != 1))
+		return mp_fail(-EINVAL);
+	if (option == MESSIP_OPT_GATHER && !c->server) {
+		old = c->cli.gather;
+		c->cli.gather = value;
+		return old;
+	}
+	if (!c->server || option != MESSIP_OPT_CANCELED)
+		return mp_fail(-EINVAL);
+	old = c->srv.opt_canceled;
+	c->srv.opt_canceled = value;
+	if (!value) {
+		/* Opted out: withdrawals not yet reported stay unsaid. */
+		for (int i = 0; i < c->srv.nslots; i++)
+			c->srv.slots[i].cancel_tell = false;
+		c->srv.ncancel_tell = 0;
+	}
+	return old;
 }
 
 MESSIP_EXPORT int messip_channel_fd(messip_channel_t *ch)

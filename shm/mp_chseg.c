@@ -1156,6 +1156,52 @@ static int take(mp_chseg_t *seg, uint32_t i, uint32_t w, struct mp_chseg_msg *m)
 	return 1;
 }
 
+/*
+ * Slot i (word *wp, a REQ we have not taken) is the first the scan found;
+ * an earlier request of the same client may sit in another slot, since a
+ * client with several requests out claims whatever slot is free.  Each
+ * client's requests are taken in the order it published them: return the
+ * untaken REQ with the same pid and sender and the lowest request id
+ * (compared modulo 2^63: the top bit marks pings), *wp its word.  Every
+ * slot is loaded again after *wp was, so a request the client published
+ * before i's is seen (it publishes in order, with release; we acquire).
+ * The fields read here only choose the order; take() checks what it
+ * takes, and a liar can only reorder its own requests.
+ */
+static uint32_t earliest(mp_chseg_t *seg, uint32_t i, uint32_t *wp, uint32_t n)
+{
+	struct mp_chseg_slot *s = slot_ctl(seg, i);
+	uint32_t pid, sender, best = i;
+	uint64_t low;
+
+	if (n < 2)
+		return i;
+	pid = ld(&s->pid);
+	sender = ld(&s->sender);
+	low = __atomic_load_n(&s->reqid, __ATOMIC_RELAXED);
+	for (uint32_t j = 0; j < n; j++) {
+		uint32_t w;
+		uint64_t q;
+
+		if (j == i)
+			continue;
+		s = slot_ctl(seg, j);
+		w = ld_acq(&s->state);
+		if (!word_ok(w) || (w & ST_MASK) != ST_REQ ||
+		    held_as(seg, j, w, HS_HELD) || held_as(seg, j, w, HS_GONE))
+			continue;
+		if (ld(&s->pid) != pid || ld(&s->sender) != sender)
+			continue;
+		q = __atomic_load_n(&s->reqid, __ATOMIC_RELAXED);
+		if ((int64_t)((q - low) << 1) < 0) {
+			low = q;
+			best = j;
+			*wp = w;
+		}
+	}
+	return best;
+}
+
 static int evq_pop(mp_chseg_t *seg, struct mp_chseg_msg *m)
 {
 	struct mp_chseg_ev *e;
@@ -1209,8 +1255,9 @@ int mp_chseg_next(mp_chseg_t *seg, struct mp_chseg_msg *m)
 				if (held_as(seg, i, w, HS_HELD) ||
 				    held_as(seg, i, w, HS_GONE))
 					break;
-				rc = take(seg, i, w, m);
 				seg->scan_from = i + 1;
+				i = earliest(seg, i, &w, n);
+				rc = take(seg, i, w, m);
 				if (rc < 0) {
 					memset(m, 0, sizeof(*m));
 					m->slot = i;

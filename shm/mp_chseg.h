@@ -496,7 +496,9 @@ struct mp_chseg_msg {
 /*
  * Next event, without waiting: queued events first (reaped clients), then
  * a scan of the slots that were ever claimed (below hiwater),
- * round-robin.  Each event is reported once.  Returns 1 (*m filled), 0
+ * round-robin among clients; one client's requests (same pid and sender)
+ * are taken in request-id order, whatever slots they sit in, so a client
+ * with several requests out has them served in the order it sent them.  Each event is reported once.  Returns 1 (*m filled), 0
  * (nothing), or -EBADMSG (slot m->slot held an impossible word or
  * request; it was reset and its client, if waiting, told; call again for
  * the others).
