@@ -386,8 +386,16 @@ int mp_cli_wait_reply(struct messip_channel_priv *c, uint32_t reqid,
 
 	if (c->cli.link.fd < 0)
 		return -ESRCH;
-	/* Gathered requests go first (the wait writes what is left). */
+	/* Gathered requests go first (the wait writes what is left) -
+	 * unless the reply is already here: one look without waiting (past
+	 * deadline, no spin) lets a window of requests keep gathering while
+	 * replies come back in batches. */
 	if (mp_link_pending_out(&c->cli.link)) {
+		struct mp_spin_wait ws = {0, true, false, true, false};
+
+		rc = cli_wait_loop(c, MP_OP_REPLY, reqid, m, 0, &ws, NULL);
+		if (rc != -ETIMEDOUT)
+			return rc;
 		rc = cli_flush(c, 0);
 		if (rc == -ESRCH)
 			return rc;
