@@ -41,6 +41,15 @@
 #define CONF_FILE	 "/etc/messip"
 #define MP_CNX_MAX_ADDRS 8 /* addresses of the manager tried */
 
+/* Pipelined buffered sends (see "Pipelined buffered sends" below). */
+#define PIPE_MAX_FRAMES	 1024	      /* unanswered BSENDs at most */
+#define PIPE_MAX_BYTES	 (512 * 1024) /* their encoded bytes at most */
+#define PIPE_FLUSH_BYTES (32 * 1024)  /* write once this much is waiting */
+#define PIPE_LONE_NS	 200000	      /* a send after this long is lone */
+#define PIPE_HOLD_NS	 1000000      /* oldest unwritten frame's limit */
+
+static void pipe_drop(struct messip_cnx *cnx, const char *why);
+
 static int64_t ms_ns(int64_t ms)
 {
 	return ms * 1000000;
@@ -162,6 +171,7 @@ static bool check_grace(struct messip_cnx *cnx, int64_t now)
 		return false;
 	close_link(cnx);
 	cnx->state = MP_CNX_DEAD;
+	pipe_drop(cnx, "manager unreachable");
 	mp_log(MESSIP_LOG_ERROR, "MESSIP-MGR-GONE",
 	       "manager %s unreachable for %d ms, registration %d lost",
 	       cnx->where, MP_RESUME_GRACE_MS, (int)cnx->regno);
@@ -218,6 +228,276 @@ static void take_welcome(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	cnx->regno = m->b;
 	cnx->token = m->u;
 	cnx->host_token = strtoull(m->addr, NULL, 10);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pipelined buffered sends.                                           */
+/*
+ * A BSEND within the pipeline's limits is encoded into cnx->pipe and the
+ * call returns at once; the frame stays there until its RESULT (or a
+ * later one: the manager answers in order and may answer a run of
+ * pipelined BSENDs with one RESULT, for the last) says it is in the ring.
+ * The frames carry c = -1 (wait forever): the manager parks them while
+ * the ring is full and never drops one, so a frame sent is a message
+ * queued, and a message the library still holds is sent again, with its
+ * reqid, after a resume (the manager drops those it queued already).  The
+ * limits (PIPE_MAX_FRAMES, PIPE_MAX_BYTES) are what makes a sender wait
+ * for a full ring: past them a send waits for answers, up to its
+ * deadline, and then fails with ETIMEDOUT without sending anything.
+ *
+ * Only a stream is pipelined: a send that comes PIPE_LONE_NS or more
+ * after the previous one of this connection is lone, and waits for its
+ * RESULT as before (mp_cnx_rpc): it costs one round trip, which a lone
+ * message can afford, and it learns at once of a broken link.
+ *
+ * Coalescing: frames are written in batches, when PIPE_FLUSH_BYTES are
+ * waiting or when the oldest unwritten frame waited PIPE_HOLD_NS (both
+ * checked by every send); every other library call on the connection
+ * writes them first (mp_cnx_pump, mp_cnx_rpc, waits), so the tail of a
+ * burst waits at most until the program's next messip call.
+ */
+
+static bool pipe_has_unwritten(const struct mp_pipe *p)
+{
+	return p->wr < p->len;
+}
+
+/* Hand the unwritten frames to the link without waiting (a part the
+ * socket cannot take now is kept by the link and goes first later).
+ * 0, -EAGAIN (the socket took nothing), -EPIPE. */
+static int pipe_write(struct messip_cnx *cnx)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	int rc;
+
+	if (!pipe_has_unwritten(p) || cnx->state != MP_CNX_UP || cnx->rereg ||
+	    cnx->in_rereg)
+		return 0;
+	rc = mp_link_send_raw(&cnx->mgr, p->buf + p->wr, p->len - p->wr,
+			      mp_time_now_ns());
+	if (rc == -ETIMEDOUT)
+		return -EAGAIN;
+	if (rc < 0)
+		return rc;
+	p->wr = p->len;
+	return 0;
+}
+
+/* Forget every held frame (the registration they belonged to is gone). */
+static void pipe_drop(struct messip_cnx *cnx, const char *why)
+{
+	struct mp_pipe *p = &cnx->pipe;
+
+	if (p->nfr)
+		mp_log(MESSIP_LOG_ERROR, "MESSIP-BSEND-LOST",
+		       "%u buffered messages not confirmed by manager %s "
+		       "dropped: %s",
+		       p->nfr, cnx->where, why);
+	p->off = p->wr = p->len = 0;
+	p->fhead = p->nfr = 0;
+	p->queued = -1;
+}
+
+/* RESULT m answers a pipelined BSEND: it and every older one are done.
+ * Returns false when m's reqid is not one of the pipeline's. */
+static bool pipe_answer(struct messip_cnx *cnx, const struct mp_wire_msg *m)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	uint32_t first, last;
+	unsigned n = 0;
+
+	if (!p->nfr || m->op != MP_OP_RESULT)
+		return false;
+	first = p->fr[p->fhead].reqid;
+	last = p->fr[(p->fhead + p->nfr - 1) % PIPE_MAX_FRAMES].reqid;
+	/* Serial comparison: reqids wrap. */
+	if ((int32_t)(m->reqid - first) < 0 || (int32_t)(m->reqid - last) > 0)
+		return false;
+	while (n < p->nfr &&
+	       (int32_t)(p->fr[(p->fhead + n) % PIPE_MAX_FRAMES].reqid -
+			 m->reqid) <= 0)
+		n++;
+	p->off = p->fr[(p->fhead + n - 1) % PIPE_MAX_FRAMES].end;
+	if (p->wr < p->off)
+		p->wr = p->off; /* cannot be: answered before written */
+	p->fhead = (p->fhead + n) % PIPE_MAX_FRAMES;
+	p->nfr -= n;
+	if (!p->nfr)
+		p->off = p->wr = p->len = 0;
+	if (m->c > 0)
+		p->mgr_max = (uint32_t)m->c;
+	if (m->a == 0) {
+		p->queued = m->b < 0 ? 0 : m->b;
+	} else {
+		/* Only a channel that vanished (ESRCH) or a refusal the
+		 * checks before sending cannot foresee gets here. */
+		mp_log(m->a == ESRCH ? MESSIP_LOG_INFO : MESSIP_LOG_ERROR,
+		       "MESSIP-BSEND-REFUSED",
+		       "buffered message (request %u) refused by manager "
+		       "%s: %s",
+		       m->reqid, cnx->where, strerror(-peer_status(m->a)));
+		p->queued = -1;
+	}
+	return true;
+}
+
+/* Make room for n more bytes at the end of buf.  0 or -ENOMEM. */
+static int pipe_room(struct mp_pipe *p, size_t n)
+{
+	uint8_t *b;
+	size_t cap;
+
+	if (p->off && (p->off == p->len || p->cap - p->len < n)) {
+		/* Slide the held frames to the front. */
+		memmove(p->buf, p->buf + p->off, p->len - p->off);
+		for (unsigned i = 0; i < p->nfr; i++)
+			p->fr[(p->fhead + i) % PIPE_MAX_FRAMES].end -=
+				(uint32_t)p->off;
+		p->len -= p->off;
+		p->wr -= p->off;
+		p->off = 0;
+	}
+	if (!p->fr) {
+		p->fr = calloc(PIPE_MAX_FRAMES, sizeof(*p->fr));
+		if (!p->fr)
+			return -ENOMEM;
+	}
+	if (p->cap - p->len >= n)
+		return 0;
+	cap = p->cap ? p->cap : 64 * 1024;
+	while (cap - p->len < n)
+		cap *= 2;
+	b = realloc(p->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	p->buf = b;
+	p->cap = cap;
+	return 0;
+}
+
+bool mp_cnx_can_pipe(const struct messip_cnx *cnx, uint32_t len)
+{
+	return cnx->state == MP_CNX_UP && !cnx->rereg && !cnx->in_rereg &&
+	       len < cnx->pipe.mgr_max &&
+	       mp_time_now_ns() - cnx->pipe.last_ns < PIPE_LONE_NS;
+}
+
+void mp_cnx_bsend_answered(struct messip_cnx *cnx,
+			   const struct mp_wire_msg *ans)
+{
+	if (ans->c > 0)
+		cnx->pipe.mgr_max = (uint32_t)ans->c;
+	cnx->pipe.last_ns = mp_time_now_ns();
+	if (ans->a == 0 && !cnx->pipe.nfr)
+		cnx->pipe.queued = ans->b < 0 ? 0 : ans->b;
+}
+
+/* Read and dispatch what the manager sent, waiting until deadline for
+ * something to come.  0, -ETIMEDOUT, -ESHUTDOWN. */
+static int pipe_wait_answers(struct messip_cnx *cnx, int64_t deadline)
+{
+	int rc;
+
+	if (cnx->state != MP_CNX_UP) {
+		rc = mp_cnx_wait_up(cnx, deadline);
+		return rc;
+	}
+	mp_cnx_pump(cnx);
+	if (cnx->state != MP_CNX_UP || cnx->pipe.nfr < PIPE_MAX_FRAMES)
+		return 0;
+	if (mp_time_now_ns() >= deadline)
+		return -ETIMEDOUT;
+	rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
+	if (rc < 0)
+		return 0; /* the next pump sees the broken link */
+	return 0;
+}
+
+int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
+		 const void *data, uint32_t len, int64_t deadline)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	struct mp_wire_msg m;
+	int64_t now;
+	int32_t before;
+	size_t need;
+	int hl, rc;
+
+	/* Past the limits: wait for answers (the ring is full, or the
+	 * manager is slow), up to the deadline; nothing is sent then. */
+	while (p->nfr >= PIPE_MAX_FRAMES ||
+	       p->len - p->off + len + 64 > PIPE_MAX_BYTES) {
+		if (pipe_write(cnx) == -EPIPE)
+			link_lost(cnx, "write error");
+		if (mp_time_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		rc = pipe_wait_answers(cnx, deadline);
+		if (rc < 0 && rc != -ETIMEDOUT)
+			return rc;
+		if (!mp_cnx_can_pipe(cnx, len))
+			return -EAGAIN; /* the caller takes the slow path */
+		if (!p->nfr)
+			break;
+		if (rc == -ETIMEDOUT && p->nfr >= PIPE_MAX_FRAMES)
+			return -ETIMEDOUT;
+	}
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_BSEND;
+	m.flags = MP_WIRE_F_PIPE;
+	m.reqid = mp_cnx_reqid(cnx);
+	m.b = handle;
+	m.a = type;
+	m.c = -1;
+	m.datalen = len;
+	need = MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX + len;
+	rc = pipe_room(p, need);
+	if (rc < 0)
+		return rc;
+	hl = mp_wire_encode_head(&m, p->buf + p->len, p->cap - p->len);
+	if (hl < 0)
+		return hl;
+	if (len)
+		memcpy(p->buf + p->len + hl, data, len);
+	now = mp_time_now_ns();
+	if (!pipe_has_unwritten(p))
+		p->unwritten_ns = now;
+	p->len += (size_t)hl + len;
+	p->fr[(p->fhead + p->nfr) % PIPE_MAX_FRAMES].reqid = m.reqid;
+	p->fr[(p->fhead + p->nfr) % PIPE_MAX_FRAMES].end = (uint32_t)p->len;
+	/* What the library knows: the count the last answer gave, that
+	 * message itself, and every one sent since (an upper bound: the
+	 * server may have taken some meanwhile). */
+	before = p->queued < 0 ? (int32_t)p->nfr
+			       : p->queued + 1 + (int32_t)p->nfr;
+	p->nfr++;
+	if (p->len - p->wr >= PIPE_FLUSH_BYTES ||
+	    now - p->unwritten_ns >= PIPE_HOLD_NS) {
+		if (pipe_write(cnx) == -EPIPE)
+			link_lost(cnx, "write error"); /* re-sent on resume */
+	}
+	p->last_ns = now;
+	if (cnx->state != MP_CNX_UP) {
+		/* The link broke under the write: resume now, as a waiting
+		 * send would, so that the message goes out within this call
+		 * when the manager is back in time (resumed() and
+		 * reregister() write the held frames).  Past the deadline it
+		 * stays held and goes with the next resume. */
+		rc = mp_cnx_wait_up(cnx, deadline);
+		if (rc == -ESHUTDOWN)
+			return rc;
+	}
+	return before;
+}
+
+int mp_cnx_flush(struct messip_cnx *cnx)
+{
+	int rc = pipe_write(cnx);
+
+	if (rc == -EPIPE) {
+		link_lost(cnx, "write error");
+		return 0;
+	}
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -348,6 +628,8 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 			return -EPIPE;
 		return 0;
 	default:
+		if (pipe_answer(cnx, m))
+			return 0;
 		if (is_answer(m->op)) {
 			/* Late answer to a request that timed out. */
 			mp_log(MESSIP_LOG_DEBUG, "MESSIP-LATE-ANSWER",
@@ -519,6 +801,8 @@ static void reregister(struct messip_cnx *cnx)
 	cnx->rereg = false;
 out:
 	cnx->in_rereg = false;
+	if (!cnx->rereg && pipe_write(cnx) == -EPIPE)
+		link_lost(cnx, "write error");
 }
 
 /* ------------------------------------------------------------------ */
@@ -560,13 +844,23 @@ static void resumed(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	cnx->state = MP_CNX_UP;
 	sync_watch(cnx);
 	if (fresh) {
-		/* Every handle belongs to the old registration. */
+		/* Every handle belongs to the old registration.  The
+		 * unconfirmed buffered sends go again once the channels are
+		 * declared again (reregister), as a waiting BSEND would. */
+		cnx->pipe.wr = cnx->pipe.off;
 		cnx->epoch++;
 		cnx->rereg = true;
 		mp_log(MESSIP_LOG_WARNING, "MESSIP-MGR-NEWREG",
 		       "manager %s: new registration %d", cnx->where,
 		       (int)cnx->regno);
 	} else {
+		/* Unconfirmed buffered sends go again, first, with their
+		 * reqids: the manager drops those it queued already. */
+		cnx->pipe.wr = cnx->pipe.off;
+		if (pipe_write(cnx) == -EPIPE) {
+			link_lost(cnx, "write error");
+			return;
+		}
 		for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
 			if (c->server)
 				mp_srv_link_restored(c, false);
@@ -626,6 +920,10 @@ static void pump_up(struct messip_cnx *cnx)
 
 	if (mp_link_pending_out(&cnx->mgr) &&
 	    mp_link_flush(&cnx->mgr, mp_time_now_ns()) == -EPIPE) {
+		link_lost(cnx, "write error");
+		return;
+	}
+	if (pipe_write(cnx) == -EPIPE) {
 		link_lost(cnx, "write error");
 		return;
 	}
@@ -738,6 +1036,20 @@ int mp_cnx_rpc(struct messip_cnx *cnx, struct mp_wire_msg *req,
 			if (rc < 0)
 				return rc;
 			sent = false; /* re-send on the resumed link */
+		}
+		if (!sent && pipe_has_unwritten(&cnx->pipe)) {
+			/* Pipelined BSENDs go before this request. */
+			rc = mp_link_send_raw(&cnx->mgr,
+					      cnx->pipe.buf + cnx->pipe.wr,
+					      cnx->pipe.len - cnx->pipe.wr,
+					      late);
+			if (rc == -EPIPE) {
+				link_lost(cnx, "write error");
+				continue;
+			}
+			if (rc < 0)
+				return rc;
+			cnx->pipe.wr = cnx->pipe.len;
 		}
 		if (!sent) {
 			rc = mp_link_send(&cnx->mgr, req, iov, iovcnt, late);
@@ -898,6 +1210,7 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 		return mp_fail_ptr(-ENOMEM);
 	cnx->magic = MP_CNX_MAGIC;
 	cnx->src.kind = MP_SRC_MGR;
+	cnx->pipe.queued = -1;
 	mp_link_init(&cnx->mgr, -1, MP_MAX_DATA);
 	if (id)
 		snprintf(cnx->id, sizeof(cnx->id), "%s", id);
@@ -942,6 +1255,8 @@ MESSIP_EXPORT int messip_disconnect(messip_cnx_t *handle, int msec_timeout)
 	while (cnx->chans)
 		mp_chan_destroy(cnx->chans); /* unlinks itself */
 	close_link(cnx);
+	free(cnx->pipe.buf);
+	free(cnx->pipe.fr);
 	cnx->magic = 0;
 	free(cnx);
 	return 0;

@@ -433,6 +433,41 @@ int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
 	}
 }
 
+int mp_link_send_raw(struct mp_link *l, const void *p, size_t n,
+		     int64_t deadline)
+{
+	struct iovec v = {(void *)p, n}, orig = v;
+	size_t done = 0;
+	int rc;
+
+	if (l->fd < 0)
+		return -EPIPE;
+	rc = mp_link_flush(l, deadline);
+	if (rc < 0)
+		return rc;
+	while (done < n) {
+		ssize_t k = send_some(l->fd, &v, 1);
+
+		if (k < 0)
+			return -EPIPE;
+		done += (size_t)k;
+		v.iov_base = (uint8_t *)v.iov_base + k;
+		v.iov_len -= (size_t)k;
+		if (k > 0)
+			continue;
+		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
+		if (rc < 0 || (rc > 0 && (rc & (POLLERR | POLLNVAL))))
+			return -EPIPE;
+		if (rc == 0) {
+			if (done == 0)
+				return -ETIMEDOUT;
+			/* Part of a frame is out: commit the rest. */
+			return stash(l, &orig, 1, done, n);
+		}
+	}
+	return 0;
+}
+
 int mp_link_send_msg(struct mp_link *l, const struct mp_wire_msg *m,
 		     int64_t deadline)
 {

@@ -123,6 +123,30 @@ struct messip_channel_priv {
 	struct mp_local *local; /* fast path / zero-copy state, or NULL */
 };
 
+/*
+ * Pipelined buffered sends of a manager connection (mp_cnx.c): BSEND
+ * frames sent without waiting for their RESULT, kept encoded until it
+ * comes (so they can be sent again after a resume) and coalesced before
+ * they are written.  buf[off, len) holds them oldest first; [off, wr) was
+ * handed to the link, [wr, len) not yet.  fr[] holds, oldest first from
+ * fhead, each frame's reqid and the offset in buf just after it.
+ */
+struct mp_pipe_frame {
+	uint32_t reqid;
+	uint32_t end;
+};
+
+struct mp_pipe {
+	uint8_t *buf;
+	size_t cap, off, wr, len;
+	struct mp_pipe_frame *fr;
+	unsigned fhead, nfr;
+	int32_t queued;	    /* RESULT b of the last BSEND answered, -1 */
+	uint32_t mgr_max;   /* manager's max_message_size + 1; 0 unknown */
+	int64_t last_ns;    /* time of the last pipelined send */
+	int64_t unwritten_ns; /* when the oldest unwritten frame was queued */
+};
+
 enum mp_cnx_state {
 	MP_CNX_UP,	   /* link established and registered */
 	MP_CNX_DOWN,	   /* link lost; next attempt at next_try */
@@ -163,6 +187,7 @@ struct messip_cnx {
 	bool rereg; /* a new registration must re-declare */
 	bool in_rereg;
 	struct mp_spin spin; /* busy-poll before waiting for an answer */
+	struct mp_pipe pipe; /* BSENDs sent and not yet answered */
 	struct messip_channel_priv *chans;
 };
 

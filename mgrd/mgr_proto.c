@@ -284,6 +284,22 @@ static int on_ch_disconnect(struct mgr_worker *w, struct mgr_conn *c,
 	return result(w, c, m->reqid, -rc, 0, 0);
 }
 
+/* RESULT of a BSEND: c = max_message_size + 1, so that 0 (an older
+ * manager) means "unknown" to the library. */
+static int bsend_result(struct mgr_worker *w, struct mgr_conn *c,
+			uint32_t reqid, int32_t status, int32_t b)
+{
+	struct mp_wire_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_RESULT;
+	m.reqid = reqid;
+	m.a = status;
+	m.b = b;
+	m.c = (int32_t)w->cfg.max_message_size + 1;
+	return send_msg(w, c, &m);
+}
+
 static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		    const struct mp_wire_msg *m)
 {
@@ -297,7 +313,7 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		i = mgr_conn_link_find(c, slot);
 		if (i < 0) {
 			unpark(w, c);
-			return result(w, c, m->reqid, EACCES, 0, 0);
+			return bsend_result(w, c, m->reqid, EACCES, 0);
 		}
 		gen = c->links[i].gen;
 	}
@@ -320,11 +336,16 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		}
 	}
 	unpark(w, c);
+	/* A run of pipelined BSENDs is answered by the RESULT of its last
+	 * one (the library takes it for all): one frame, not one each.
+	 * c tells the library which sizes it may pipeline. */
+	if (rc >= 0 && (m->flags & MP_WIRE_F_PIPE) && w->pipe_more)
+		return 0;
 	if (rc >= 0)
-		return result(w, c, m->reqid, 0, rc, 0);
+		return bsend_result(w, c, m->reqid, 0, rc);
 	if (rc == -ENOTRECOVERABLE || rc == -EINVAL)
 		rc = -EIO;
-	return result(w, c, m->reqid, -rc, 0, 0);
+	return bsend_result(w, c, m->reqid, -rc, 0);
 }
 
 static int on_back(struct mgr_worker *w, struct mgr_conn *c,
@@ -440,6 +461,20 @@ static int lookahead_backs(struct mgr_worker *w, struct mgr_conn *c,
 	}
 }
 
+/* Is the frame at offset off of c's input a whole pipelined BSEND? */
+static int next_is_pipe(const struct mgr_conn *c, size_t off, uint32_t max)
+{
+	size_t avail = mgr_conn_in_avail(c);
+	struct mp_wire_hdr h;
+
+	if (avail - off < MP_WIRE_HDR_SIZE ||
+	    mp_wire_decode_hdr(mgr_conn_in_ptr(c) + off, avail - off, max,
+			       &h) <= 0)
+		return 0;
+	return h.op == MP_OP_BSEND && (h.flags & MP_WIRE_F_PIPE) &&
+	       avail - off >= MP_WIRE_HDR_SIZE + (size_t)h.len;
+}
+
 int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 {
 	uint32_t max = (uint32_t)w->cfg.max_message_size;
@@ -505,7 +540,10 @@ int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 		__atomic_add_fetch(&w->st->workers[w->index].requests, 1,
 				   __ATOMIC_RELAXED);
 		{
-			int r = dispatch(w, c, &m);
+			int r;
+
+			w->pipe_more = next_is_pipe(c, (size_t)rc, max);
+			r = dispatch(w, c, &m);
 
 			if (r == PARK)
 				return c->state == MGR_CONN_OPEN
