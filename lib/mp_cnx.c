@@ -44,7 +44,7 @@
 /* Pipelined buffered sends (see "Pipelined buffered sends" below). */
 #define PIPE_MAX_FRAMES	 1024	      /* unanswered BSENDs at most */
 #define PIPE_MAX_BYTES	 (512 * 1024) /* their encoded bytes at most */
-#define PIPE_FLUSH_BYTES (32 * 1024)  /* write once this much is waiting */
+#define PIPE_FLUSH_BYTES 1	      /* write once this much is waiting */
 #define PIPE_LONE_NS	 200000	      /* a send after this long is lone */
 #define PIPE_HOLD_NS	 1000000      /* oldest unwritten frame's limit */
 
@@ -326,6 +326,7 @@ static bool pipe_answer(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 		p->off = p->wr = p->len = 0;
 	if (m->c > 0)
 		p->mgr_max = (uint32_t)m->c;
+	p->room = m->a == 0 && m->u < UINT32_MAX ? (uint32_t)m->u : 0;
 	if (m->a == 0) {
 		p->queued = m->b < 0 ? 0 : m->b;
 	} else {
@@ -387,30 +388,11 @@ void mp_cnx_bsend_answered(struct messip_cnx *cnx,
 {
 	if (ans->c > 0)
 		cnx->pipe.mgr_max = (uint32_t)ans->c;
+	cnx->pipe.room =
+		ans->a == 0 && ans->u < UINT32_MAX ? (uint32_t)ans->u : 0;
 	cnx->pipe.last_ns = mp_time_now_ns();
 	if (ans->a == 0 && !cnx->pipe.nfr)
 		cnx->pipe.queued = ans->b < 0 ? 0 : ans->b;
-}
-
-/* Read and dispatch what the manager sent, waiting until deadline for
- * something to come.  0, -ETIMEDOUT, -ESHUTDOWN. */
-static int pipe_wait_answers(struct messip_cnx *cnx, int64_t deadline)
-{
-	int rc;
-
-	if (cnx->state != MP_CNX_UP) {
-		rc = mp_cnx_wait_up(cnx, deadline);
-		return rc;
-	}
-	mp_cnx_pump(cnx);
-	if (cnx->state != MP_CNX_UP || cnx->pipe.nfr < PIPE_MAX_FRAMES)
-		return 0;
-	if (mp_time_now_ns() >= deadline)
-		return -ETIMEDOUT;
-	rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
-	if (rc < 0)
-		return 0; /* the next pump sees the broken link */
-	return 0;
 }
 
 int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
@@ -423,24 +405,14 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 	size_t need;
 	int hl, rc;
 
-	/* Past the limits: wait for answers (the ring is full, or the
-	 * manager is slow), up to the deadline; nothing is sent then. */
-	while (p->nfr >= PIPE_MAX_FRAMES ||
-	       p->len - p->off + len + 64 > PIPE_MAX_BYTES) {
-		if (pipe_write(cnx) == -EPIPE)
-			link_lost(cnx, "write error");
-		if (mp_time_now_ns() >= deadline)
-			return -ETIMEDOUT;
-		rc = pipe_wait_answers(cnx, deadline);
-		if (rc < 0 && rc != -ETIMEDOUT)
-			return rc;
-		if (!mp_cnx_can_pipe(cnx, len))
-			return -EAGAIN; /* the caller takes the slow path */
-		if (!p->nfr)
-			break;
-		if (rc == -ETIMEDOUT && p->nfr >= PIPE_MAX_FRAMES)
-			return -ETIMEDOUT;
-	}
+	/* Out of credit (the ring's room at the last answer, minus what
+	 * was sent since) or past the pipeline's limits: the caller sends
+	 * a waiting BSEND instead, which the manager parks while the ring
+	 * is full, up to the deadline, and whose answer renews the
+	 * credit. */
+	if (p->nfr >= PIPE_MAX_FRAMES || p->nfr >= p->room ||
+	    p->len - p->off + len + 64 > PIPE_MAX_BYTES)
+		return -EAGAIN;
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_BSEND;
 	m.flags = MP_WIRE_F_PIPE;

@@ -143,6 +143,7 @@ struct mp_pipe {
 	unsigned fhead, nfr;
 	int32_t queued;	    /* RESULT b of the last BSEND answered, -1 */
 	uint32_t mgr_max;   /* manager's max_message_size + 1; 0 unknown */
+	uint32_t room;	    /* ring room the last answer reported */
 	int64_t last_ns;    /* time of the last pipelined send */
 	int64_t unwritten_ns; /* when the oldest unwritten frame was queued */
 };

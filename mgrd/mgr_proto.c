@@ -285,9 +285,11 @@ static int on_ch_disconnect(struct mgr_worker *w, struct mgr_conn *c,
 }
 
 /* RESULT of a BSEND: c = max_message_size + 1, so that 0 (an older
- * manager) means "unknown" to the library. */
+ * manager) means "unknown" to the library; u = records of this size the
+ * ring still has room for (the library's credit for pipelining). */
 static int bsend_result(struct mgr_worker *w, struct mgr_conn *c,
-			uint32_t reqid, int32_t status, int32_t b)
+			uint32_t reqid, int32_t status, int32_t b,
+			uint64_t room)
 {
 	struct mp_wire_msg m;
 
@@ -297,6 +299,7 @@ static int bsend_result(struct mgr_worker *w, struct mgr_conn *c,
 	m.a = status;
 	m.b = b;
 	m.c = (int32_t)w->cfg.max_message_size + 1;
+	m.u = room;
 	return send_msg(w, c, &m);
 }
 
@@ -313,7 +316,7 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		i = mgr_conn_link_find(c, slot);
 		if (i < 0) {
 			unpark(w, c);
-			return bsend_result(w, c, m->reqid, EACCES, 0);
+			return bsend_result(w, c, m->reqid, EACCES, 0, 0);
 		}
 		gen = c->links[i].gen;
 	}
@@ -342,10 +345,12 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 	if (rc >= 0 && (m->flags & MP_WIRE_F_PIPE) && w->pipe_more)
 		return 0;
 	if (rc >= 0)
-		return bsend_result(w, c, m->reqid, 0, rc);
+		return bsend_result(w, c, m->reqid, 0, rc,
+				    (uint64_t)mgr_state_room(w->st, slot, gen,
+							     m->datalen));
 	if (rc == -ENOTRECOVERABLE || rc == -EINVAL)
 		rc = -EIO;
-	return bsend_result(w, c, m->reqid, -rc, 0);
+	return bsend_result(w, c, m->reqid, -rc, 0, 0);
 }
 
 static int on_back(struct mgr_worker *w, struct mgr_conn *c,

@@ -343,6 +343,17 @@ int mgr_state_reg_resume(struct mgr_state *st, uint64_t token,
  */
 void mgr_state_reg_end(struct mgr_state *st, int reg, int clean);
 
+/*
+ * The connection of live registration reg broke (EOF, reset, error)
+ * without BYE.  If its process still runs (pid from HELLO, checked in
+ * our PID namespace: kill(pid, 0) and not a zombie), the link was reset
+ * under a living process, whose library reconnects: the registration is
+ * orphaned for resume_grace_ms like a dead worker's, and ended early by
+ * housekeeping if the process ends meanwhile.  Otherwise it ends
+ * uncleanly at once, as mgr_state_reg_end(st, reg, 0).
+ */
+void mgr_state_reg_lost(struct mgr_state *st, int reg);
+
 /* Turn death notification on or off for reg.  0 or -EINVAL. */
 int mgr_state_death_notify(struct mgr_state *st, int reg, int on);
 
@@ -417,6 +428,11 @@ int mgr_state_ch_live(struct mgr_state *st, int slot, uint32_t gen);
 int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
 		    uint32_t reqid, int32_t type, const void *data,
 		    uint32_t len);
+
+/* Records of len bytes that channel (slot, gen)'s ring has room for now
+ * (an estimate, without the lock; 0 if the channel is gone). */
+int mgr_state_room(struct mgr_state *st, int slot, uint32_t gen,
+		   uint32_t len);
 
 /* Before retrying a failed push: ask to be woken (MGR_WAKE_ROOM) when
  * the ring of slot gets room. */

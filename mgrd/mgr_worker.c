@@ -114,7 +114,7 @@ static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
 static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 {
 	if (ending && c->reg >= 0)
-		mgr_state_reg_end(w->st, c->reg, 0);
+		mgr_state_reg_lost(w->st, c->reg);
 	mgr_worker_unbind(w, c);
 	mgr_proto_forget(w, c);
 	if (c->prev)
