@@ -271,6 +271,16 @@ int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
  * this one.  A full queue makes the call wait for room.  -1 with
  * ETIMEDOUT (still full at the deadline: not queued), ESRCH (the channel
  * is gone), EMSGSIZE, ESHUTDOWN, EACCES, EINVAL. */
+/*
+ * Through the manager, a stream of buffered sends is pipelined: a send
+ * that follows the previous one of its connection within 200 us returns
+ * once the library holds the message (it keeps it until the manager
+ * confirms it, and sends it again after a reconnection), without waiting
+ * for the manager's answer; its return value is then an upper bound (the
+ * count at the last answer plus the messages sent since).  A lone send,
+ * and any send while the ring is full as far as the library knows, waits
+ * for the manager's answer as described above.
+ */
 int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 			     const void *send_buffer, int send_len,
 			     int msec_timeout);
