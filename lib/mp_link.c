@@ -380,36 +380,14 @@ int mp_link_flush(struct mp_link *l, int64_t deadline)
 	return 0;
 }
 
-int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
-		 const struct iovec *iov, int iovcnt, int64_t deadline)
+/* Write v[0..cnt) (total bytes; orig is a copy of v) as one committed
+ * unit: 0, -ETIMEDOUT (nothing written by the deadline), -EPIPE. */
+static int send_vec(struct mp_link *l, struct iovec *v, const struct iovec *orig,
+		    int cnt, size_t total, int64_t deadline)
 {
-	uint8_t head[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
-	struct iovec v[MP_LINK_IOV_MAX], orig[MP_LINK_IOV_MAX];
-	size_t total, done = 0;
-	int cnt = 0, i = 0, rc;
+	size_t done = 0;
+	int i = 0, rc;
 
-	if (l->fd < 0)
-		return -EPIPE;
-	if (iovcnt < 0 || iovcnt > MP_LINK_IOV_MAX - 1)
-		return -EINVAL;
-	rc = mp_link_flush(l, deadline);
-	if (rc < 0)
-		return rc;
-	rc = mp_wire_encode_head(m, head, sizeof(head));
-	if (rc < 0)
-		return rc;
-	v[cnt].iov_base = head;
-	v[cnt++].iov_len = (size_t)rc;
-	total = (size_t)rc;
-	for (int k = 0; k < iovcnt; k++) {
-		if (!iov[k].iov_len)
-			continue;
-		v[cnt++] = iov[k];
-		total += iov[k].iov_len;
-	}
-	if (total - (size_t)rc != m->datalen)
-		return -EINVAL;
-	memcpy(orig, v, sizeof(v[0]) * (size_t)cnt);
 	for (;;) {
 		ssize_t n = send_some(l->fd, v + i, cnt - i);
 
@@ -433,11 +411,43 @@ int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
 	}
 }
 
+int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
+		 const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+	uint8_t head[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	struct iovec v[MP_LINK_IOV_MAX], orig[MP_LINK_IOV_MAX];
+	size_t total;
+	int cnt = 0, rc;
+
+	if (l->fd < 0)
+		return -EPIPE;
+	if (iovcnt < 0 || iovcnt > MP_LINK_IOV_MAX - 1)
+		return -EINVAL;
+	rc = mp_link_flush(l, deadline);
+	if (rc < 0)
+		return rc;
+	rc = mp_wire_encode_head(m, head, sizeof(head));
+	if (rc < 0)
+		return rc;
+	v[cnt].iov_base = head;
+	v[cnt++].iov_len = (size_t)rc;
+	total = (size_t)rc;
+	for (int k = 0; k < iovcnt; k++) {
+		if (!iov[k].iov_len)
+			continue;
+		v[cnt++] = iov[k];
+		total += iov[k].iov_len;
+	}
+	if (total - (size_t)rc != m->datalen)
+		return -EINVAL;
+	memcpy(orig, v, sizeof(v[0]) * (size_t)cnt);
+	return send_vec(l, v, orig, cnt, total, deadline);
+}
+
 int mp_link_send_raw(struct mp_link *l, const void *p, size_t n,
 		     int64_t deadline)
 {
 	struct iovec v = {(void *)p, n}, orig = v;
-	size_t done = 0;
 	int rc;
 
 	if (l->fd < 0)
@@ -445,27 +455,7 @@ int mp_link_send_raw(struct mp_link *l, const void *p, size_t n,
 	rc = mp_link_flush(l, deadline);
 	if (rc < 0)
 		return rc;
-	while (done < n) {
-		ssize_t k = send_some(l->fd, &v, 1);
-
-		if (k < 0)
-			return -EPIPE;
-		done += (size_t)k;
-		v.iov_base = (uint8_t *)v.iov_base + k;
-		v.iov_len -= (size_t)k;
-		if (k > 0)
-			continue;
-		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
-		if (rc < 0 || (rc > 0 && (rc & (POLLERR | POLLNVAL))))
-			return -EPIPE;
-		if (rc == 0) {
-			if (done == 0)
-				return -ETIMEDOUT;
-			/* Part of a frame is out: commit the rest. */
-			return stash(l, &orig, 1, done, n);
-		}
-	}
-	return 0;
+	return n ? send_vec(l, &v, &orig, 1, n, deadline) : 0;
 }
 
 int mp_link_send_msg(struct mp_link *l, const struct mp_wire_msg *m,
