@@ -29,6 +29,7 @@
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
+#include "mp_host.h"
 #include "mp_log.h"
 #include "mp_srv.h"
 #include "mp_time.h"
@@ -215,6 +216,13 @@ static void hello_msg(struct messip_cnx *cnx, struct mp_wire_msg *m,
 	memcpy(m->id, cnx->id, sizeof(cnx->id));
 	m->a = (int32_t)getpid();
 	m->u = resume ? cnx->token : 0;
+	/* Our host token tells the manager whether our pid means anything
+	 * to it (doc/protocol.md, "Registration"). */
+	if (!cnx->my_host && mp_host_token(&cnx->my_host) < 0)
+		cnx->my_host = 0;
+	if (cnx->my_host)
+		snprintf(m->name, sizeof(m->name), "%llu",
+			 (unsigned long long)cnx->my_host);
 }
 
 /* A positive errno from the peer, checked: anything else is EPROTO. */

@@ -162,6 +162,13 @@ static int on_hello(struct mgr_worker *w, struct mgr_conn *c,
 	c->state = MGR_CONN_OPEN;
 	c->deadline_ns = 0;
 	w->reg_conn[ri.reg] = c;
+	/* Its pid can be checked here only when it is on this host:
+	 * untrusted, but a wrong token only changes how long a failed link
+	 * is held. */
+	mgr_state_reg_same_host(w->st, ri.reg,
+				w->host_token && m->name[0] &&
+					strtoull(m->name, NULL, 10) ==
+						w->host_token);
 	if (resumed && mgr_deliver_attach(w, c) < 0)
 		return -ENOMEM;
 	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-HELLO",

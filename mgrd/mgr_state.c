@@ -754,27 +754,37 @@ static int pid_alive(int32_t pid)
 	return p[2] != 'Z' && p[2] != 'X';
 }
 
-void mgr_state_reg_lost(struct mgr_state *st, int reg)
+void mgr_state_reg_same_host(struct mgr_state *st, int reg, int same_host)
+{
+	if (reg < 0 || !reg_ok(st, (uint32_t)reg) || mgr_state_lock(st) < 0)
+		return;
+	st->regs[reg].same_host = same_host ? 1 : 0;
+	mgr_state_unlock(st);
+}
+
+void mgr_state_reg_lost(struct mgr_state *st, int reg, enum mgr_lost_how how)
 {
 	struct mgr_reg_sh *r;
 
 	if (reg < 0 || !reg_ok(st, (uint32_t)reg) || mgr_state_lock(st) < 0)
 		return;
 	r = &st->regs[reg];
-	if (r->state == REG_LIVE && pid_alive(r->pid)) {
+	if (r->state == REG_LIVE && how == MGR_LOST_ERROR &&
+	    (!r->same_host || pid_alive(r->pid))) {
 		/* Held like a dead worker's registration; worker MGR_NONE
 		 * marks it as orphaned by its link, whose process
-		 * housekeeping keeps checking. */
+		 * housekeeping keeps checking when it is on this host. */
 		r->worker = MGR_NONE;
 		r->deadline_ns = mp_time_now_ns() +
 				 st->resume_grace_ms * 1000000LL;
 		r->state = REG_ORPHAN;
 		mgr_log(MGR_LOG_INFO, "MESSIP-MGR-LINKLOST",
-			"registration %u (%.*s, pid %d, peer %.*s): link lost "
-			"while the process lives; waiting %lld ms for it to "
-			"resume",
+			"registration %u (%.*s, pid %d, peer %.*s): link "
+			"failed%s; waiting %lld ms for it to resume",
 			r->regno, (int)sizeof(r->id), r->id, (int)r->pid,
 			(int)sizeof(r->peer), r->peer,
+			r->same_host ? " while the process lives"
+				     : " (process on another host)",
 			(long long)st->resume_grace_ms);
 	} else {
 		reg_end_locked(st, (uint32_t)reg, 0);
@@ -881,9 +891,11 @@ int mgr_state_housekeep(struct mgr_state *st, int64_t now_ns)
 				(long long)st->resume_grace_ms);
 		} else if (r->state == REG_ORPHAN &&
 			   (now_ns >= r->deadline_ns ||
-			    (r->worker == MGR_NONE && !pid_alive(r->pid)))) {
+			    (r->worker == MGR_NONE && r->same_host &&
+			     !pid_alive(r->pid)))) {
 			/* Past the grace, or orphaned by its link and its
-			 * process has ended since: it will not resume. */
+			 * process (on this host) has ended since: it will
+			 * not resume. */
 			reg_end_locked(st, i, 0);
 		}
 	}

@@ -416,6 +416,8 @@ static void test_server_link_cut_bdeliver(void)
 		"(last errno %d)\n",
 		later, errno);
 	CU_ASSERT_EQUAL(later, 10);
+	CU_ASSERT_EQUAL(fault_wait_buffered(ch, accepted + later, &rep, 10000),
+			0);
 	CU_ASSERT_EQUAL(fault_quit(ch, &rep), 0);
 	fprintf(stderr,
 		"  server received %d of %d accepted buffered messages "
