@@ -514,6 +514,11 @@ MESSIP_EXPORT int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 		if (rc != -EAGAIN)
 			return rc < 0 ? mp_fail(rc) : rc;
 	}
+	/* A waiting BSEND must not queue behind pipelined ones parked at
+	 * the manager: its ETIMEDOUT would not mean "not queued". */
+	rc = mp_cnx_pipe_drain(c->cnx, deadline);
+	if (rc < 0)
+		return mp_fail(rc);
 	memset(&req, 0, sizeof(req));
 	req.op = MP_OP_BSEND;
 	req.b = c->handle;

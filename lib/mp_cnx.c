@@ -50,6 +50,7 @@
 #define PIPE_HOLD_NS	 1000000      /* oldest unwritten frame's limit */
 
 static void pipe_drop(struct messip_cnx *cnx, const char *why);
+static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m);
 
 static int64_t ms_ns(int64_t ms)
 {
@@ -384,6 +385,83 @@ static int pipe_room(struct mp_pipe *p, size_t n)
 	return 0;
 }
 
+/* No room in the pipeline for one more frame of len bytes: out of
+ * credit (the ring's room at the last answer, minus what was sent
+ * since) or past the pipeline's limits. */
+static bool pipe_blocked(const struct mp_pipe *p, uint32_t len)
+{
+	return p->nfr >= PIPE_MAX_FRAMES || p->nfr >= p->room ||
+	       p->len - p->off + len + 64 > PIPE_MAX_BYTES;
+}
+
+/* Wait for input from the manager (answers to pipelined BSENDs among
+ * it) and handle what came: 0, -ETIMEDOUT (nothing by the deadline),
+ * -EPIPE (the link was lost). */
+static int pipe_wait(struct messip_cnx *cnx, int64_t deadline)
+{
+	struct mp_wire_msg m;
+	int rc;
+
+	if (pipe_write(cnx) == -EPIPE) {
+		link_lost(cnx, "write error");
+		return -EPIPE;
+	}
+	for (;;) {
+		bool got = false;
+
+		while ((rc = mp_link_next(&cnx->mgr, &m)) > 0) {
+			got = true;
+			if (dispatch(cnx, &m) < 0) {
+				link_lost(cnx, "write error");
+				return -EPIPE;
+			}
+		}
+		if (rc < 0) {
+			link_lost(cnx, "protocol error");
+			return -EPIPE;
+		}
+		if (got) {
+			wake_servers(cnx);
+			return 0;
+		}
+		rc = mp_link_fill(&cnx->mgr);
+		if (rc < 0) {
+			link_lost(cnx, rc == -EPIPE ? "closed" : "read error");
+			return -EPIPE;
+		}
+		if (rc > 0)
+			continue;
+		rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
+		if (rc == 0)
+			return -ETIMEDOUT;
+		if (rc < 0) {
+			link_lost(cnx, "poll error");
+			return -EPIPE;
+		}
+	}
+}
+
+/* One step of waiting for the pipeline: answers, or the link back (whose
+ * resume sends the held frames again).  0, -ETIMEDOUT, -ESHUTDOWN. */
+static int pipe_wait_step(struct messip_cnx *cnx, int64_t deadline)
+{
+	int rc = cnx->state == MP_CNX_UP ? pipe_wait(cnx, deadline)
+					 : mp_cnx_wait_up(cnx, deadline);
+
+	return rc == -EPIPE ? 0 : rc;
+}
+
+int mp_cnx_pipe_drain(struct messip_cnx *cnx, int64_t deadline)
+{
+	while (cnx->pipe.nfr) {
+		int rc = pipe_wait_step(cnx, deadline);
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 bool mp_cnx_can_pipe(const struct messip_cnx *cnx, uint32_t len)
 {
 	return cnx->state == MP_CNX_UP && !cnx->rereg && !cnx->in_rereg &&
@@ -413,14 +491,21 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 	size_t need;
 	int hl, rc;
 
-	/* Out of credit (the ring's room at the last answer, minus what
-	 * was sent since) or past the pipeline's limits: the caller sends
-	 * a waiting BSEND instead, which the manager parks while the ring
-	 * is full, up to the deadline, and whose answer renews the
-	 * credit. */
-	if (p->nfr >= PIPE_MAX_FRAMES || p->nfr >= p->room ||
-	    p->len - p->off + len + 64 > PIPE_MAX_BYTES)
-		return -EAGAIN;
+	/* Out of credit or past the pipeline's limits: wait for answers,
+	 * which renew the credit, up to the deadline (then ETIMEDOUT, and
+	 * nothing of this call was sent).  With nothing unanswered, the
+	 * caller sends a waiting BSEND instead, which the manager parks
+	 * while the ring is full, up to the deadline: it must not wait
+	 * behind pipelined frames parked there, whose wait has no end. */
+	while (pipe_blocked(p, len)) {
+		if (!p->nfr)
+			return -EAGAIN;
+		rc = pipe_wait_step(cnx, deadline);
+		if (rc < 0)
+			return rc;
+		if (cnx->state == MP_CNX_UP && (cnx->rereg || cnx->in_rereg))
+			return -EAGAIN;
+	}
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_BSEND;
 	m.flags = MP_WIRE_F_PIPE;

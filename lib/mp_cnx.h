@@ -76,8 +76,9 @@ short mp_cnx_poll_events(const struct messip_cnx *cnx);
  * (link up, the manager's limit known from an earlier BSEND answer).
  * mp_cnx_bsend: queue it as a pipelined BSEND; returns the number of
  * messages queued before it as far as the library knows (>= 0),
- * -ETIMEDOUT (too many unanswered ones and none answered in time: not
- * sent), -EAGAIN (pipelining stopped meanwhile: use mp_cnx_rpc),
+ * -ETIMEDOUT (out of credit and no answer renewed it in time: not
+ * sent), -EAGAIN (nothing unanswered and no credit, or pipelining
+ * stopped meanwhile: use mp_cnx_pipe_drain then mp_cnx_rpc),
  * -ESHUTDOWN, -ENOMEM.  mp_cnx_bsend_answered: note what the answer to a
  * BSEND sent by mp_cnx_rpc says.  mp_cnx_flush: write the coalesced
  * frames now (0, -EAGAIN: the socket is full).
@@ -88,6 +89,10 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 void mp_cnx_bsend_answered(struct messip_cnx *cnx,
 			   const struct mp_wire_msg *ans);
 int mp_cnx_flush(struct messip_cnx *cnx);
+
+/* Wait until every pipelined BSEND is answered (before a waiting BSEND,
+ * which must not queue behind them): 0, -ETIMEDOUT, -ESHUTDOWN. */
+int mp_cnx_pipe_drain(struct messip_cnx *cnx, int64_t deadline);
 
 /* Milliseconds left until deadline for a wire "wait" field: -1 forever. */
 int32_t mp_cnx_wait_field(int64_t deadline);
