@@ -19,10 +19,13 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "messip.h"
@@ -45,9 +48,9 @@
 /* Pipelined buffered sends (see "Pipelined buffered sends" below). */
 #define PIPE_MAX_FRAMES	 1024	      /* unanswered BSENDs at most */
 #define PIPE_MAX_BYTES	 (512 * 1024) /* their encoded bytes at most */
-#define PIPE_FLUSH_BYTES 1	      /* write once this much is waiting */
+#define PIPE_FLUSH_BYTES 16384      /* write once this much is waiting */
 #define PIPE_LONE_NS	 200000	      /* a send after this long is lone */
-#define PIPE_HOLD_NS	 1000000      /* oldest unwritten frame's limit */
+#define PIPE_HOLD_NS	 150000	      /* oldest unwritten frame's limit */
 
 static void pipe_drop(struct messip_cnx *cnx, const char *why);
 static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m);
@@ -161,7 +164,12 @@ static void close_link(struct messip_cnx *cnx)
 	for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
 		if (c->server)
 			mp_srv_watch_mgr(c, -1, 0);
+	/* Disarmed under the lock: the flusher no longer writes to this
+	 * link, nor to the next one until a send arms it again. */
+	pthread_mutex_lock(&cnx->pipe.lock);
+	__atomic_store_n(&cnx->pipe.armed, 0, __ATOMIC_RELAXED);
 	mp_link_close(&cnx->mgr);
+	pthread_mutex_unlock(&cnx->pipe.lock);
 }
 
 /* DOWN (or still DOWN) past the grace period: give up. */
@@ -259,22 +267,197 @@ static void take_welcome(struct messip_cnx *cnx, const struct mp_wire_msg *m)
  * RESULT as before (mp_cnx_rpc): it costs one round trip, which a lone
  * message can afford, and it learns at once of a broken link.
  *
- * Coalescing: frames are written in batches, when PIPE_FLUSH_BYTES are
- * waiting or when the oldest unwritten frame waited PIPE_HOLD_NS (both
- * checked by every send); every other library call on the connection
- * writes them first (mp_cnx_pump, mp_cnx_rpc, waits), so the tail of a
- * burst waits at most until the program's next messip call.
+ * Coalescing: frames are written in batches, by the send that finds
+ * PIPE_FLUSH_BYTES waiting or the oldest unwritten frame older than
+ * PIPE_HOLD_NS, by every other library call on the connection before it
+ * waits (mp_cnx_pump, mp_cnx_rpc, pipe_wait), and otherwise by the
+ * flusher thread (below) PIPE_HOLD_NS after the first unwritten frame:
+ * the tail of a burst never waits longer than that, whatever the program
+ * does next.
  */
+
+/* ---- The flusher ----------------------------------------------------
+ *
+ * One library thread, started by the first send that leaves frames
+ * unwritten, for every connection of the process.  A connection is
+ * "armed" (pipe.armed) by its user, under pipe.lock, when it leaves
+ * frames unwritten on a link that is up; the flusher then writes them
+ * PIPE_HOLD_NS later unless the user did first, and disarms it.  The
+ * user takes pipe.lock around every write to the manager link, and
+ * close_link disarms under it, so the two never write at once and the
+ * flusher never writes on a link being replaced.  The flusher only
+ * tries the lock: a user holding it is writing to that very socket.
+ *
+ * fl_mu guards the list of connections and the thread's state; lock
+ * order fl_mu, then pipe.lock.  fork: the child has no flusher (it is
+ * started again lazily there) and a fresh fl_mu (pthread_atfork).
+ */
+static pthread_mutex_t fl_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fl_cv;
+static pthread_once_t fl_once = PTHREAD_ONCE_INIT;
+static struct messip_cnx *fl_list;
+static bool fl_running;
+
+static void fl_prepare(void)
+{
+	pthread_mutex_lock(&fl_mu);
+}
+
+static void fl_parent(void)
+{
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static void fl_cv_init(void)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&fl_cv, &a);
+	pthread_condattr_destroy(&a);
+}
+
+/* The child has no flusher, and the parent's one may have been waiting
+ * on fl_cv: a fresh condition variable, an empty list (the parent's
+ * connections are not the child's to write to: their frames must never
+ * go out twice), and a flusher started again when needed. */
+static void fl_child(void)
+{
+	for (struct messip_cnx *c = fl_list, *n; c; c = n) {
+		n = c->pipe.fnext;
+		c->pipe.fnext = NULL;
+		c->pipe.listed = false;
+		c->pipe.armed = 0;
+		pthread_mutex_init(&c->pipe.lock, NULL);
+	}
+	fl_list = NULL;
+	fl_cv_init();
+	fl_running = false;
+	pthread_mutex_init(&fl_mu, NULL);
+}
+
+static void fl_setup(void)
+{
+	fl_cv_init();
+	pthread_atfork(fl_prepare, fl_parent, fl_child);
+}
+
+/* Under pipe.lock, armed: write the unwritten frames without waiting.
+ * A full socket keeps it armed, to be tried again a bound later; a
+ * broken link is the user's to find (its next read or write). */
+static void fl_write(struct messip_cnx *cnx, int64_t now)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	int rc = 0;
+
+	if (p->wr < p->len)
+		rc = mp_link_send_raw(&cnx->mgr, p->buf + p->wr,
+				      p->len - p->wr, now);
+	if (rc == -ETIMEDOUT) {
+		p->armed_ns = now;
+		return;
+	}
+	if (rc == 0)
+		p->wr = p->len;
+	__atomic_store_n(&p->armed, 0, __ATOMIC_RELAXED);
+}
+
+static void *fl_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&fl_mu);
+	for (;;) {
+		int64_t now = mp_time_now_ns(), next = INT64_MAX;
+		struct timespec ts;
+
+		for (struct messip_cnx *c = fl_list; c; c = c->pipe.fnext) {
+			struct mp_pipe *p = &c->pipe;
+
+			/* The acquire pairs with the user's release of
+			 * armed: armed_ns is read after it. */
+			if (!__atomic_load_n(&p->armed, __ATOMIC_ACQUIRE))
+				continue;
+			if (now - p->armed_ns < PIPE_HOLD_NS) {
+				if (p->armed_ns + PIPE_HOLD_NS < next)
+					next = p->armed_ns + PIPE_HOLD_NS;
+				continue;
+			}
+			if (pthread_mutex_trylock(&p->lock) == 0) {
+				if (p->armed)
+					fl_write(c, now);
+				if (p->armed)
+					next = now + PIPE_HOLD_NS;
+				pthread_mutex_unlock(&p->lock);
+			} else {
+				next = now + PIPE_HOLD_NS / 4;
+			}
+		}
+		if (next == INT64_MAX) {
+			pthread_cond_wait(&fl_cv, &fl_mu);
+			continue;
+		}
+		ts.tv_sec = next / 1000000000;
+		ts.tv_nsec = next % 1000000000;
+		pthread_cond_timedwait(&fl_cv, &fl_mu, &ts);
+	}
+	return NULL;
+}
+
+/* The user armed cnx: make sure the flusher runs and knows.  Without a
+ * thread (pthread_create failed), the frames wait for the next call. */
+static void fl_kick(struct messip_cnx *cnx)
+{
+	pthread_once(&fl_once, fl_setup);
+	pthread_mutex_lock(&fl_mu);
+	if (!cnx->pipe.listed) {
+		cnx->pipe.fnext = fl_list;
+		fl_list = cnx;
+		cnx->pipe.listed = true;
+	}
+	if (!fl_running) {
+		pthread_attr_t a;
+		pthread_t t;
+		sigset_t all, old;
+
+		/* The thread takes no signal of the program's. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&a, 64 * 1024);
+		fl_running = pthread_create(&t, &a, fl_main, NULL) == 0;
+		pthread_attr_destroy(&a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	pthread_cond_signal(&fl_cv);
+	pthread_mutex_unlock(&fl_mu);
+}
+
+/* cnx goes away: off the list, after which the flusher never touches
+ * it (it only does under fl_mu). */
+static void fl_forget(struct messip_cnx *cnx)
+{
+	if (!cnx->pipe.listed)
+		return;
+	pthread_mutex_lock(&fl_mu);
+	for (struct messip_cnx **pp = &fl_list; *pp; pp = &(*pp)->pipe.fnext)
+		if (*pp == cnx) {
+			*pp = cnx->pipe.fnext;
+			break;
+		}
+	cnx->pipe.listed = false;
+	pthread_mutex_unlock(&fl_mu);
+}
 
 static bool pipe_has_unwritten(const struct mp_pipe *p)
 {
 	return p->wr < p->len;
 }
 
-/* Hand the unwritten frames to the link without waiting (a part the
- * socket cannot take now is kept by the link and goes first later).
- * 0, -EAGAIN (the socket took nothing), -EPIPE. */
-static int pipe_write(struct messip_cnx *cnx)
+/* pipe_write under pipe.lock: on success the flusher has nothing left
+ * to do and is disarmed. */
+static int pipe_write_locked(struct messip_cnx *cnx)
 {
 	struct mp_pipe *p = &cnx->pipe;
 	int rc;
@@ -289,7 +472,21 @@ static int pipe_write(struct messip_cnx *cnx)
 	if (rc < 0)
 		return rc;
 	p->wr = p->len;
+	__atomic_store_n(&p->armed, 0, __ATOMIC_RELAXED);
 	return 0;
+}
+
+/* Hand the unwritten frames to the link without waiting (a part the
+ * socket cannot take now is kept by the link and goes first later).
+ * 0, -EAGAIN (the socket took nothing), -EPIPE. */
+static int pipe_write(struct messip_cnx *cnx)
+{
+	int rc;
+
+	pthread_mutex_lock(&cnx->pipe.lock);
+	rc = pipe_write_locked(cnx);
+	pthread_mutex_unlock(&cnx->pipe.lock);
+	return rc;
 }
 
 /* Forget every held frame (the registration they belonged to is gone). */
@@ -322,6 +519,7 @@ static bool pipe_answer(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	/* Serial comparison: reqids wrap. */
 	if ((int32_t)(m->reqid - first) < 0 || (int32_t)(m->reqid - last) > 0)
 		return false;
+	pthread_mutex_lock(&p->lock);
 	while (n < p->nfr &&
 	       (int32_t)(p->fr[(p->fhead + n) % PIPE_MAX_FRAMES].reqid -
 			 m->reqid) <= 0)
@@ -333,6 +531,7 @@ static bool pipe_answer(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	p->nfr -= n;
 	if (!p->nfr)
 		p->off = p->wr = p->len = 0;
+	pthread_mutex_unlock(&p->lock);
 	if (m->c > 0)
 		p->mgr_max = (uint32_t)m->c;
 	p->room = m->a == 0 && m->u < UINT32_MAX ? (uint32_t)m->u : 0;
@@ -489,6 +688,7 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 	int64_t now;
 	int32_t before;
 	size_t need;
+	bool kick;
 	int hl, rc;
 
 	/* Out of credit or past the pipeline's limits: wait for answers,
@@ -515,12 +715,14 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 	m.c = -1;
 	m.datalen = len;
 	need = MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX + len;
+	pthread_mutex_lock(&p->lock);
 	rc = pipe_room(p, need);
-	if (rc < 0)
-		return rc;
-	hl = mp_wire_encode_head(&m, p->buf + p->len, p->cap - p->len);
-	if (hl < 0)
+	hl = rc < 0 ? rc
+		    : mp_wire_encode_head(&m, p->buf + p->len, p->cap - p->len);
+	if (hl < 0) {
+		pthread_mutex_unlock(&p->lock);
 		return hl;
+	}
 	if (len)
 		memcpy(p->buf + p->len + hl, data, len);
 	now = mp_time_now_ns();
@@ -535,11 +737,23 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 	before = p->queued < 0 ? (int32_t)p->nfr
 			       : p->queued + 1 + (int32_t)p->nfr;
 	p->nfr++;
+	kick = false;
+	rc = 0;
 	if (p->len - p->wr >= PIPE_FLUSH_BYTES ||
-	    now - p->unwritten_ns >= PIPE_HOLD_NS) {
-		if (pipe_write(cnx) == -EPIPE)
-			link_lost(cnx, "write error"); /* re-sent on resume */
+	    now - p->unwritten_ns >= PIPE_HOLD_NS)
+		rc = pipe_write_locked(cnx);
+	if (pipe_has_unwritten(p) && cnx->state == MP_CNX_UP && !cnx->rereg &&
+	    !cnx->in_rereg && !p->armed) {
+		/* The release publishes armed_ns to the flusher. */
+		p->armed_ns = p->unwritten_ns;
+		__atomic_store_n(&p->armed, 1, __ATOMIC_RELEASE);
+		kick = true;
 	}
+	pthread_mutex_unlock(&p->lock);
+	if (kick)
+		fl_kick(cnx);
+	if (rc == -EPIPE)
+		link_lost(cnx, "write error"); /* re-sent on resume */
 	p->last_ns = now;
 	if (cnx->state != MP_CNX_UP) {
 		/* The link broke under the write: resume now, as a waiting
@@ -644,6 +858,7 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 {
 	struct messip_channel_priv *c;
 	struct mp_wire_msg a;
+	int rc;
 
 	switch (m->op) {
 	case MP_OP_BDELIVER:
@@ -689,9 +904,10 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 		memset(&a, 0, sizeof(a));
 		a.op = MP_OP_PONG;
 		a.reqid = m->reqid;
-		if (mp_link_send_msg(&cnx->mgr, &a, mp_time_now_ns()) == -EPIPE)
-			return -EPIPE;
-		return 0;
+		pthread_mutex_lock(&cnx->pipe.lock);
+		rc = mp_link_send_msg(&cnx->mgr, &a, mp_time_now_ns());
+		pthread_mutex_unlock(&cnx->pipe.lock);
+		return rc == -EPIPE ? -EPIPE : 0;
 	default:
 		if (pipe_answer(cnx, m))
 			return 0;
@@ -783,7 +999,9 @@ static int rpc_once(struct messip_cnx *cnx, struct mp_wire_msg *req,
 	int rc;
 
 	req->reqid = mp_cnx_reqid(cnx);
+	pthread_mutex_lock(&cnx->pipe.lock);
 	rc = mp_link_send_msg(&cnx->mgr, req, deadline);
+	pthread_mutex_unlock(&cnx->pipe.lock);
 	if (rc == -EPIPE)
 		link_lost(cnx, "write error");
 	if (rc < 0)
@@ -983,8 +1201,12 @@ static void pump_up(struct messip_cnx *cnx)
 	struct mp_wire_msg m;
 	int rc;
 
-	if (mp_link_pending_out(&cnx->mgr) &&
-	    mp_link_flush(&cnx->mgr, mp_time_now_ns()) == -EPIPE) {
+	pthread_mutex_lock(&cnx->pipe.lock);
+	rc = mp_link_pending_out(&cnx->mgr)
+		     ? mp_link_flush(&cnx->mgr, mp_time_now_ns())
+		     : 0;
+	pthread_mutex_unlock(&cnx->pipe.lock);
+	if (rc == -EPIPE) {
 		link_lost(cnx, "write error");
 		return;
 	}
@@ -1102,22 +1324,24 @@ int mp_cnx_rpc(struct messip_cnx *cnx, struct mp_wire_msg *req,
 				return rc;
 			sent = false; /* re-send on the resumed link */
 		}
-		if (!sent && pipe_has_unwritten(&cnx->pipe)) {
-			/* Pipelined BSENDs go before this request. */
-			rc = mp_link_send_raw(&cnx->mgr,
-					      cnx->pipe.buf + cnx->pipe.wr,
-					      cnx->pipe.len - cnx->pipe.wr,
-					      late);
-			if (rc == -EPIPE) {
-				link_lost(cnx, "write error");
-				continue;
-			}
-			if (rc < 0)
-				return rc;
-			cnx->pipe.wr = cnx->pipe.len;
-		}
 		if (!sent) {
-			rc = mp_link_send(&cnx->mgr, req, iov, iovcnt, late);
+			pthread_mutex_lock(&cnx->pipe.lock);
+			rc = 0;
+			if (pipe_has_unwritten(&cnx->pipe)) {
+				/* Pipelined BSENDs go before this request. */
+				rc = mp_link_send_raw(
+					&cnx->mgr, cnx->pipe.buf + cnx->pipe.wr,
+					cnx->pipe.len - cnx->pipe.wr, late);
+				if (rc == 0) {
+					cnx->pipe.wr = cnx->pipe.len;
+					__atomic_store_n(&cnx->pipe.armed, 0,
+							 __ATOMIC_RELAXED);
+				}
+			}
+			if (rc == 0)
+				rc = mp_link_send(&cnx->mgr, req, iov, iovcnt,
+						  late);
+			pthread_mutex_unlock(&cnx->pipe.lock);
 			if (rc == -EPIPE) {
 				link_lost(cnx, "write error");
 				continue;
@@ -1136,14 +1360,18 @@ int mp_cnx_rpc(struct messip_cnx *cnx, struct mp_wire_msg *req,
 
 int mp_cnx_post(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 {
+	int rc;
+
 	if (cnx->state != MP_CNX_UP)
 		return -EAGAIN;
 	/* A write error is not acted on here: post is called from inside
 	 * dispatch, while the input buffer is being walked.  A broken link
 	 * also fails its next read (EOF / reset, or EPOLLERR in receive),
 	 * and that is where it is closed. */
-	return mp_link_send_msg(&cnx->mgr, m, mp_time_now_ns()) < 0 ? -EAGAIN
-								    : 0;
+	pthread_mutex_lock(&cnx->pipe.lock);
+	rc = mp_link_send_msg(&cnx->mgr, m, mp_time_now_ns());
+	pthread_mutex_unlock(&cnx->pipe.lock);
+	return rc < 0 ? -EAGAIN : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1276,6 +1504,7 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 	cnx->magic = MP_CNX_MAGIC;
 	cnx->src.kind = MP_SRC_MGR;
 	cnx->pipe.queued = -1;
+	pthread_mutex_init(&cnx->pipe.lock, NULL);
 	mp_link_init(&cnx->mgr, -1, MP_MAX_DATA);
 	if (id)
 		snprintf(cnx->id, sizeof(cnx->id), "%s", id);
@@ -1319,7 +1548,9 @@ MESSIP_EXPORT int messip_disconnect(messip_cnx_t *handle, int msec_timeout)
 	}
 	while (cnx->chans)
 		mp_chan_destroy(cnx->chans); /* unlinks itself */
+	fl_forget(cnx);
 	close_link(cnx);
+	pthread_mutex_destroy(&cnx->pipe.lock);
 	free(cnx->pipe.buf);
 	free(cnx->pipe.fr);
 	cnx->magic = 0;

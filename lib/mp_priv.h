@@ -24,6 +24,7 @@
 #define MP_PRIV_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -146,6 +147,14 @@ struct mp_pipe {
 	uint32_t room;	    /* ring room the last answer reported */
 	int64_t last_ns;    /* time of the last pipelined send */
 	int64_t unwritten_ns; /* when the oldest unwritten frame was queued */
+	/* Coalescing (mp_cnx.c, "The flusher"): lock serialises the
+	 * link's output and buf/wr/len between the connection's user and
+	 * the flusher thread, which writes [wr, len) only while armed. */
+	pthread_mutex_t lock;
+	int armed;	    /* atomic; set by the user only, under lock */
+	int64_t armed_ns;   /* when armed: the flusher writes from +bound */
+	bool listed;	    /* on the flusher's list (fl_mu) */
+	struct messip_cnx *fnext;
 };
 
 enum mp_cnx_state {

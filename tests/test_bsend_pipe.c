@@ -12,6 +12,10 @@
  *   - a full ring while sends are pipelined: the sender waits, gets
  *     ETIMEDOUT at its deadline with nothing of that call queued, and
  *     goes on when the server makes room;
+ *   - two senders overrunning each other's credit: a call that times out
+ *     queued nothing, even behind pipelined frames parked at the manager;
+ *   - a coalesced burst whose sender then makes no call: the library's
+ *     flusher writes its tail (within ~150 us, asserted < 500 ms);
  *   - several senders overrunning the credit of one small ring: nothing
  *     is lost, every sender keeps its order, nobody deadlocks.
  */
@@ -49,14 +53,18 @@ struct ks_arg {
 	struct api_gate *streaming;
 };
 
-/* Receives values 0, 1, 2... ; answers T_QUIT with its report. */
+/* Receives values 0, 1, 2... ; answers T_QUIT (which carries how many
+ * to expect: it comes on the direct link and may overtake the last
+ * buffered ones) with its report once it has them, or after 10 s. */
 static void ks_server(void *p)
 {
 	struct ks_arg *a = p;
 	messip_cnx_t *cnx = api_connect("kssrv");
 	struct ks_report rep = {0};
 	messip_channel_t *ch;
-	int64_t end = api_now_ms() + 50000;
+	int64_t end = api_now_ms() + 50000, quit_end = 0;
+	int32_t expect = 0;
+	int quit = -1;
 
 	CHILD_CHECK(cnx);
 	ch = messip_channel_create(cnx, "t-kstream", 5000, 0);
@@ -65,8 +73,15 @@ static void ks_server(void *p)
 	while (api_now_ms() < end) {
 		int32_t type = 0;
 		struct pmsg m;
-		int r = messip_receive(ch, &type, &m, sizeof(m), 500);
+		int r;
 
+		if (quit >= 0 &&
+		    (rep.next >= expect || api_now_ms() >= quit_end)) {
+			CHILD_CHECK(messip_reply(ch, quit, 0, &rep, sizeof(rep),
+						 5000) == 0);
+			break;
+		}
+		r = messip_receive(ch, &type, &m, sizeof(m), 100);
 		if (r == MESSIP_MSG_TIMEOUT)
 			continue;
 		CHILD_CHECK(r != -1);
@@ -83,10 +98,10 @@ static void ks_server(void *p)
 			rep.events++;
 			continue;
 		}
-		CHILD_CHECK(type == T_QUIT);
-		CHILD_CHECK(messip_reply(ch, r, 0, &rep, sizeof(rep), 5000) ==
-			    0);
-		break;
+		CHILD_CHECK(type == T_QUIT && quit < 0);
+		quit = r;
+		expect = m.v;
+		quit_end = api_now_ms() + 10000;
 	}
 	messip_disconnect(cnx, 2000);
 }
@@ -135,8 +150,8 @@ static void test_workers_killed_streaming(void)
 	}
 	CU_ASSERT_EQUAL(killed, 2);
 	CU_ASSERT_EQUAL(failed, 0);
-	CU_ASSERT(messip_send(ch, T_QUIT, NULL, 0, &answer, &rep, sizeof(rep),
-			      15000) == 0);
+	CU_ASSERT(messip_send(ch, T_QUIT, &ok, sizeof(ok), &answer, &rep,
+			      sizeof(rep), 20000) == 0);
 	fprintf(stderr,
 		"  %d pipelined sends succeeded across 2 worker kills; "
 		"server: %d in order, %d duplicates, %d gaps\n",
@@ -361,6 +376,64 @@ static void test_full_ring_two_senders(void)
 	messip_disconnect(cnx, 2000);
 }
 
+/* ---- the tail of a burst is not held back ------------------------------ */
+
+#define BURST 50
+
+/* A burst (coalesced: far below the size that makes the sender write),
+ * then no library call for 2 s: the library's flusher must write the
+ * tail.  shared[0..1]: when the last send returned (ms). */
+static void burst_sender(void *p)
+{
+	int64_t *shared = p;
+	messip_cnx_t *cnx = api_connect("burst");
+	messip_channel_t *ch;
+
+	CHILD_CHECK(cnx);
+	ch = messip_channel_locate(cnx, "t-pburst", 5000);
+	CHILD_CHECK(ch);
+	for (int32_t i = 0; i < BURST; i++)
+		CHILD_CHECK(psend(ch, i, 5000) >= 0);
+	shared[0] = api_now_ms();
+	api_sleep_ms(2000);
+	messip_disconnect(cnx, 2000);
+}
+
+static void test_burst_tail_flushed(void)
+{
+	messip_cnx_t *cnx = api_connect("burstsrv");
+	int64_t *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	messip_channel_t *ch;
+	int32_t next = 0;
+	int64_t last = 0;
+	pid_t pid;
+
+	CU_ASSERT_FATAL(cnx != NULL && shared != MAP_FAILED);
+	ch = messip_channel_create(cnx, "t-pburst", 2000, 0);
+	CU_ASSERT_FATAL(ch != NULL);
+	pid = api_fork(burst_sender, shared);
+	while (next < BURST) {
+		int32_t type = -1;
+		struct pmsg m;
+		int r = messip_receive(ch, &type, &m, sizeof(m), 1500);
+
+		if (r != MESSIP_MSG_NOREPLY || m.v != next)
+			break;
+		next++;
+	}
+	last = api_now_ms();
+	fprintf(stderr,
+		"  %d of a %d-message burst received, the last %lld ms after "
+		"its send returned (the sender then made no call for 2 s)\n",
+		next, BURST, (long long)(last - shared[0]));
+	CU_ASSERT_EQUAL(next, BURST);
+	CU_ASSERT(last - shared[0] < 500);
+	CU_ASSERT(api_child_ok(pid, 10000));
+	munmap(shared, 4096);
+	messip_disconnect(cnx, 2000);
+}
+
 /* ---- several senders overrunning the credit ----------------------------- */
 
 #define N_SENDERS 4
@@ -445,6 +518,8 @@ static const struct mp_test_case tests[] = {
 	{"two pipelined senders fill a ring: each call that times out "
 	 "queued nothing",
 	 test_full_ring_two_senders},
+	{"the tail of a coalesced burst goes out with no further call",
+	 test_burst_tail_flushed},
 	{"several senders overrun the credit: nothing lost, no deadlock",
 	 test_senders_overrun_credit},
 	MP_TEST_END};
