@@ -593,6 +593,34 @@ static bool pipe_blocked(const struct mp_pipe *p, uint32_t len)
 	       p->len - p->off + len + 64 > PIPE_MAX_BYTES;
 }
 
+/* One non-blocking read of the manager link: > 0 bytes, 0 nothing,
+ * -EPIPE (the link is lost: closed here). */
+static int mgr_fill(struct messip_cnx *cnx)
+{
+	int rc = mp_link_fill(&cnx->mgr);
+
+	if (rc < 0) {
+		link_lost(cnx, rc == -EPIPE ? "closed" : "read error");
+		return -EPIPE;
+	}
+	return rc;
+}
+
+/* Wait until the manager link is readable: 0, -ETIMEDOUT, -EPIPE (the
+ * link is lost: closed here). */
+static int mgr_wait_input(struct messip_cnx *cnx, int64_t deadline)
+{
+	int rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
+
+	if (rc == 0)
+		return -ETIMEDOUT;
+	if (rc < 0) {
+		link_lost(cnx, "poll error");
+		return -EPIPE;
+	}
+	return 0;
+}
+
 /* Wait for input from the manager (answers to pipelined BSENDs among
  * it) and handle what came: 0, -ETIMEDOUT (nothing by the deadline),
  * -EPIPE (the link was lost). */
@@ -623,20 +651,11 @@ static int pipe_wait(struct messip_cnx *cnx, int64_t deadline)
 			wake_servers(cnx);
 			return 0;
 		}
-		rc = mp_link_fill(&cnx->mgr);
-		if (rc < 0) {
-			link_lost(cnx, rc == -EPIPE ? "closed" : "read error");
-			return -EPIPE;
-		}
-		if (rc > 0)
-			continue;
-		rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
+		rc = mgr_fill(cnx);
 		if (rc == 0)
-			return -ETIMEDOUT;
-		if (rc < 0) {
-			link_lost(cnx, "poll error");
-			return -EPIPE;
-		}
+			rc = mgr_wait_input(cnx, deadline);
+		if (rc < 0)
+			return rc;
 	}
 }
 
@@ -972,13 +991,9 @@ static int await_loop(struct messip_cnx *cnx, uint32_t reqid,
 		if (rc > 0)
 			continue;
 		ws->slept = true;
-		rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
-		if (rc == 0)
-			return -ETIMEDOUT;
-		if (rc < 0) {
-			link_lost(cnx, "poll error");
-			return -EPIPE;
-		}
+		rc = mgr_wait_input(cnx, deadline);
+		if (rc < 0)
+			return rc;
 	}
 }
 

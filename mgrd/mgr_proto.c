@@ -38,8 +38,9 @@ static int send_msg(struct mgr_worker *w, struct mgr_conn *c,
 	return rc;
 }
 
-static int result(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
-		  int32_t status, int32_t b, uint64_t u)
+/* RESULT a=status b c u. */
+static int result_c(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
+		    int32_t status, int32_t b, int32_t fc, uint64_t u)
 {
 	struct mp_wire_msg m;
 
@@ -48,8 +49,15 @@ static int result(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
 	m.reqid = reqid;
 	m.a = status;
 	m.b = b;
+	m.c = fc;
 	m.u = u;
 	return send_msg(w, c, &m);
+}
+
+static int result(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
+		  int32_t status, int32_t b, uint64_t u)
+{
+	return result_c(w, c, reqid, status, b, 0, u);
 }
 
 static int ch_info(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
@@ -298,16 +306,8 @@ static int bsend_result(struct mgr_worker *w, struct mgr_conn *c,
 			uint32_t reqid, int32_t status, int32_t b,
 			uint64_t room)
 {
-	struct mp_wire_msg m;
-
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_RESULT;
-	m.reqid = reqid;
-	m.a = status;
-	m.b = b;
-	m.c = (int32_t)w->cfg.max_message_size + 1;
-	m.u = room;
-	return send_msg(w, c, &m);
+	return result_c(w, c, reqid, status, b,
+			(int32_t)w->cfg.max_message_size + 1, room);
 }
 
 static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
