@@ -90,6 +90,8 @@ struct mp_srv {
 	bool seen_any;	    /* seq_seen is meaningful */
 	bool done_any;	    /* seq_done is meaningful */
 	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */
+	uint32_t ack_held;  /* messages handed out since the last BACK */
+	int64_t ack_ns;	    /* when the last BACK was sent */
 	bool shutdown_told; /* ESHUTDOWN reported once */
 	struct mp_spin spin; /* busy-poll before epoll_wait sleeps */
 };
