@@ -390,6 +390,8 @@ static int send_common(messip_channel_t *ch, int32_t type,
 
 	if (!c || c->server)
 		return mp_fail(-EINVAL);
+	/* Buffered messages the library holds go before a blocking call. */
+	mp_cnx_flush(c->cnx);
 	rc = mp_iov_sink_check(&sink);
 	if (rc < 0)
 		return mp_fail(rc);
@@ -444,6 +446,7 @@ MESSIP_EXPORT int messip_channel_ping(messip_channel_t *ch, int msec_timeout)
 
 	if (!c || c->server)
 		return mp_fail(-EINVAL);
+	mp_cnx_flush(c->cnx); /* as messip_send */
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_PING;
 	rc = mp_local_cli_ready(c, msec_timeout);

@@ -337,10 +337,34 @@ static void fl_child(void)
 	pthread_mutex_init(&fl_mu, NULL);
 }
 
+/* exit(): the flusher dies with the process, so write what it would
+ * have (waiting up to 100 ms a connection).  A connection busy in
+ * another thread is skipped; _exit() and signals skip all of this: a
+ * process killed within PIPE_HOLD_NS of a pipelined send may lose it. */
+static void fl_atexit(void)
+{
+	pthread_mutex_lock(&fl_mu);
+	for (struct messip_cnx *c = fl_list; c; c = c->pipe.fnext) {
+		struct mp_pipe *p = &c->pipe;
+
+		if (!__atomic_load_n(&p->armed, __ATOMIC_ACQUIRE) ||
+		    pthread_mutex_trylock(&p->lock) != 0)
+			continue;
+		if (p->armed && p->wr < p->len &&
+		    mp_link_send_raw(&c->mgr, p->buf + p->wr, p->len - p->wr,
+				     mp_time_now_ns() + ms_ns(100)) == 0)
+			p->wr = p->len;
+		p->armed = 0;
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_unlock(&fl_mu);
+}
+
 static void fl_setup(void)
 {
 	fl_cv_init();
 	pthread_atfork(fl_prepare, fl_parent, fl_child);
+	atexit(fl_atexit);
 }
 
 /* Under pipe.lock, armed: write the unwritten frames without waiting.
@@ -789,7 +813,13 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 
 int mp_cnx_flush(struct messip_cnx *cnx)
 {
-	int rc = pipe_write(cnx);
+	int rc;
+
+	/* Only the user arms, so a relaxed read of its own store: not
+	 * armed, nothing could be written now. */
+	if (!__atomic_load_n(&cnx->pipe.armed, __ATOMIC_RELAXED))
+		return 0;
+	rc = pipe_write(cnx);
 
 	if (rc == -EPIPE) {
 		link_lost(cnx, "write error");

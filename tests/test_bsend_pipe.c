@@ -15,7 +15,8 @@
  *   - two senders overrunning each other's credit: a call that times out
  *     queued nothing, even behind pipelined frames parked at the manager;
  *   - a coalesced burst whose sender then makes no call: the library's
- *     flusher writes its tail (within ~150 us, asserted < 500 ms);
+ *     flusher writes its tail (within ~150 us, asserted < 500 ms); one
+ *     whose sender calls exit() at once: written on the way out;
  *   - several senders overrunning the credit of one small ring: nothing
  *     is lost, every sender keeps its order, nobody deadlocks.
  */
@@ -434,6 +435,51 @@ static void test_burst_tail_flushed(void)
 	messip_disconnect(cnx, 2000);
 }
 
+/* A burst, then exit() at once: the library writes the tail on the way
+ * out (its flusher thread dies with the process). */
+static void exit_sender(void *p)
+{
+	messip_cnx_t *cnx = api_connect("exiter");
+	messip_channel_t *ch;
+
+	(void)p;
+	CHILD_CHECK(cnx);
+	ch = messip_channel_locate(cnx, "t-pexit", 5000);
+	CHILD_CHECK(ch);
+	for (int32_t i = 0; i < BURST; i++)
+		CHILD_CHECK(psend(ch, i, 5000) >= 0);
+	exit(0);
+}
+
+static void test_burst_then_exit(void)
+{
+	messip_cnx_t *cnx = api_connect("exitsrv");
+	messip_channel_t *ch;
+	int32_t next = 0;
+	pid_t pid;
+
+	CU_ASSERT_FATAL(cnx != NULL);
+	ch = messip_channel_create(cnx, "t-pexit", 2000, 0);
+	CU_ASSERT_FATAL(ch != NULL);
+	pid = api_fork(exit_sender, NULL);
+	CU_ASSERT(api_child_ok(pid, 10000));
+	for (;;) {
+		int32_t type = -1;
+		struct pmsg m;
+		int r = messip_receive(ch, &type, &m, sizeof(m), 1000);
+
+		if (r == MESSIP_MSG_DISMISSED || r == MESSIP_MSG_DISCONNECT)
+			continue;
+		if (r != MESSIP_MSG_NOREPLY || m.v != next)
+			break;
+		next++;
+	}
+	fprintf(stderr, "  %d of a %d-message burst before exit() received\n",
+		next, BURST);
+	CU_ASSERT_EQUAL(next, BURST);
+	messip_disconnect(cnx, 2000);
+}
+
 /* ---- several senders overrunning the credit ----------------------------- */
 
 #define N_SENDERS 4
@@ -520,6 +566,8 @@ static const struct mp_test_case tests[] = {
 	 test_full_ring_two_senders},
 	{"the tail of a coalesced burst goes out with no further call",
 	 test_burst_tail_flushed},
+	{"a coalesced burst, then exit(): the tail is written on the way out",
+	 test_burst_then_exit},
 	{"several senders overrun the credit: nothing lost, no deadlock",
 	 test_senders_overrun_credit},
 	MP_TEST_END};
