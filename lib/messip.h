@@ -284,9 +284,9 @@ int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
  * library's flusher thread within about 150 us, whether or not the
  * program calls again, and at once by messip_send, messip_channel_ping,
  * messip_disconnect and exit().  A process killed by a signal (or
- * ending with _exit) within that time may lose those messages.  A lone send, and any send while the ring is full
- * as far as the library knows, waits for the manager's answer as
- * described above.
+ * ending with _exit) within that time may lose those messages.  A lone
+ * send, and any send while the ring is full as far as the library knows,
+ * waits for the manager's answer as described above.
  */
 int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 			     const void *send_buffer, int send_len,
