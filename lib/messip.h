@@ -44,8 +44,10 @@
  * it: no call keeps state between calls that a thread owns); different
  * connections are independent, so threads that each use their own
  * connection need no locking.  The library starts one thread of its own
- * per server channel that has a same-host segment (see "Same host"); it
- * blocks every signal, only waits and wakes, and never runs program code.
+ * per server channel that has a same-host segment (see "Same host"), and
+ * one per process (the flusher) once a pipelined buffered send leaves
+ * messages unwritten (see messip_buffered_send); they block every
+ * signal, only wait, wake and write, and never run program code.
  *
  * Processes: no call raises SIGPIPE, installs a signal handler or asserts
  * on what a peer sent.  Every descriptor the library opens is
@@ -312,6 +314,21 @@ int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
  * this one.  A full queue makes the call wait for room.  -1 with
  * ETIMEDOUT (still full at the deadline: not queued), ESRCH (the channel
  * is gone), EMSGSIZE, ESHUTDOWN, EACCES, EINVAL. */
+/*
+ * Through the manager, a stream of buffered sends is pipelined: a send
+ * that follows the previous one of its connection within 200 us returns
+ * once the library holds the message (it keeps it until the manager
+ * confirms it, and sends it again after a reconnection), without waiting
+ * for the manager's answer; its return value is then an upper bound (the
+ * count at the last answer plus the messages sent since).  Such messages
+ * are written in batches: what a call leaves unwritten is written by the
+ * library's flusher thread within about 150 us, whether or not the
+ * program calls again, and at once by messip_send, messip_channel_ping,
+ * messip_disconnect and exit().  A process killed by a signal (or
+ * ending with _exit) within that time may lose those messages.  A lone
+ * send, and any send while the ring is full as far as the library knows,
+ * waits for the manager's answer as described above.
+ */
 int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 			     const void *send_buffer, int send_len,
 			     int msec_timeout);

@@ -500,6 +500,8 @@ static int send_common(messip_channel_t *ch, int32_t type,
 
 	if (!c || c->server)
 		return mp_fail(-EINVAL);
+	/* Buffered messages the library holds go before a blocking call. */
+	mp_cnx_flush(c->cnx);
 	rc = mp_iov_sink_check(&sink);
 	if (rc < 0)
 		return mp_fail(rc);
@@ -557,6 +559,7 @@ MESSIP_EXPORT int messip_channel_ping(messip_channel_t *ch, int msec_timeout)
 
 	if (!c || c->server)
 		return mp_fail(-EINVAL);
+	mp_cnx_flush(c->cnx); /* as messip_send */
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_PING;
 	rc = mp_inproc_cli_active(c) ? 0 : mp_local_cli_ready(c, msec_timeout);
@@ -625,6 +628,19 @@ MESSIP_EXPORT int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 	deadline = mp_time_deadline(msec_timeout);
 	if (c->handle < 0)
 		return mp_fail(-ESRCH); /* lost with an expired registration */
+	if (mp_cnx_can_pipe(c->cnx, (uint32_t)send_len)) {
+		/* Sent without waiting for the manager's answer: the
+		 * library keeps it until the answer comes. */
+		rc = mp_cnx_bsend(c->cnx, c->handle, type, send_buffer,
+				  (uint32_t)send_len, deadline);
+		if (rc != -EAGAIN)
+			return rc < 0 ? mp_fail(rc) : rc;
+	}
+	/* A waiting BSEND must not queue behind pipelined ones parked at
+	 * the manager: its ETIMEDOUT would not mean "not queued". */
+	rc = mp_cnx_pipe_drain(c->cnx, deadline);
+	if (rc < 0)
+		return mp_fail(rc);
 	memset(&req, 0, sizeof(req));
 	req.op = MP_OP_BSEND;
 	req.b = c->handle;
@@ -636,6 +652,8 @@ MESSIP_EXPORT int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 	 * ETIMEDOUT really means "not queued". */
 	rc = mp_cnx_rpc(c->cnx, &req, &v, send_len ? 1 : 0, &ans, deadline,
 			(int64_t)MP_BSEND_SLACK_MS * 1000000);
+	if (rc == 0)
+		mp_cnx_bsend_answered(c->cnx, &ans);
 	if (rc == 0 && ans.a != 0)
 		rc = (ans.a > 0 && ans.a < 4096) ? -ans.a : -EPROTO;
 	if (rc < 0)

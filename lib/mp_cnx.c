@@ -19,10 +19,13 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "messip.h"
@@ -30,6 +33,7 @@
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
+#include "mp_host.h"
 #include "mp_log.h"
 #include "mp_srv.h"
 #include "mp_time.h"
@@ -42,6 +46,16 @@
 #define CONF_FILE	 "/etc/messip"
 #define SECRET_FILE	 "/etc/messip-secret"
 #define MP_CNX_MAX_ADDRS 8 /* addresses of the manager tried */
+
+/* Pipelined buffered sends (see "Pipelined buffered sends" below). */
+#define PIPE_MAX_FRAMES	 1024	      /* unanswered BSENDs at most */
+#define PIPE_MAX_BYTES	 (512 * 1024) /* their encoded bytes at most */
+#define PIPE_FLUSH_BYTES 16384      /* write once this much is waiting */
+#define PIPE_LONE_NS	 200000	      /* a send after this long is lone */
+#define PIPE_HOLD_NS	 150000	      /* oldest unwritten frame's limit */
+
+static void pipe_drop(struct messip_cnx *cnx, const char *why);
+static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m);
 
 static int64_t ms_ns(int64_t ms)
 {
@@ -152,7 +166,12 @@ static void close_link(struct messip_cnx *cnx)
 	for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
 		if (c->server)
 			mp_srv_watch_mgr(c, -1, 0);
+	/* Disarmed under the lock: the flusher no longer writes to this
+	 * link, nor to the next one until a send arms it again. */
+	pthread_mutex_lock(&cnx->pipe.lock);
+	__atomic_store_n(&cnx->pipe.armed, 0, __ATOMIC_RELAXED);
 	mp_link_close(&cnx->mgr);
+	pthread_mutex_unlock(&cnx->pipe.lock);
 }
 
 /* DOWN (or still DOWN) past the grace period: give up. */
@@ -164,6 +183,7 @@ static bool check_grace(struct messip_cnx *cnx, int64_t now)
 		return false;
 	close_link(cnx);
 	cnx->state = MP_CNX_DEAD;
+	pipe_drop(cnx, "manager unreachable");
 	mp_log(MESSIP_LOG_ERROR, "MESSIP-MGR-GONE",
 	       "manager %s unreachable for %d ms, registration %d lost",
 	       cnx->where, MP_RESUME_GRACE_MS, (int)cnx->regno);
@@ -207,6 +227,13 @@ static void hello_msg(struct messip_cnx *cnx, struct mp_wire_msg *m,
 	memcpy(m->id, cnx->id, sizeof(cnx->id));
 	m->a = (int32_t)getpid();
 	m->u = resume ? cnx->token : 0;
+	/* Our host token tells the manager whether our pid means anything
+	 * to it (doc/protocol.md, "Registration"). */
+	if (!cnx->my_host && mp_host_token(&cnx->my_host) < 0)
+		cnx->my_host = 0;
+	if (cnx->my_host)
+		snprintf(m->name, sizeof(m->name), "%llu",
+			 (unsigned long long)cnx->my_host);
 }
 
 /* A positive errno from the peer, checked: anything else is EPROTO. */
@@ -322,6 +349,587 @@ static void take_welcome(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 }
 
 /* ------------------------------------------------------------------ */
+/* Pipelined buffered sends.                                           */
+/*
+ * A BSEND within the pipeline's limits is encoded into cnx->pipe and the
+ * call returns at once; the frame stays there until its RESULT (or a
+ * later one: the manager answers in order and may answer a run of
+ * pipelined BSENDs with one RESULT, for the last) says it is in the ring.
+ * The frames carry c = -1 (wait forever): the manager parks them while
+ * the ring is full and never drops one, so a frame sent is a message
+ * queued, and a message the library still holds is sent again, with its
+ * reqid, after a resume (the manager drops those it queued already).  The
+ * limits (PIPE_MAX_FRAMES, PIPE_MAX_BYTES) are what makes a sender wait
+ * for a full ring: past them a send waits for answers, up to its
+ * deadline, and then fails with ETIMEDOUT without sending anything.
+ *
+ * Only a stream is pipelined: a send that comes PIPE_LONE_NS or more
+ * after the previous one of this connection is lone, and waits for its
+ * RESULT as before (mp_cnx_rpc): it costs one round trip, which a lone
+ * message can afford, and it learns at once of a broken link.
+ *
+ * Coalescing: frames are written in batches, by the send that finds
+ * PIPE_FLUSH_BYTES waiting or the oldest unwritten frame older than
+ * PIPE_HOLD_NS, by every other library call on the connection before it
+ * waits (mp_cnx_pump, mp_cnx_rpc, pipe_wait), and otherwise by the
+ * flusher thread (below) PIPE_HOLD_NS after the first unwritten frame:
+ * the tail of a burst never waits longer than that, whatever the program
+ * does next.
+ */
+
+/* ---- The flusher ----------------------------------------------------
+ *
+ * One library thread, started by the first send that leaves frames
+ * unwritten, for every connection of the process.  A connection is
+ * "armed" (pipe.armed) by its user, under pipe.lock, when it leaves
+ * frames unwritten on a link that is up; the flusher then writes them
+ * PIPE_HOLD_NS later unless the user did first, and disarms it.  The
+ * user takes pipe.lock around every write to the manager link, and
+ * close_link disarms under it, so the two never write at once and the
+ * flusher never writes on a link being replaced.  The flusher only
+ * tries the lock: a user holding it is writing to that very socket.
+ *
+ * fl_mu guards the list of connections and the thread's state; lock
+ * order fl_mu, then pipe.lock.  fork: the child has no flusher (it is
+ * started again lazily there) and a fresh fl_mu (pthread_atfork).
+ */
+static pthread_mutex_t fl_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fl_cv;
+static pthread_once_t fl_once = PTHREAD_ONCE_INIT;
+static struct messip_cnx *fl_list;
+static bool fl_running;
+
+static void fl_prepare(void)
+{
+	pthread_mutex_lock(&fl_mu);
+}
+
+static void fl_parent(void)
+{
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static void fl_cv_init(void)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&fl_cv, &a);
+	pthread_condattr_destroy(&a);
+}
+
+/* The child has no flusher, and the parent's one may have been waiting
+ * on fl_cv: a fresh condition variable, an empty list (the parent's
+ * connections are not the child's to write to: their frames must never
+ * go out twice), and a flusher started again when needed. */
+static void fl_child(void)
+{
+	for (struct messip_cnx *c = fl_list, *n; c; c = n) {
+		n = c->pipe.fnext;
+		c->pipe.fnext = NULL;
+		c->pipe.listed = false;
+		c->pipe.armed = 0;
+		pthread_mutex_init(&c->pipe.lock, NULL);
+	}
+	fl_list = NULL;
+	fl_cv_init();
+	fl_running = false;
+	pthread_mutex_init(&fl_mu, NULL);
+}
+
+/* exit(): the flusher dies with the process, so write what it would
+ * have (waiting up to 100 ms a connection).  A connection busy in
+ * another thread is skipped; _exit() and signals skip all of this: a
+ * process killed within PIPE_HOLD_NS of a pipelined send may lose it. */
+static void fl_atexit(void)
+{
+	pthread_mutex_lock(&fl_mu);
+	for (struct messip_cnx *c = fl_list; c; c = c->pipe.fnext) {
+		struct mp_pipe *p = &c->pipe;
+
+		if (!__atomic_load_n(&p->armed, __ATOMIC_ACQUIRE) ||
+		    pthread_mutex_trylock(&p->lock) != 0)
+			continue;
+		if (p->armed && p->wr < p->len &&
+		    mp_link_send_raw(&c->mgr, p->buf + p->wr, p->len - p->wr,
+				     mp_time_now_ns() + ms_ns(100)) == 0)
+			p->wr = p->len;
+		p->armed = 0;
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static void fl_setup(void)
+{
+	fl_cv_init();
+	pthread_atfork(fl_prepare, fl_parent, fl_child);
+	atexit(fl_atexit);
+}
+
+/* Under pipe.lock, armed: write the unwritten frames without waiting.
+ * A full socket keeps it armed, to be tried again a bound later; a
+ * broken link is the user's to find (its next read or write). */
+static void fl_write(struct messip_cnx *cnx, int64_t now)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	int rc = 0;
+
+	if (p->wr < p->len)
+		rc = mp_link_send_raw(&cnx->mgr, p->buf + p->wr,
+				      p->len - p->wr, now);
+	if (rc == -ETIMEDOUT) {
+		p->armed_ns = now;
+		return;
+	}
+	if (rc == 0)
+		p->wr = p->len;
+	__atomic_store_n(&p->armed, 0, __ATOMIC_RELAXED);
+}
+
+static void *fl_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&fl_mu);
+	for (;;) {
+		int64_t now = mp_time_now_ns(), next = INT64_MAX;
+		struct timespec ts;
+
+		for (struct messip_cnx *c = fl_list; c; c = c->pipe.fnext) {
+			struct mp_pipe *p = &c->pipe;
+
+			/* The acquire pairs with the user's release of
+			 * armed: armed_ns is read after it. */
+			if (!__atomic_load_n(&p->armed, __ATOMIC_ACQUIRE))
+				continue;
+			if (now - p->armed_ns < PIPE_HOLD_NS) {
+				if (p->armed_ns + PIPE_HOLD_NS < next)
+					next = p->armed_ns + PIPE_HOLD_NS;
+				continue;
+			}
+			if (pthread_mutex_trylock(&p->lock) == 0) {
+				if (p->armed)
+					fl_write(c, now);
+				if (p->armed)
+					next = now + PIPE_HOLD_NS;
+				pthread_mutex_unlock(&p->lock);
+			} else {
+				next = now + PIPE_HOLD_NS / 4;
+			}
+		}
+		if (next == INT64_MAX) {
+			pthread_cond_wait(&fl_cv, &fl_mu);
+			continue;
+		}
+		ts.tv_sec = next / 1000000000;
+		ts.tv_nsec = next % 1000000000;
+		pthread_cond_timedwait(&fl_cv, &fl_mu, &ts);
+	}
+	return NULL;
+}
+
+/* The user armed cnx: make sure the flusher runs and knows.  Without a
+ * thread (pthread_create failed), the frames wait for the next call. */
+static void fl_kick(struct messip_cnx *cnx)
+{
+	pthread_once(&fl_once, fl_setup);
+	pthread_mutex_lock(&fl_mu);
+	if (!cnx->pipe.listed) {
+		cnx->pipe.fnext = fl_list;
+		fl_list = cnx;
+		cnx->pipe.listed = true;
+	}
+	if (!fl_running) {
+		pthread_attr_t a;
+		pthread_t t;
+		sigset_t all, old;
+
+		/* The thread takes no signal of the program's. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&a, 64 * 1024);
+		fl_running = pthread_create(&t, &a, fl_main, NULL) == 0;
+		pthread_attr_destroy(&a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	pthread_cond_signal(&fl_cv);
+	pthread_mutex_unlock(&fl_mu);
+}
+
+/* cnx goes away: off the list, after which the flusher never touches
+ * it (it only does under fl_mu). */
+static void fl_forget(struct messip_cnx *cnx)
+{
+	if (!cnx->pipe.listed)
+		return;
+	pthread_mutex_lock(&fl_mu);
+	for (struct messip_cnx **pp = &fl_list; *pp; pp = &(*pp)->pipe.fnext)
+		if (*pp == cnx) {
+			*pp = cnx->pipe.fnext;
+			break;
+		}
+	cnx->pipe.listed = false;
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static bool pipe_has_unwritten(const struct mp_pipe *p)
+{
+	return p->wr < p->len;
+}
+
+/* pipe_write under pipe.lock: on success the flusher has nothing left
+ * to do and is disarmed. */
+static int pipe_write_locked(struct messip_cnx *cnx)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	int rc;
+
+	if (!pipe_has_unwritten(p) || cnx->state != MP_CNX_UP || cnx->rereg ||
+	    cnx->in_rereg)
+		return 0;
+	rc = mp_link_send_raw(&cnx->mgr, p->buf + p->wr, p->len - p->wr,
+			      mp_time_now_ns());
+	if (rc == -ETIMEDOUT)
+		return -EAGAIN;
+	if (rc < 0)
+		return rc;
+	p->wr = p->len;
+	__atomic_store_n(&p->armed, 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* Hand the unwritten frames to the link without waiting (a part the
+ * socket cannot take now is kept by the link and goes first later).
+ * 0, -EAGAIN (the socket took nothing), -EPIPE. */
+static int pipe_write(struct messip_cnx *cnx)
+{
+	int rc;
+
+	pthread_mutex_lock(&cnx->pipe.lock);
+	rc = pipe_write_locked(cnx);
+	pthread_mutex_unlock(&cnx->pipe.lock);
+	return rc;
+}
+
+/* Forget every held frame (the registration they belonged to is gone). */
+static void pipe_drop(struct messip_cnx *cnx, const char *why)
+{
+	struct mp_pipe *p = &cnx->pipe;
+
+	if (p->nfr)
+		mp_log(MESSIP_LOG_ERROR, "MESSIP-BSEND-LOST",
+		       "%u buffered messages not confirmed by manager %s "
+		       "dropped: %s",
+		       p->nfr, cnx->where, why);
+	p->off = p->wr = p->len = 0;
+	p->fhead = p->nfr = 0;
+	p->queued = -1;
+}
+
+/* RESULT m answers a pipelined BSEND: it and every older one are done.
+ * Returns false when m's reqid is not one of the pipeline's. */
+static bool pipe_answer(struct messip_cnx *cnx, const struct mp_wire_msg *m)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	uint32_t first, last;
+	unsigned n = 0;
+
+	if (!p->nfr || m->op != MP_OP_RESULT)
+		return false;
+	first = p->fr[p->fhead].reqid;
+	last = p->fr[(p->fhead + p->nfr - 1) % PIPE_MAX_FRAMES].reqid;
+	/* Serial comparison: reqids wrap. */
+	if ((int32_t)(m->reqid - first) < 0 || (int32_t)(m->reqid - last) > 0)
+		return false;
+	pthread_mutex_lock(&p->lock);
+	while (n < p->nfr &&
+	       (int32_t)(p->fr[(p->fhead + n) % PIPE_MAX_FRAMES].reqid -
+			 m->reqid) <= 0)
+		n++;
+	p->off = p->fr[(p->fhead + n - 1) % PIPE_MAX_FRAMES].end;
+	if (p->wr < p->off)
+		p->wr = p->off; /* cannot be: answered before written */
+	p->fhead = (p->fhead + n) % PIPE_MAX_FRAMES;
+	p->nfr -= n;
+	if (!p->nfr)
+		p->off = p->wr = p->len = 0;
+	pthread_mutex_unlock(&p->lock);
+	if (m->c > 0)
+		p->mgr_max = (uint32_t)m->c;
+	p->room = m->a == 0 && m->u < UINT32_MAX ? (uint32_t)m->u : 0;
+	if (m->a == 0) {
+		p->queued = m->b < 0 ? 0 : m->b;
+	} else {
+		/* Only a channel that vanished (ESRCH) or a refusal the
+		 * checks before sending cannot foresee gets here. */
+		mp_log(m->a == ESRCH ? MESSIP_LOG_INFO : MESSIP_LOG_ERROR,
+		       "MESSIP-BSEND-REFUSED",
+		       "buffered message (request %u) refused by manager "
+		       "%s: %s",
+		       m->reqid, cnx->where, strerror(-peer_status(m->a)));
+		p->queued = -1;
+	}
+	return true;
+}
+
+/* Make room for n more bytes at the end of buf.  0 or -ENOMEM. */
+static int pipe_room(struct mp_pipe *p, size_t n)
+{
+	uint8_t *b;
+	size_t cap;
+
+	if (p->off && (p->off == p->len || p->cap - p->len < n)) {
+		/* Slide the held frames to the front. */
+		memmove(p->buf, p->buf + p->off, p->len - p->off);
+		for (unsigned i = 0; i < p->nfr; i++)
+			p->fr[(p->fhead + i) % PIPE_MAX_FRAMES].end -=
+				(uint32_t)p->off;
+		p->len -= p->off;
+		p->wr -= p->off;
+		p->off = 0;
+	}
+	if (!p->fr) {
+		p->fr = calloc(PIPE_MAX_FRAMES, sizeof(*p->fr));
+		if (!p->fr)
+			return -ENOMEM;
+	}
+	if (p->cap - p->len >= n)
+		return 0;
+	cap = p->cap ? p->cap : 64 * 1024;
+	while (cap - p->len < n)
+		cap *= 2;
+	b = realloc(p->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	p->buf = b;
+	p->cap = cap;
+	return 0;
+}
+
+/* No room in the pipeline for one more frame of len bytes: out of
+ * credit (the ring's room at the last answer, minus what was sent
+ * since) or past the pipeline's limits. */
+static bool pipe_blocked(const struct mp_pipe *p, uint32_t len)
+{
+	return p->nfr >= PIPE_MAX_FRAMES || p->nfr >= p->room ||
+	       p->len - p->off + len + 64 > PIPE_MAX_BYTES;
+}
+
+/* One non-blocking read of the manager link: > 0 bytes, 0 nothing,
+ * -EPIPE (the link is lost: closed here). */
+static int mgr_fill(struct messip_cnx *cnx)
+{
+	int rc = mp_link_fill(&cnx->mgr);
+
+	if (rc < 0) {
+		link_lost(cnx, rc == -EPIPE ? "closed" : "read error");
+		return -EPIPE;
+	}
+	return rc;
+}
+
+/* Wait until the manager link is readable: 0, -ETIMEDOUT, -EPIPE (the
+ * link is lost: closed here). */
+static int mgr_wait_input(struct messip_cnx *cnx, int64_t deadline)
+{
+	int rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
+
+	if (rc == 0)
+		return -ETIMEDOUT;
+	if (rc < 0) {
+		link_lost(cnx, "poll error");
+		return -EPIPE;
+	}
+	return 0;
+}
+
+/* Wait for input from the manager (answers to pipelined BSENDs among
+ * it) and handle what came: 0, -ETIMEDOUT (nothing by the deadline),
+ * -EPIPE (the link was lost). */
+static int pipe_wait(struct messip_cnx *cnx, int64_t deadline)
+{
+	struct mp_wire_msg m;
+	int rc;
+
+	if (pipe_write(cnx) == -EPIPE) {
+		link_lost(cnx, "write error");
+		return -EPIPE;
+	}
+	for (;;) {
+		bool got = false;
+
+		while ((rc = mp_link_next(&cnx->mgr, &m)) > 0) {
+			got = true;
+			if (dispatch(cnx, &m) < 0) {
+				link_lost(cnx, "write error");
+				return -EPIPE;
+			}
+		}
+		if (rc < 0) {
+			link_lost(cnx, "protocol error");
+			return -EPIPE;
+		}
+		if (got) {
+			wake_servers(cnx);
+			return 0;
+		}
+		rc = mgr_fill(cnx);
+		if (rc == 0)
+			rc = mgr_wait_input(cnx, deadline);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+/* One step of waiting for the pipeline: answers, or the link back (whose
+ * resume sends the held frames again).  0, -ETIMEDOUT, -ESHUTDOWN. */
+static int pipe_wait_step(struct messip_cnx *cnx, int64_t deadline)
+{
+	int rc = cnx->state == MP_CNX_UP ? pipe_wait(cnx, deadline)
+					 : mp_cnx_wait_up(cnx, deadline);
+
+	return rc == -EPIPE ? 0 : rc;
+}
+
+int mp_cnx_pipe_drain(struct messip_cnx *cnx, int64_t deadline)
+{
+	while (cnx->pipe.nfr) {
+		int rc = pipe_wait_step(cnx, deadline);
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+bool mp_cnx_can_pipe(const struct messip_cnx *cnx, uint32_t len)
+{
+	return cnx->state == MP_CNX_UP && !cnx->rereg && !cnx->in_rereg &&
+	       len < cnx->pipe.mgr_max &&
+	       mp_time_now_ns() - cnx->pipe.last_ns < PIPE_LONE_NS;
+}
+
+void mp_cnx_bsend_answered(struct messip_cnx *cnx,
+			   const struct mp_wire_msg *ans)
+{
+	if (ans->c > 0)
+		cnx->pipe.mgr_max = (uint32_t)ans->c;
+	cnx->pipe.room =
+		ans->a == 0 && ans->u < UINT32_MAX ? (uint32_t)ans->u : 0;
+	cnx->pipe.last_ns = mp_time_now_ns();
+	if (ans->a == 0 && !cnx->pipe.nfr)
+		cnx->pipe.queued = ans->b < 0 ? 0 : ans->b;
+}
+
+int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
+		 const void *data, uint32_t len, int64_t deadline)
+{
+	struct mp_pipe *p = &cnx->pipe;
+	struct mp_wire_msg m;
+	int64_t now;
+	int32_t before;
+	size_t need;
+	bool kick;
+	int hl, rc;
+
+	/* Out of credit or past the pipeline's limits: wait for answers,
+	 * which renew the credit, up to the deadline (then ETIMEDOUT, and
+	 * nothing of this call was sent).  With nothing unanswered, the
+	 * caller sends a waiting BSEND instead, which the manager parks
+	 * while the ring is full, up to the deadline: it must not wait
+	 * behind pipelined frames parked there, whose wait has no end. */
+	while (pipe_blocked(p, len)) {
+		if (!p->nfr)
+			return -EAGAIN;
+		rc = pipe_wait_step(cnx, deadline);
+		if (rc < 0)
+			return rc;
+		if (cnx->state == MP_CNX_UP && (cnx->rereg || cnx->in_rereg))
+			return -EAGAIN;
+	}
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_BSEND;
+	m.flags = MP_WIRE_F_PIPE;
+	m.reqid = mp_cnx_reqid(cnx);
+	m.b = handle;
+	m.a = type;
+	m.c = -1;
+	m.datalen = len;
+	need = MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX + len;
+	pthread_mutex_lock(&p->lock);
+	rc = pipe_room(p, need);
+	hl = rc < 0 ? rc
+		    : mp_wire_encode_head(&m, p->buf + p->len, p->cap - p->len);
+	if (hl < 0) {
+		pthread_mutex_unlock(&p->lock);
+		return hl;
+	}
+	if (len)
+		memcpy(p->buf + p->len + hl, data, len);
+	now = mp_time_now_ns();
+	if (!pipe_has_unwritten(p))
+		p->unwritten_ns = now;
+	p->len += (size_t)hl + len;
+	p->fr[(p->fhead + p->nfr) % PIPE_MAX_FRAMES].reqid = m.reqid;
+	p->fr[(p->fhead + p->nfr) % PIPE_MAX_FRAMES].end = (uint32_t)p->len;
+	/* What the library knows: the count the last answer gave, that
+	 * message itself, and every one sent since (an upper bound: the
+	 * server may have taken some meanwhile). */
+	before = p->queued < 0 ? (int32_t)p->nfr
+			       : p->queued + 1 + (int32_t)p->nfr;
+	p->nfr++;
+	kick = false;
+	rc = 0;
+	if (p->len - p->wr >= PIPE_FLUSH_BYTES ||
+	    now - p->unwritten_ns >= PIPE_HOLD_NS)
+		rc = pipe_write_locked(cnx);
+	if (pipe_has_unwritten(p) && cnx->state == MP_CNX_UP && !cnx->rereg &&
+	    !cnx->in_rereg && !p->armed) {
+		/* The release publishes armed_ns to the flusher. */
+		p->armed_ns = p->unwritten_ns;
+		__atomic_store_n(&p->armed, 1, __ATOMIC_RELEASE);
+		kick = true;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (kick)
+		fl_kick(cnx);
+	if (rc == -EPIPE)
+		link_lost(cnx, "write error"); /* re-sent on resume */
+	p->last_ns = now;
+	if (cnx->state != MP_CNX_UP) {
+		/* The link broke under the write: resume now, as a waiting
+		 * send would, so that the message goes out within this call
+		 * when the manager is back in time (resumed() and
+		 * reregister() write the held frames).  Past the deadline it
+		 * stays held and goes with the next resume. */
+		rc = mp_cnx_wait_up(cnx, deadline);
+		if (rc == -ESHUTDOWN)
+			return rc;
+	}
+	return before;
+}
+
+int mp_cnx_flush(struct messip_cnx *cnx)
+{
+	int rc;
+
+	/* Only the user arms, so a relaxed read of its own store: not
+	 * armed, nothing could be written now. */
+	if (!__atomic_load_n(&cnx->pipe.armed, __ATOMIC_RELAXED))
+		return 0;
+	rc = pipe_write(cnx);
+
+	if (rc == -EPIPE) {
+		link_lost(cnx, "write error");
+		return 0;
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Frames the manager pushes.                                          */
 
 static struct messip_channel_priv *find_server(struct messip_cnx *cnx,
@@ -400,6 +1008,7 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 {
 	struct messip_channel_priv *c;
 	struct mp_wire_msg a;
+	int rc;
 
 	switch (m->op) {
 	case MP_OP_BDELIVER:
@@ -445,10 +1054,13 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 		memset(&a, 0, sizeof(a));
 		a.op = MP_OP_PONG;
 		a.reqid = m->reqid;
-		if (mp_link_send_msg(&cnx->mgr, &a, mp_time_now_ns()) == -EPIPE)
-			return -EPIPE;
-		return 0;
+		pthread_mutex_lock(&cnx->pipe.lock);
+		rc = mp_link_send_msg(&cnx->mgr, &a, mp_time_now_ns());
+		pthread_mutex_unlock(&cnx->pipe.lock);
+		return rc == -EPIPE ? -EPIPE : 0;
 	default:
+		if (pipe_answer(cnx, m))
+			return 0;
 		if (is_answer(m->op)) {
 			/* Late answer to a request that timed out. */
 			mp_log(MESSIP_LOG_DEBUG, "MESSIP-LATE-ANSWER",
@@ -510,13 +1122,9 @@ static int await_loop(struct messip_cnx *cnx, uint32_t reqid,
 		if (rc > 0)
 			continue;
 		ws->slept = true;
-		rc = mp_sock_wait(cnx->mgr.fd, POLLIN, deadline);
-		if (rc == 0)
-			return -ETIMEDOUT;
-		if (rc < 0) {
-			link_lost(cnx, "poll error");
-			return -EPIPE;
-		}
+		rc = mgr_wait_input(cnx, deadline);
+		if (rc < 0)
+			return rc;
 	}
 }
 
@@ -537,7 +1145,9 @@ static int rpc_once(struct messip_cnx *cnx, struct mp_wire_msg *req,
 	int rc;
 
 	req->reqid = mp_cnx_reqid(cnx);
+	pthread_mutex_lock(&cnx->pipe.lock);
 	rc = mp_link_send_msg(&cnx->mgr, req, deadline);
+	pthread_mutex_unlock(&cnx->pipe.lock);
 	if (rc == -EPIPE)
 		link_lost(cnx, "write error");
 	if (rc < 0)
@@ -620,6 +1230,8 @@ static void reregister(struct messip_cnx *cnx)
 	cnx->rereg = false;
 out:
 	cnx->in_rereg = false;
+	if (!cnx->rereg && pipe_write(cnx) == -EPIPE)
+		link_lost(cnx, "write error");
 }
 
 /* ------------------------------------------------------------------ */
@@ -662,13 +1274,23 @@ static void resumed(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	cnx->state = MP_CNX_UP;
 	sync_watch(cnx);
 	if (fresh) {
-		/* Every handle belongs to the old registration. */
+		/* Every handle belongs to the old registration.  The
+		 * unconfirmed buffered sends go again once the channels are
+		 * declared again (reregister), as a waiting BSEND would. */
+		cnx->pipe.wr = cnx->pipe.off;
 		cnx->epoch++;
 		cnx->rereg = true;
 		mp_log(MESSIP_LOG_WARNING, "MESSIP-MGR-NEWREG",
 		       "manager %s: new registration %d", cnx->where,
 		       (int)cnx->regno);
 	} else {
+		/* Unconfirmed buffered sends go again, first, with their
+		 * reqids: the manager drops those it queued already. */
+		cnx->pipe.wr = cnx->pipe.off;
+		if (pipe_write(cnx) == -EPIPE) {
+			link_lost(cnx, "write error");
+			return;
+		}
 		for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
 			if (c->server)
 				mp_srv_link_restored(c, false);
@@ -737,8 +1359,16 @@ static void pump_up(struct messip_cnx *cnx)
 	struct mp_wire_msg m;
 	int rc;
 
-	if (mp_link_pending_out(&cnx->mgr) &&
-	    mp_link_flush(&cnx->mgr, mp_time_now_ns()) == -EPIPE) {
+	pthread_mutex_lock(&cnx->pipe.lock);
+	rc = mp_link_pending_out(&cnx->mgr)
+		     ? mp_link_flush(&cnx->mgr, mp_time_now_ns())
+		     : 0;
+	pthread_mutex_unlock(&cnx->pipe.lock);
+	if (rc == -EPIPE) {
+		link_lost(cnx, "write error");
+		return;
+	}
+	if (pipe_write(cnx) == -EPIPE) {
 		link_lost(cnx, "write error");
 		return;
 	}
@@ -854,7 +1484,23 @@ int mp_cnx_rpc(struct messip_cnx *cnx, struct mp_wire_msg *req,
 			sent = false; /* re-send on the resumed link */
 		}
 		if (!sent) {
-			rc = mp_link_send(&cnx->mgr, req, iov, iovcnt, late);
+			pthread_mutex_lock(&cnx->pipe.lock);
+			rc = 0;
+			if (pipe_has_unwritten(&cnx->pipe)) {
+				/* Pipelined BSENDs go before this request. */
+				rc = mp_link_send_raw(
+					&cnx->mgr, cnx->pipe.buf + cnx->pipe.wr,
+					cnx->pipe.len - cnx->pipe.wr, late);
+				if (rc == 0) {
+					cnx->pipe.wr = cnx->pipe.len;
+					__atomic_store_n(&cnx->pipe.armed, 0,
+							 __ATOMIC_RELAXED);
+				}
+			}
+			if (rc == 0)
+				rc = mp_link_send(&cnx->mgr, req, iov, iovcnt,
+						  late);
+			pthread_mutex_unlock(&cnx->pipe.lock);
 			if (rc == -EPIPE) {
 				link_lost(cnx, "write error");
 				continue;
@@ -873,14 +1519,18 @@ int mp_cnx_rpc(struct messip_cnx *cnx, struct mp_wire_msg *req,
 
 int mp_cnx_post(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 {
+	int rc;
+
 	if (cnx->state != MP_CNX_UP)
 		return -EAGAIN;
 	/* A write error is not acted on here: post is called from inside
 	 * dispatch, while the input buffer is being walked.  A broken link
 	 * also fails its next read (EOF / reset, or EPOLLERR in receive),
 	 * and that is where it is closed. */
-	return mp_link_send_msg(&cnx->mgr, m, mp_time_now_ns()) < 0 ? -EAGAIN
-								    : 0;
+	pthread_mutex_lock(&cnx->pipe.lock);
+	rc = mp_link_send_msg(&cnx->mgr, m, mp_time_now_ns());
+	pthread_mutex_unlock(&cnx->pipe.lock);
+	return rc < 0 ? -EAGAIN : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1024,6 +1674,8 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 		return mp_fail_ptr(-ENOMEM);
 	cnx->magic = MP_CNX_MAGIC;
 	cnx->src.kind = MP_SRC_MGR;
+	cnx->pipe.queued = -1;
+	pthread_mutex_init(&cnx->pipe.lock, NULL);
 	mp_link_init(&cnx->mgr, -1, MP_MAX_DATA);
 	if (id)
 		snprintf(cnx->id, sizeof(cnx->id), "%s", id);
@@ -1070,7 +1722,11 @@ MESSIP_EXPORT int messip_disconnect(messip_cnx_t *handle, int msec_timeout)
 	}
 	while (cnx->chans)
 		mp_chan_destroy(cnx->chans); /* unlinks itself */
+	fl_forget(cnx);
 	close_link(cnx);
+	pthread_mutex_destroy(&cnx->pipe.lock);
+	free(cnx->pipe.buf);
+	free(cnx->pipe.fr);
 	cnx->magic = 0;
 	mp_auth_key_clear(&cnx->key);
 	free(cnx);

@@ -22,6 +22,7 @@
 #ifndef MP_CNX_H
 #define MP_CNX_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -68,6 +69,30 @@ int64_t mp_cnx_wake_time(const struct messip_cnx *cnx);
 /* The link's fd (-1 while there is none) and the poll events to watch. */
 int mp_cnx_fd(const struct messip_cnx *cnx);
 short mp_cnx_poll_events(const struct messip_cnx *cnx);
+
+/*
+ * Pipelined buffered sends (doc/protocol.md, "Buffered messages").
+ * mp_cnx_can_pipe: a message of len bytes may be sent without waiting
+ * (link up, the manager's limit known from an earlier BSEND answer).
+ * mp_cnx_bsend: queue it as a pipelined BSEND; returns the number of
+ * messages queued before it as far as the library knows (>= 0),
+ * -ETIMEDOUT (out of credit and no answer renewed it in time: not
+ * sent), -EAGAIN (nothing unanswered and no credit, or pipelining
+ * stopped meanwhile: use mp_cnx_pipe_drain then mp_cnx_rpc),
+ * -ESHUTDOWN, -ENOMEM.  mp_cnx_bsend_answered: note what the answer to a
+ * BSEND sent by mp_cnx_rpc says.  mp_cnx_flush: write the coalesced
+ * frames now (0, -EAGAIN: the socket is full).
+ */
+bool mp_cnx_can_pipe(const struct messip_cnx *cnx, uint32_t len);
+int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
+		 const void *data, uint32_t len, int64_t deadline);
+void mp_cnx_bsend_answered(struct messip_cnx *cnx,
+			   const struct mp_wire_msg *ans);
+int mp_cnx_flush(struct messip_cnx *cnx);
+
+/* Wait until every pipelined BSEND is answered (before a waiting BSEND,
+ * which must not queue behind them): 0, -ETIMEDOUT, -ESHUTDOWN. */
+int mp_cnx_pipe_drain(struct messip_cnx *cnx, int64_t deadline);
 
 /* Milliseconds left until deadline for a wire "wait" field: -1 forever. */
 int32_t mp_cnx_wait_field(int64_t deadline);

@@ -431,13 +431,44 @@ int mp_link_queue(struct mp_link *l, const struct mp_wire_msg *m,
 	return 0;
 }
 
+/* Write v[0..cnt) (total bytes; orig is a copy of v) as one committed
+ * unit: 0, -ETIMEDOUT (nothing written by the deadline), -EPIPE. */
+static int send_vec(struct mp_link *l, struct iovec *v, const struct iovec *orig,
+		    int cnt, size_t total, int64_t deadline)
+{
+	size_t done = 0;
+	int i = 0, rc;
+
+	for (;;) {
+		ssize_t n = send_some(l->fd, v + i, cnt - i);
+
+		if (n < 0)
+			return -EPIPE;
+		done += (size_t)n;
+		if (done == total)
+			return 0;
+		i = iov_advance(v, cnt, i, (size_t)n);
+		if (n > 0)
+			continue;
+		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
+		if (rc < 0 || (rc > 0 && (rc & (POLLERR | POLLNVAL))))
+			return -EPIPE;
+		if (rc == 0) {
+			if (done == 0)
+				return -ETIMEDOUT;
+			/* Half a frame is out: commit the rest. */
+			return stash(l, orig, cnt, done, total);
+		}
+	}
+}
+
 int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
 		 const struct iovec *iov, int iovcnt, int64_t deadline)
 {
 	uint8_t head[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
 	struct iovec v[MP_LINK_IOV_MAX], orig[MP_LINK_IOV_MAX];
-	size_t total, done = 0;
-	int cnt = 0, i = 0, rc;
+	size_t total;
+	int cnt = 0, rc;
 
 	if (l->fd < 0)
 		return -EPIPE;
@@ -461,27 +492,21 @@ int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
 	if (total - (size_t)rc != m->datalen)
 		return -EINVAL;
 	memcpy(orig, v, sizeof(v[0]) * (size_t)cnt);
-	for (;;) {
-		ssize_t n = send_some(l->fd, v + i, cnt - i);
+	return send_vec(l, v, orig, cnt, total, deadline);
+}
 
-		if (n < 0)
-			return -EPIPE;
-		done += (size_t)n;
-		if (done == total)
-			return 0;
-		i = iov_advance(v, cnt, i, (size_t)n);
-		if (n > 0)
-			continue;
-		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
-		if (rc < 0 || (rc > 0 && (rc & (POLLERR | POLLNVAL))))
-			return -EPIPE;
-		if (rc == 0) {
-			if (done == 0)
-				return -ETIMEDOUT;
-			/* Half a frame is out: commit the rest. */
-			return stash(l, orig, cnt, done, total);
-		}
-	}
+int mp_link_send_raw(struct mp_link *l, const void *p, size_t n,
+		     int64_t deadline)
+{
+	struct iovec v = {(void *)p, n}, orig = v;
+	int rc;
+
+	if (l->fd < 0)
+		return -EPIPE;
+	rc = mp_link_flush(l, deadline);
+	if (rc < 0)
+		return rc;
+	return n ? send_vec(l, &v, &orig, 1, n, deadline) : 0;
 }
 
 int mp_link_send_msg(struct mp_link *l, const struct mp_wire_msg *m,

@@ -130,6 +130,15 @@ int mp_link_send(struct mp_link *l, const struct mp_wire_msg *m,
 int mp_link_queue(struct mp_link *l, const struct mp_wire_msg *m,
 		  const struct iovec *iov, int iovcnt);
 
+/*
+ * Send n bytes that are already whole encoded frames (several may be
+ * coalesced in one buffer), as mp_link_send does: 0 once committed (a
+ * tail the deadline left unsent is copied aside and goes first later),
+ * -ETIMEDOUT (nothing written), -EPIPE.
+ */
+int mp_link_send_raw(struct mp_link *l, const void *p, size_t n,
+		     int64_t deadline);
+
 /* Shorthand for frames without data. */
 int mp_link_send_msg(struct mp_link *l, const struct mp_wire_msg *m,
 		     int64_t deadline);

@@ -24,6 +24,7 @@
 #define MP_PRIV_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -96,6 +97,8 @@ struct mp_srv {
 	bool seen_any;	    /* seq_seen is meaningful */
 	bool done_any;	    /* seq_done is meaningful */
 	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */
+	uint32_t ack_held;  /* messages handed out since the last BACK */
+	int64_t ack_ns;	    /* when the last BACK was sent */
 	bool shutdown_told; /* ESHUTDOWN reported once */
 	struct mp_spin spin; /* busy-poll before epoll_wait sleeps */
 	struct mp_peer *gather; /* its replies are queued, not yet written */
@@ -140,6 +143,39 @@ struct messip_channel_priv {
 	struct mp_cli cli;
 	struct mp_local *local; /* fast path / zero-copy state, or NULL */
 	struct mp_inproc *inproc; /* in-process path, or NULL */
+};
+
+/*
+ * Pipelined buffered sends of a manager connection (mp_cnx.c): BSEND
+ * frames sent without waiting for their RESULT, kept encoded until it
+ * comes (so they can be sent again after a resume) and coalesced before
+ * they are written.  buf[off, len) holds them oldest first; [off, wr) was
+ * handed to the link, [wr, len) not yet.  fr[] holds, oldest first from
+ * fhead, each frame's reqid and the offset in buf just after it.
+ */
+struct mp_pipe_frame {
+	uint32_t reqid;
+	uint32_t end;
+};
+
+struct mp_pipe {
+	uint8_t *buf;
+	size_t cap, off, wr, len;
+	struct mp_pipe_frame *fr;
+	unsigned fhead, nfr;
+	int32_t queued;	    /* RESULT b of the last BSEND answered, -1 */
+	uint32_t mgr_max;   /* manager's max_message_size + 1; 0 unknown */
+	uint32_t room;	    /* ring room the last answer reported */
+	int64_t last_ns;    /* time of the last pipelined send */
+	int64_t unwritten_ns; /* when the oldest unwritten frame was queued */
+	/* Coalescing (mp_cnx.c, "The flusher"): lock serialises the
+	 * link's output and buf/wr/len between the connection's user and
+	 * the flusher thread, which writes [wr, len) only while armed. */
+	pthread_mutex_t lock;
+	int armed;	    /* atomic; set by the user only, under lock */
+	int64_t armed_ns;   /* when armed: the flusher writes from +bound */
+	bool listed;	    /* on the flusher's list (fl_mu) */
+	struct messip_cnx *fnext;
 };
 
 enum mp_cnx_state {
@@ -189,6 +225,7 @@ struct messip_cnx {
 	bool rereg; /* a new registration must re-declare */
 	bool in_rereg;
 	struct mp_spin spin; /* busy-poll before waiting for an answer */
+	struct mp_pipe pipe; /* BSENDs sent and not yet answered */
 	struct messip_channel_priv *chans;
 };
 

@@ -56,6 +56,8 @@
 #define MP_STEAL_MIN	4096 /* a link buffer taken over, not copied */
 #define MP_NOTHING	INT_MIN
 #define MP_GATHER_MAX	65536 /* replies gathered for one write at most */
+#define ACK_BATCH_NS	50000 /* a BACK younger than this: hold the next */
+#define ACK_BATCH_MAX	256   /* ... unless this many are held */
 
 struct mp_peer {
 	struct mp_src src; /* MP_SRC_PEER */
@@ -648,6 +650,8 @@ static void ack_flush(struct messip_channel_priv *c)
 	m.u = c->srv.seq_done;
 	if (mp_cnx_post(c->cnx, &m) == 0) {
 		c->srv.ack_due = false;
+		c->srv.ack_held = 0;
+		c->srv.ack_ns = mp_time_now_ns();
 	}
 }
 
@@ -748,10 +752,16 @@ static int take(struct messip_channel_priv *c, int32_t *type,
 		s->seq_done = it->seq;
 		s->done_any = s->ack_due = true;
 		item_free(it);
-		/* Acknowledge at once: the record leaves the manager's ring
-		 * now, so a sender waiting for room wakes as soon as the
-		 * program has taken a message, not when it next sleeps. */
-		ack_flush(c);
+		/* Acknowledge at once (the record leaves the manager's ring,
+		 * so a sender waiting for room wakes as soon as the program
+		 * has taken a message, not when it next sleeps) - unless the
+		 * last BACK is younger than ACK_BATCH_NS: a fast stream then
+		 * costs one BACK per batch, not per message.  What is held
+		 * goes with the next take past that age, or before receive
+		 * sleeps or returns ETIMEDOUT. */
+		if (++s->ack_held >= ACK_BATCH_MAX ||
+		    mp_time_now_ns() - s->ack_ns >= ACK_BATCH_NS)
+			ack_flush(c);
 		*result = MESSIP_MSG_NOREPLY;
 		return 0;
 	default:

@@ -122,6 +122,8 @@ enum mp_wire_op {
 /* Frame flags. */
 #define MP_WIRE_F_LOCATE 0x0001 /* CH_CONNECT: wait for the name */
 #define MP_WIRE_F_EVENT  0x0002 /* BACK: acknowledges events, not records */
+#define MP_WIRE_F_PIPE   0x0004 /* BSEND: pipelined, its RESULT may be
+				   folded into a later one's */
 
 /* Field presence bits, per operation (mp_wire_fields()). */
 #define MP_WF_A    0x01

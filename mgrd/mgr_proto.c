@@ -40,8 +40,9 @@ static int send_msg(struct mgr_worker *w, struct mgr_conn *c,
 	return rc;
 }
 
-static int result(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
-		  int32_t status, int32_t b, uint64_t u)
+/* RESULT a=status b c u. */
+static int result_c(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
+		    int32_t status, int32_t b, int32_t fc, uint64_t u)
 {
 	struct mp_wire_msg m;
 
@@ -50,8 +51,15 @@ static int result(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
 	m.reqid = reqid;
 	m.a = status;
 	m.b = b;
+	m.c = fc;
 	m.u = u;
 	return send_msg(w, c, &m);
+}
+
+static int result(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
+		  int32_t status, int32_t b, uint64_t u)
+{
+	return result_c(w, c, reqid, status, b, 0, u);
 }
 
 static int ch_info(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
@@ -249,6 +257,13 @@ static int on_hello(struct mgr_worker *w, struct mgr_conn *c,
 	c->state = MGR_CONN_OPEN;
 	c->deadline_ns = 0;
 	w->reg_conn[ri.reg] = c;
+	/* Its pid can be checked here only when it is on this host:
+	 * untrusted, but a wrong token only changes how long a failed link
+	 * is held. */
+	mgr_state_reg_same_host(w->st, ri.reg,
+				w->host_token && m->name[0] &&
+					strtoull(m->name, NULL, 10) ==
+						w->host_token);
 	if (resumed && mgr_deliver_attach(w, c) < 0)
 		return -ENOMEM;
 	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-HELLO",
@@ -376,6 +391,17 @@ static int on_ch_disconnect(struct mgr_worker *w, struct mgr_conn *c,
 	return result(w, c, m->reqid, -rc, 0, 0);
 }
 
+/* RESULT of a BSEND: c = max_message_size + 1, so that 0 (an older
+ * manager) means "unknown" to the library; u = records of this size the
+ * ring still has room for (the library's credit for pipelining). */
+static int bsend_result(struct mgr_worker *w, struct mgr_conn *c,
+			uint32_t reqid, int32_t status, int32_t b,
+			uint64_t room)
+{
+	return result_c(w, c, reqid, status, b,
+			(int32_t)w->cfg.max_message_size + 1, room);
+}
+
 static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		    const struct mp_wire_msg *m)
 {
@@ -389,7 +415,7 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		i = mgr_conn_link_find(c, slot);
 		if (i < 0) {
 			unpark(w, c);
-			return result(w, c, m->reqid, EACCES, 0, 0);
+			return bsend_result(w, c, m->reqid, EACCES, 0, 0);
 		}
 		gen = c->links[i].gen;
 	}
@@ -412,11 +438,18 @@ static int on_bsend(struct mgr_worker *w, struct mgr_conn *c,
 		}
 	}
 	unpark(w, c);
+	/* A run of pipelined BSENDs is answered by the RESULT of its last
+	 * one (the library takes it for all): one frame, not one each.
+	 * c tells the library which sizes it may pipeline. */
+	if (rc >= 0 && (m->flags & MP_WIRE_F_PIPE) && w->pipe_more)
+		return 0;
 	if (rc >= 0)
-		return result(w, c, m->reqid, 0, rc, 0);
+		return bsend_result(w, c, m->reqid, 0, rc,
+				    (uint64_t)mgr_state_room(w->st, slot, gen,
+							     m->datalen));
 	if (rc == -ENOTRECOVERABLE || rc == -EINVAL)
 		rc = -EIO;
-	return result(w, c, m->reqid, -rc, 0, 0);
+	return bsend_result(w, c, m->reqid, -rc, 0, 0);
 }
 
 static int on_back(struct mgr_worker *w, struct mgr_conn *c,
@@ -534,6 +567,20 @@ static int lookahead_backs(struct mgr_worker *w, struct mgr_conn *c,
 	}
 }
 
+/* Is the frame at offset off of c's input a whole pipelined BSEND? */
+static int next_is_pipe(const struct mgr_conn *c, size_t off, uint32_t max)
+{
+	size_t avail = mgr_conn_in_avail(c);
+	struct mp_wire_hdr h;
+
+	if (avail - off < MP_WIRE_HDR_SIZE ||
+	    mp_wire_decode_hdr(mgr_conn_in_ptr(c) + off, avail - off, max,
+			       &h) <= 0)
+		return 0;
+	return h.op == MP_OP_BSEND && (h.flags & MP_WIRE_F_PIPE) &&
+	       avail - off >= MP_WIRE_HDR_SIZE + (size_t)h.len;
+}
+
 int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 {
 	uint32_t max;
@@ -608,7 +655,10 @@ int mgr_proto_input(struct mgr_worker *w, struct mgr_conn *c)
 		__atomic_add_fetch(&w->st->workers[w->index].requests, 1,
 				   __ATOMIC_RELAXED);
 		{
-			int r = dispatch(w, c, &m);
+			int r;
+
+			w->pipe_more = next_is_pipe(c, (size_t)rc, max);
+			r = dispatch(w, c, &m);
 
 			if (r == PARK)
 				return c->state == MGR_CONN_OPEN

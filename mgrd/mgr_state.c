@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -723,6 +724,74 @@ int mgr_state_reg_resume(struct mgr_state *st, uint64_t token,
 	return rc;
 }
 
+/*
+ * Is process pid (as its HELLO said: untrusted, and only meaningful in
+ * our PID namespace) still running?  A zombie is not: its sockets are
+ * closed and it will never resume.  When /proc cannot tell, kill()'s
+ * answer stands.
+ */
+static int pid_alive(int32_t pid)
+{
+	char path[40], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno != ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = '\0';
+	/* "pid (comm) S ...": the state follows the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return 1;
+	return p[2] != 'Z' && p[2] != 'X';
+}
+
+void mgr_state_reg_same_host(struct mgr_state *st, int reg, int same_host)
+{
+	if (reg < 0 || !reg_ok(st, (uint32_t)reg) || mgr_state_lock(st) < 0)
+		return;
+	st->regs[reg].same_host = same_host ? 1 : 0;
+	mgr_state_unlock(st);
+}
+
+void mgr_state_reg_lost(struct mgr_state *st, int reg, enum mgr_lost_how how)
+{
+	struct mgr_reg_sh *r;
+
+	if (reg < 0 || !reg_ok(st, (uint32_t)reg) || mgr_state_lock(st) < 0)
+		return;
+	r = &st->regs[reg];
+	if (r->state == REG_LIVE && how == MGR_LOST_ERROR &&
+	    (!r->same_host || pid_alive(r->pid))) {
+		/* Held like a dead worker's registration; worker MGR_NONE
+		 * marks it as orphaned by its link, whose process
+		 * housekeeping keeps checking when it is on this host. */
+		r->worker = MGR_NONE;
+		r->deadline_ns = mp_time_now_ns() +
+				 st->resume_grace_ms * 1000000LL;
+		r->state = REG_ORPHAN;
+		mgr_log(MGR_LOG_INFO, "MESSIP-MGR-LINKLOST",
+			"registration %u (%.*s, pid %d, peer %.*s): link "
+			"failed%s; waiting %lld ms for it to resume",
+			r->regno, (int)sizeof(r->id), r->id, (int)r->pid,
+			(int)sizeof(r->peer), r->peer,
+			r->same_host ? " while the process lives"
+				     : " (process on another host)",
+			(long long)st->resume_grace_ms);
+	} else {
+		reg_end_locked(st, (uint32_t)reg, 0);
+	}
+	mgr_state_unlock(st);
+}
+
 void mgr_state_reg_end(struct mgr_state *st, int reg, int clean)
 {
 	if (reg < 0 || !reg_ok(st, (uint32_t)reg) || mgr_state_lock(st) < 0)
@@ -820,7 +889,13 @@ int mgr_state_housekeep(struct mgr_state *st, int64_t now_ns)
 				r->regno, (int)sizeof(r->id), r->id,
 				(int)sizeof(r->peer), r->peer, r->worker,
 				(long long)st->resume_grace_ms);
-		} else if (r->state == REG_ORPHAN && now_ns >= r->deadline_ns) {
+		} else if (r->state == REG_ORPHAN &&
+			   (now_ns >= r->deadline_ns ||
+			    (r->worker == MGR_NONE && r->same_host &&
+			     !pid_alive(r->pid)))) {
+			/* Past the grace, or orphaned by its link and its
+			 * process (on this host) has ended since: it will
+			 * not resume. */
 			reg_end_locked(st, i, 0);
 		}
 	}
@@ -1117,6 +1192,14 @@ int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
 out:
 	mgr_state_unlock(st);
 	return rc;
+}
+
+int mgr_state_room(struct mgr_state *st, int slot, uint32_t gen,
+		   uint32_t len)
+{
+	mp_ring_t *ring = mgr_state_ring(st, slot, gen);
+
+	return ring ? mp_ring_room(ring, len) : 0;
 }
 
 void mgr_state_park(struct mgr_state *st, int slot)

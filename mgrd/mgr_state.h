@@ -145,10 +145,12 @@ struct mgr_reg_sh {
 	int64_t  since;       /* realtime seconds, for status */
 	uint32_t bsend_reqid; /* request id of the last BSEND queued, 0 none */
 	int32_t  bsend_queued; /* and the records queued before it */
+	uint32_t same_host; /* its HELLO gave our host token: pid checkable */
+	uint32_t pad;
 	char     id[MGR_ID_LEN];
 	char     peer[56];
 };
-_Static_assert(sizeof(struct mgr_reg_sh) == 136, "registration size");
+_Static_assert(sizeof(struct mgr_reg_sh) == 144, "registration size");
 
 struct mgr_ch_sh {
 	uint32_t state;      /* enum mgr_ch_state */
@@ -343,6 +345,37 @@ int mgr_state_reg_resume(struct mgr_state *st, uint64_t token,
  */
 void mgr_state_reg_end(struct mgr_state *st, int reg, int clean);
 
+/*
+ * Registration reg's process is on this host (its HELLO carried our host
+ * token), so that its pid can be checked here (mgr_state_reg_lost).  Set
+ * by the worker that owns it after every HELLO; a registration is
+ * remote until told otherwise.
+ */
+void mgr_state_reg_same_host(struct mgr_state *st, int reg, int same_host);
+
+/* How the connection of a registration ended without BYE. */
+enum mgr_lost_how {
+	MGR_LOST_END,	/* orderly end of stream, or dropped by the
+			   manager (bad input, slow peer): end now */
+	MGR_LOST_ERROR, /* failed with an error (reset, timeout) */
+};
+
+/*
+ * The connection of live registration reg ended without BYE.  An orderly
+ * end of stream (the peer's kernel closed the socket: its process exited
+ * or closed it) or a drop by the manager ends the registration uncleanly
+ * at once, as mgr_state_reg_end(st, reg, 0).  A link that failed with an
+ * error (MGR_LOST_ERROR) may have been reset under a living process,
+ * whose library reconnects: the registration is orphaned for
+ * resume_grace_ms like a dead worker's - except when its process is on
+ * this host (mgr_state_reg_same_host) and its pid (from HELLO, checked
+ * in our PID namespace) is gone or a zombie: a process killed with
+ * unread input makes its kernel send a reset.  Housekeeping ends a held
+ * same-host registration early when its process ends meanwhile.  The pid
+ * of a remote process means nothing here and is never checked.
+ */
+void mgr_state_reg_lost(struct mgr_state *st, int reg, enum mgr_lost_how how);
+
 /* Turn death notification on or off for reg.  0 or -EINVAL. */
 int mgr_state_death_notify(struct mgr_state *st, int reg, int on);
 
@@ -417,6 +450,11 @@ int mgr_state_ch_live(struct mgr_state *st, int slot, uint32_t gen);
 int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
 		    uint32_t reqid, int32_t type, const void *data,
 		    uint32_t len);
+
+/* Records of len bytes that channel (slot, gen)'s ring has room for now
+ * (an estimate, without the lock; 0 if the channel is gone). */
+int mgr_state_room(struct mgr_state *st, int slot, uint32_t gen,
+		   uint32_t len);
 
 /* Before retrying a failed push: ask to be woken (MGR_WAKE_ROOM) when
  * the ring of slot gets room. */

@@ -116,13 +116,22 @@ static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
 		c->epoll_mask = mask;
 }
 
-/* Close c.  ending: the connection broke or was dropped, which is an
- * unclean end of its registration.  Not ending: BYE already ended it, or
- * the worker is stopping and leaves it to be orphaned and resumed. */
+/* How conn_close ends a connection. */
+enum {
+	CLOSE_KEEP,   /* BYE already ended the registration, or the worker
+			 is stopping and leaves it to be orphaned */
+	CLOSE_END,    /* end of stream, or dropped by us: unclean end now */
+	CLOSE_FAILED, /* the link failed with an error: the registration
+			 may be held for a resume (mgr_state_reg_lost) */
+};
+
+/* Close c; ending is one of CLOSE_*. */
 static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 {
-	if (ending && c->reg >= 0)
-		mgr_state_reg_end(w->st, c->reg, 0);
+	if (ending != CLOSE_KEEP && c->reg >= 0)
+		mgr_state_reg_lost(w->st, c->reg,
+				   ending == CLOSE_FAILED ? MGR_LOST_ERROR
+							  : MGR_LOST_END);
 	mgr_worker_unbind(w, c);
 	mgr_proto_forget(w, c);
 	if (c->prev)
@@ -146,7 +155,10 @@ static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 			   __ATOMIC_RELAXED);
 }
 
-static void drop(struct mgr_worker *w, struct mgr_conn *c, const char *why)
+/* Close c, which ended (CLOSE_END) or failed (CLOSE_FAILED) because of
+ * why. */
+static void drop(struct mgr_worker *w, struct mgr_conn *c, int how,
+		 const char *why)
 {
 	/* A peer that got a challenge and left without answering it had no
 	 * secret (or gave up): a refusal like a wrong proof, logged once. */
@@ -157,7 +169,7 @@ static void drop(struct mgr_worker *w, struct mgr_conn *c, const char *why)
 			c->peer, why);
 	mgr_log(MGR_LOG_DEBUG, "MESSIP-MGR-CLOSE",
 		"peer %s (registration %u): %s", c->peer, c->regno, why);
-	conn_close(w, c, 1);
+	conn_close(w, c, how);
 }
 
 /* Close a just-accepted fd because limit `key` is reached (logged,
@@ -256,7 +268,8 @@ static void conn_readable(struct mgr_worker *w, struct mgr_conn *c,
 		if (n == -ENOBUFS && (events & (EPOLLHUP | EPOLLERR))) {
 			/* Cannot read further and the socket is dead: it
 			 * would be reported again and again. */
-			drop(w, c, "connection reset while input was full");
+			drop(w, c, CLOSE_FAILED,
+			     "connection reset while input was full");
 			return;
 		}
 		if (n == -EAGAIN || n == -ENOBUFS)
@@ -264,17 +277,17 @@ static void conn_readable(struct mgr_worker *w, struct mgr_conn *c,
 		if (n == 0) {
 			/* EOF: handle what is complete, then end. */
 			mgr_proto_input(w, c);
-			drop(w, c, "end of stream");
+			drop(w, c, CLOSE_END, "end of stream");
 			return;
 		}
 		if (n < 0) {
-			drop(w, c, strerror(-n));
+			drop(w, c, CLOSE_FAILED, strerror(-n));
 			return;
 		}
 		if (mgr_proto_input(w, c) < 0) {
 			__atomic_add_fetch(&w->st->workers[w->index].errors, 1,
 					   __ATOMIC_RELAXED);
-			conn_close(w, c, 1);
+			conn_close(w, c, CLOSE_END);
 			return;
 		}
 		if (c->park_deadline || c->state == MGR_CONN_CLOSING ||
@@ -295,11 +308,11 @@ static void flush_dirty(struct mgr_worker *w)
 		c->dirty = 0;
 		rc = mgr_conn_flush(c, w->now);
 		if (rc < 0) {
-			drop(w, c, strerror(-rc));
+			drop(w, c, CLOSE_FAILED, strerror(-rc));
 			continue;
 		}
 		if (rc == 0 && c->state == MGR_CONN_CLOSING) {
-			conn_close(w, c, 0);
+			conn_close(w, c, CLOSE_KEEP);
 			continue;
 		}
 		update_mask(w, c, rc == 1);
@@ -313,11 +326,11 @@ static int conn_writable(struct mgr_worker *w, struct mgr_conn *c)
 	int rc = mgr_conn_flush(c, w->now);
 
 	if (rc < 0) {
-		drop(w, c, strerror(-rc));
+		drop(w, c, CLOSE_FAILED, strerror(-rc));
 		return 0;
 	}
 	if (rc == 0 && c->state == MGR_CONN_CLOSING) {
-		conn_close(w, c, 0);
+		conn_close(w, c, CLOSE_KEEP);
 		return 0;
 	}
 	if (mgr_conn_out_pending(c) < MGR_OUT_HIGH) {
@@ -340,7 +353,7 @@ static void retry_parked(struct mgr_worker *w)
 		if (!c->park_deadline)
 			continue;
 		if (mgr_proto_input(w, c) < 0) {
-			conn_close(w, c, 1);
+			conn_close(w, c, CLOSE_END);
 			continue;
 		}
 		update_mask(w, c, c->epoll_mask & EPOLLOUT);
@@ -403,7 +416,9 @@ static void tick(struct mgr_worker *w)
 					c->peer, c->regno,
 					mgr_conn_out_pending(c),
 					(long long)w->cfg.write_timeout_ms);
-			conn_close(w, c, c->state == MGR_CONN_OPEN);
+			conn_close(w, c,
+				   c->state == MGR_CONN_OPEN ? CLOSE_END
+							     : CLOSE_KEEP);
 			continue;
 		}
 		if (!c->deadline_ns || w->now < c->deadline_ns)
@@ -429,7 +444,8 @@ static void tick(struct mgr_worker *w)
 					c->peer, c->regno,
 					(long long)w->cfg.handshake_timeout_ms);
 		}
-		conn_close(w, c, c->state == MGR_CONN_OPEN);
+		conn_close(w, c,
+			   c->state == MGR_CONN_OPEN ? CLOSE_END : CLOSE_KEEP);
 	}
 	if (w->nparked)
 		retry_parked(w);
@@ -556,7 +572,7 @@ int mgr_worker_run(struct mgr_state *st, const struct mgr_config *cfg,
 	/* Leave registrations as they are: if the manager goes on, they are
 	 * orphaned and resumed elsewhere. */
 	while (w->conns)
-		conn_close(w, w->conns, 0);
+		conn_close(w, w->conns, CLOSE_KEEP);
 	free(w->reg_conn);
 	close(w->epfd);
 	return 0;

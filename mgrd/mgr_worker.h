@@ -53,6 +53,8 @@ struct mgr_worker {
 	struct mgr_conn **reg_conn; /* registration index -> connection */
 	struct mgr_locate *locates;
 	uint32_t nparked;           /* connections with a parked BSEND */
+	int pipe_more; /* the frame after the current one is a pipelined
+			  BSEND (mgr_proto: its RESULT answers both) */
 	int events_blocked;         /* an event waits for output room */
 	struct mgr_ratelimit accept_rl;
 	struct mgr_ratelimit peer_rl;   /* per-peer warnings (bad input...) */

@@ -795,6 +795,27 @@ int mp_ring_pop(mp_ring_t *r, struct mp_ring_rec *meta, void *buf,
 	return rc;
 }
 
+int mp_ring_room(mp_ring_t *r, uint32_t len)
+{
+	struct mp_ring_sh *sh = r->sh;
+	uint64_t t, ts, h, hs, by_rec, by_bytes;
+
+	if (len > r->max_payload)
+		return 0;
+	/* A snapshot without the lock: only an estimate (producers and the
+	 * consumer move on), so relaxed loads; checked like any reading. */
+	t = atomic_load_explicit(&sh->tail, memory_order_relaxed);
+	ts = atomic_load_explicit(&sh->tail_seq, memory_order_relaxed);
+	h = atomic_load_explicit(&sh->head, memory_order_relaxed);
+	hs = atomic_load_explicit(&sh->head_seq, memory_order_relaxed);
+	if (h - t > r->data_bytes || hs - ts > r->max_records)
+		return 0;
+	by_rec = r->max_records - (hs - ts);
+	by_bytes = (r->data_bytes - (h - t)) / rec_size(len);
+	by_rec = by_rec < by_bytes ? by_rec : by_bytes;
+	return by_rec > INT32_MAX ? INT32_MAX : (int)by_rec;
+}
+
 uint64_t mp_ring_tail(mp_ring_t *r)
 {
 	return atomic_load_explicit(&r->sh->tail, memory_order_acquire);

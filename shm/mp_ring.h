@@ -112,6 +112,11 @@ int mp_ring_release(mp_ring_t *r, uint64_t cursor);
 int mp_ring_pop(mp_ring_t *r, struct mp_ring_rec *meta, void *buf,
 		uint32_t maxlen, int64_t deadline_ns);
 
+/* How many more records of len payload bytes fit now (records and
+ * bytes both bounded): an estimate read without the lock, 0 for a ring
+ * whose positions make no sense. */
+int mp_ring_room(mp_ring_t *r, uint32_t len);
+
 /* Current tail position (first unreleased record). */
 uint64_t mp_ring_tail(mp_ring_t *r);
 

@@ -52,6 +52,7 @@
 struct mp_proxy_shared {
 	struct mp_proxy_knobs knobs[2];
 	unsigned gen;
+	unsigned applied; /* gen the proxy loop works with (mp_proxy_set) */
 	struct mp_proxy_stats st;
 };
 
@@ -126,9 +127,12 @@ static void stat_add(long *p, long v)
 	__atomic_add_fetch(p, v, __ATOMIC_RELAXED);
 }
 
+static unsigned loaded_gen; /* gen of the knobs in K */
+
 static void load_knobs(void)
 {
-	__atomic_thread_fence(__ATOMIC_ACQUIRE); /* pairs with set's release */
+	/* The acquire pairs with set's release of gen. */
+	loaded_gen = __atomic_load_n(&S->gen, __ATOMIC_ACQUIRE);
 	memcpy(K, S->knobs, sizeof(K));
 }
 
@@ -588,6 +592,9 @@ static void proxy_loop(int lfd, int ctl)
 		int64_t now = now_ns(), wake = now + 1000000000LL;
 		int n = 0, nrel, timeout, rc;
 
+		/* Every poll set built from here on uses K: tell
+		 * mp_proxy_set (release: K was loaded before). */
+		__atomic_store_n(&S->applied, loaded_gen, __ATOMIC_RELEASE);
 		apply_reset_all();
 		reap();
 		pf[n].fd = ctl;
@@ -735,13 +742,21 @@ void mp_proxy_set(struct mp_proxy *px, int kind, const struct mp_proxy_knobs *k)
 {
 	static const struct mp_proxy_knobs none;
 	char c = 'k';
+	unsigned gen;
 
 	if (!px->sh || kind < 0 || kind > 1)
 		return;
 	memcpy(&px->sh->knobs[kind], k ? k : &none, sizeof(*k));
-	__atomic_add_fetch(&px->sh->gen, 1, __ATOMIC_RELEASE);
-	if (write(px->ctl, &c, 1) != 1) {
-		/* the proxy is gone: nothing to tell */
+	gen = __atomic_add_fetch(&px->sh->gen, 1, __ATOMIC_RELEASE);
+	if (write(px->ctl, &c, 1) != 1)
+		return; /* the proxy is gone: nothing to tell */
+	/* Wait (a bounded while) until the proxy works with them, so that
+	 * what the test does next is subject to them. */
+	for (int i = 0; i < 2000; i++) {
+		if ((int)(__atomic_load_n(&px->sh->applied, __ATOMIC_ACQUIRE) -
+			  gen) >= 0)
+			return;
+		usleep(1000);
 	}
 }
 

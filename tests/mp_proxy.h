@@ -91,7 +91,8 @@ int mp_proxy_start(struct mp_proxy *px, int target_port,
 		   const struct mp_proxy_knobs *k);
 
 /* Replace the knobs of one link kind; they apply to data read from now
- * on (and stall / reset at once). */
+ * on (and stall / reset at once): returns once the proxy works with them
+ * (or after 2 s). */
 void mp_proxy_set(struct mp_proxy *px, int kind,
 		  const struct mp_proxy_knobs *k);
 

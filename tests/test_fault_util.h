@@ -327,6 +327,7 @@ static inline int fault_server_port(int mgr_port, const char *name)
 /* ---- a self-checking echo server ---------------------------------------- */
 
 #define FAULT_T_QUIT  0x40000000 /* asks the server for its report */
+#define FAULT_T_PEEK  0x40000001 /* the report so far; the server goes on */
 #define FAULT_MSG_HDR 12	 /* seq, length, checksum */
 
 /* ---- payloads that check themselves ------------------------------------- */
@@ -428,10 +429,12 @@ static inline void fault_check_server(void *p)
 			rep.events++;
 			continue;
 		}
-		if (type == FAULT_T_QUIT) {
+		if (type == FAULT_T_QUIT || type == FAULT_T_PEEK) {
 			CHILD_CHECK(messip_reply(ch, r, 0, &rep, sizeof(rep),
 						 2000) == 0);
-			break;
+			if (type == FAULT_T_QUIT)
+				break;
+			continue;
 		}
 		rep.sync++;
 		if (!fault_intact(buf, (uint32_t)ch->datalen, (uint32_t)type))
@@ -454,6 +457,28 @@ static inline int fault_quit(messip_channel_t *ch, struct fault_srv_report *rep)
 	memset(rep, 0, sizeof(*rep));
 	return messip_send(ch, FAULT_T_QUIT, NULL, 0, &answer, rep,
 			   sizeof(*rep), 5000);
+}
+
+/* Wait up to timeout_ms until the server has received n buffered
+ * messages (buffered ones come through the manager, a QUIT does not:
+ * it could overtake them).  0 with *rep, or -1. */
+static inline int fault_wait_buffered(messip_channel_t *ch, int32_t n,
+				      struct fault_srv_report *rep,
+				      int timeout_ms)
+{
+	int64_t end = api_now_ms() + timeout_ms;
+	int32_t answer;
+
+	do {
+		memset(rep, 0, sizeof(*rep));
+		if (messip_send(ch, FAULT_T_PEEK, NULL, 0, &answer, rep,
+				sizeof(*rep), 2000) != 0)
+			return -1;
+		if (rep->buffered >= n)
+			return 0;
+		api_sleep_ms(20);
+	} while (api_now_ms() < end);
+	return -1;
 }
 
 /* One checked echo of len bytes (not thread-safe: static buffers). */

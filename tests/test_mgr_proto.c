@@ -5,8 +5,10 @@
  * name rules (EEXIST, ENOENT, LOCATE), buffered messages (order, full
  * ring, parked senders, no stall when a parked sender and the server share
  * the worker), events (DISCONNECT, DISMISSED exactly once, DEATH_PROCESS,
- * growing sequence numbers), bad input closing only the offending
- * connection, and 1,000 concurrent connections.
+ * growing sequence numbers), how a connection ending without BYE ends or
+ * holds its registration (end of stream, reset, same host or not, pid
+ * alive or not), bad input closing only the offending connection, and
+ * 1,000 concurrent connections.
  */
 #include "config.h"
 
@@ -15,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mp_host.h"
 #include "mp_mgrproc.h"
 #include "mp_test.h"
 #include "mp_time.h"
@@ -607,6 +611,162 @@ static void test_dismissed_once(void)
 	stop();
 }
 
+/* ---- a connection that ends without BYE ------------------------------- */
+
+/* Register on a new connection as process pid with host token tok (0:
+ * none sent) and connect to channel name.  0 or -1. */
+static int hello_as(struct tcli *c, const char *id, pid_t pid, uint64_t tok,
+		    const char *name)
+{
+	struct mp_wire_msg m = {.op = MP_OP_HELLO};
+	struct tcli_msg *t = NULL;
+	int rc;
+
+	if (tcli_open(c, mgr.port) < 0)
+		return -1;
+	snprintf(m.id, sizeof(m.id), "%s", id);
+	m.a = (int32_t)pid;
+	if (tok)
+		snprintf(m.name, sizeof(m.name), "%llu",
+			 (unsigned long long)tok);
+	if (tcli_send(c, &m) < 0 ||
+	    tcli_recv_op(c, MP_OP_WELCOME, &t, 3000) < 0)
+		return -1;
+	rc = t->m.a == 0 ? 0 : -1;
+	c->regno = t->m.b;
+	tcli_msg_free(t);
+	if (rc == 0 && tcli_connect(c, name, -2, NULL, 3000) != 0)
+		rc = -1;
+	return rc;
+}
+
+/* End c's link with a reset, with an answer left unread (as the kernel
+ * of a process killed with unread input does). */
+static void reset_link(struct tcli *c)
+{
+	struct mp_wire_msg m = {.op = MP_OP_PING};
+	struct linger lg = {1, 0};
+
+	CU_ASSERT(tcli_send(c, &m) > 0);
+	usleep(50000); /* the PONG waits, unread */
+	CU_ASSERT(setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) ==
+		  0);
+	tcli_close(c);
+}
+
+/* A child that only waits to be killed: a pid for a HELLO. */
+static pid_t sleeper(void)
+{
+	pid_t pid = mp_test_fork();
+
+	if (pid == 0) {
+		for (;;)
+			pause();
+	}
+	return pid;
+}
+
+static void kill_sleeper(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	mp_test_wait(pid, 5000); /* reaped: the pid is gone */
+}
+
+/* Wait for the DISMISSED of regno on srv's channel h: ms it took. */
+static int64_t dismissed_after(struct tcli *srv, int32_t h, int32_t regno,
+			       int64_t t0)
+{
+	struct tcli_msg *t = NULL;
+	int rc = tcli_recv_op(srv, MP_OP_EVENT, &t, 6000);
+
+	CU_ASSERT_FATAL(rc == 0);
+	CU_ASSERT(t->m.a == EV_DISMISSED);
+	CU_ASSERT(t->m.b == h);
+	CU_ASSERT(t->m.c == regno);
+	tcli_msg_free(t);
+	return ms_since(t0);
+}
+
+/*
+ * The rule (protocol.md, "Registration"): an orderly end of stream ends
+ * the registration at once; a reset is held for the grace period unless
+ * the peer is on this host and its pid is gone; a peer on another host
+ * is never looked up by pid.  resume_grace_ms 2000 here: "at once" is
+ * well under it, "held" at least it.
+ */
+static void test_link_end_rule(void)
+{
+	struct tcli srv, c;
+	uint64_t tok = 0;
+	int64_t t0, ms;
+	int32_t h;
+	pid_t pid;
+
+	CU_ASSERT_FATAL(mp_host_token(&tok) == 0 && tok != 0);
+	start(2, "resume_grace_ms 2000\n");
+	CU_ASSERT_FATAL(tcli_hello(&srv, mgr.port, "srv", 0) == 0);
+	CU_ASSERT_FATAL(tcli_create(&srv, "lr", 0, &h) == 0);
+
+	/* Orderly end of stream of a living process: at once. */
+	CU_ASSERT_FATAL(hello_as(&c, "eof", getpid(), tok, "lr") == 0);
+	t0 = mp_time_now_ns();
+	CU_ASSERT(shutdown(c.fd, SHUT_WR) == 0);
+	ms = dismissed_after(&srv, h, c.regno, t0);
+	CU_ASSERT(ms < 1000);
+	tcli_close(&c);
+
+	/* Reset, same host, process gone: at once. */
+	pid = sleeper();
+	CU_ASSERT_FATAL(hello_as(&c, "gone", pid, tok, "lr") == 0);
+	kill_sleeper(pid);
+	t0 = mp_time_now_ns();
+	reset_link(&c);
+	ms = dismissed_after(&srv, h, c.regno, t0);
+	fprintf(stderr,
+		"  reset, same host, pid gone: DISMISSED after "
+		"%lld ms\n",
+		(long long)ms);
+	CU_ASSERT(ms < 1000);
+
+	/* Reset, same host, process alive: held; ended early once the
+	 * process is gone (housekeeping), still within the grace. */
+	pid = sleeper();
+	CU_ASSERT_FATAL(hello_as(&c, "alive", pid, tok, "lr") == 0);
+	reset_link(&c);
+	expect_no_event(&srv, 700);
+	t0 = mp_time_now_ns();
+	kill_sleeper(pid);
+	ms = dismissed_after(&srv, h, c.regno, t0);
+	fprintf(stderr,
+		"  reset, same host, pid alive then gone: DISMISSED "
+		"%lld ms after its death\n",
+		(long long)ms);
+	CU_ASSERT(ms < 1000);
+
+	/* Reset, another host (its pid is the one of a process gone here,
+	 * which must not matter): held for the grace period. */
+	pid = sleeper();
+	kill_sleeper(pid);
+	CU_ASSERT_FATAL(hello_as(&c, "remote", pid, tok + 1, "lr") == 0);
+	t0 = mp_time_now_ns();
+	reset_link(&c);
+	ms = dismissed_after(&srv, h, c.regno, t0);
+	fprintf(stderr, "  reset, other host: DISMISSED after %lld ms\n",
+		(long long)ms);
+	CU_ASSERT(ms >= 1900);
+
+	/* No host token at all (an older library): as another host. */
+	pid = sleeper();
+	kill_sleeper(pid);
+	CU_ASSERT_FATAL(hello_as(&c, "old", pid, 0, "lr") == 0);
+	t0 = mp_time_now_ns();
+	reset_link(&c);
+	CU_ASSERT(dismissed_after(&srv, h, c.regno, t0) >= 1900);
+	expect_no_event(&srv, 100);
+	tcli_close(&srv);
+	stop();
+}
+
 static void test_bye_disconnects(void)
 {
 	struct tcli srv, cli;
@@ -900,6 +1060,8 @@ static const struct mp_test_case tests[] = {
 	  test_parked_outlives_read_deadline },
 	{ "buffered: access and size", test_bsend_access_and_size },
 	{ "client dies: DISMISSED exactly once", test_dismissed_once },
+	{ "link ends without BYE: end of stream, reset, host and pid",
+	  test_link_end_rule },
 	{ "BYE: DISCONNECT, channels removed", test_bye_disconnects },
 	{ "DEATH_PROCESS to death-notify channels", test_death_notify },
 	{ "bad input closes only that connection", test_bad_input },
