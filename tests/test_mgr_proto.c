@@ -412,9 +412,11 @@ static void test_ring_full(void)
 		tcli_msg_free(t);
 		tcli_close(&park[i]);
 	}
-	/* The channel goes away while a sender is parked: ESRCH. */
+	/* The channel goes away while a sender is parked: ESRCH.  Fill the
+	 * ring first (waiting: the last BACKs may still be on their way to
+	 * the server's worker). */
 	for (int i = 0; i < CAP; i++)
-		CU_ASSERT(tcli_bsend(&cli, h, i, "y", 1, 0, NULL, 3000) == 0);
+		CU_ASSERT(tcli_bsend(&cli, h, i, "y", 1, 2000, NULL, 3000) == 0);
 	{
 		struct mp_wire_msg m = { .op = MP_OP_BSEND };
 		struct tcli_msg *t = NULL;
