@@ -1274,10 +1274,11 @@ static void resumed(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	cnx->state = MP_CNX_UP;
 	sync_watch(cnx);
 	if (fresh) {
-		/* Every handle belongs to the old registration.  The
-		 * unconfirmed buffered sends go again once the channels are
-		 * declared again (reregister), as a waiting BSEND would. */
-		cnx->pipe.wr = cnx->pipe.off;
+		/* Every handle belongs to the old registration, and the
+		 * held frames carry those handles: re-sent, they could reach
+		 * whatever channel holds that slot now.  They share the fate
+		 * of the old registration's queued messages (logged). */
+		pipe_drop(cnx, "registration not resumed");
 		cnx->epoch++;
 		cnx->rereg = true;
 		mp_log(MESSIP_LOG_WARNING, "MESSIP-MGR-NEWREG",
