@@ -91,6 +91,9 @@ struct mp_srv {
 	bool ack_due;	    /* seq_done not yet acknowledged (BACK) */
 	bool shutdown_told; /* ESHUTDOWN reported once */
 	struct mp_spin spin; /* busy-poll before epoll_wait sleeps */
+	int64_t chore_ns;    /* next srv_chores() (MP_TIME_FOREVER: none) */
+	bool accept_edge;    /* listen socket edge-triggered: out of fds */
+	bool accept_retry;   /* accept_all due again at chore_ns */
 };
 
 /* Client side of a channel (mp_cli.c). */

@@ -180,135 +180,6 @@ static void test_restart_client_first(void)
 	fault_tcp_only(0);
 }
 
-/* ---- a stalled peer on a server's direct port --------------------------- */
-
-#define DROP_BOUND_MS 10000
-
-static void test_server_drops_stalled_peer(void)
-{
-	messip_cnx_t *cnx = api_connect("dropper");
-	messip_channel_t *ch;
-	struct mp_wire_msg m;
-	uint8_t frame[128];
-	int port, fd, n, closed = 0;
-	int64_t t0, dt = -1;
-
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_create(cnx, "k-stall", 2000, 0);
-	CU_ASSERT_FATAL(ch != NULL);
-	port = fault_server_port(api_mgr.port, "k-stall");
-	CU_ASSERT_FATAL(port > 0);
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	strcpy(m.name, "k-stall");
-	n = mp_wire_encode(&m, frame, sizeof(frame));
-	fd = mp_tcp_connect_local(port);
-	CU_ASSERT_FATAL(fd >= 0);
-	CU_ASSERT(write(fd, frame, (size_t)n / 2) == n / 2);
-	t0 = api_now_ms();
-	while (!closed && api_now_ms() - t0 < DROP_BOUND_MS + 2000) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int32_t type;
-		char buf[64];
-
-		messip_receive(ch, &type, buf, sizeof(buf), 100);
-		if (poll(&p, 1, 0) > 0 && read(fd, buf, sizeof(buf)) <= 0) {
-			closed = 1;
-			dt = api_now_ms() - t0;
-		}
-	}
-	fprintf(stderr, "  stalled peer %s\n",
-		closed ? "dropped" : "still connected after 12 s");
-	if (closed)
-		fprintf(stderr, "  dropped after %lld ms\n", (long long)dt);
-	CU_ASSERT(closed);
-	CU_ASSERT(dt <= DROP_BOUND_MS);
-	close(fd);
-	messip_disconnect(cnx, 2000);
-}
-
-/* ---- descriptors exhausted: busy loops ---------------------------------- */
-
-#define SPIN_MS                                                                \
-	300 /* CPU a process waiting for a descriptor may use in 1 s           \
-	     */
-
-/* Serves with no descriptor left for a new client. */
-static void emfile_server(void *p)
-{
-	struct api_gate *ready = p;
-	messip_cnx_t *cnx = api_connect("emfile");
-	messip_channel_t *ch;
-	struct rlimit rl;
-	int64_t end;
-	int hi = 0;
-	DIR *d;
-	struct dirent *de;
-
-	CHILD_CHECK(cnx);
-	ch = messip_channel_create(cnx, "k-emfile", 5000, 0);
-	CHILD_CHECK(ch);
-	d = opendir("/proc/self/fd");
-	CHILD_CHECK(d);
-	while ((de = readdir(d)) != NULL)
-		if (atoi(de->d_name) > hi)
-			hi = atoi(de->d_name);
-	closedir(d);
-	for (;;) { /* fill the holes below the highest */
-		int fd = open("/dev/null", O_RDONLY);
-
-		CHILD_CHECK(fd >= 0);
-		if (fd > hi) {
-			close(fd);
-			break;
-		}
-	}
-	rl.rlim_cur = rl.rlim_max = (rlim_t)(hi + 1);
-	CHILD_CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-	api_gate_signal(ready);
-	end = api_now_ms() + 8000;
-	while (api_now_ms() < end) {
-		int32_t type;
-		char buf[16];
-
-		messip_receive(ch, &type, buf, sizeof(buf), 500);
-	}
-}
-
-static void test_server_emfile_spin(void)
-{
-	struct api_gate ready;
-	messip_cnx_t *cnx;
-	messip_channel_t *ch;
-	long c0, c1;
-	pid_t srv;
-
-	fault_tcp_only(1);
-	api_gate_init(&ready);
-	srv = api_fork(emfile_server, &ready);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
-	cnx = api_connect("waiter");
-	CU_ASSERT_FATAL(cnx != NULL);
-	/* Connected at the TCP level (backlog), never accepted: the send
-	 * times out. */
-	ch = messip_channel_connect(cnx, "k-emfile", 2000);
-	CU_ASSERT_FATAL(ch != NULL);
-	CU_ASSERT_EQUAL(messip_send(ch, 1, "x", 1, NULL, NULL, 0, 300),
-			MESSIP_MSG_TIMEOUT);
-	c0 = fault_cpu_ms(srv);
-	api_sleep_ms(1000);
-	c1 = fault_cpu_ms(srv);
-	fprintf(stderr,
-		"  server with a client it cannot accept: %ld ms CPU "
-		"in 1 s\n",
-		c1 - c0);
-	CU_ASSERT(c0 >= 0 && c1 - c0 < SPIN_MS);
-	mp_test_kill(srv);
-	messip_disconnect(cnx, 1000);
-	api_gate_close(&ready);
-	fault_tcp_only(0);
-}
-
 /* ---- shared memory: a reply to a client that died before the receive ---- */
 
 static void unread_victim(void *p)
@@ -385,14 +256,9 @@ static const struct mp_test_case all[] = {
 	{"manager restarted, client re-registers before the server: its "
 	 "buffered sends reach the server once it is back",
 	 test_restart_client_first},
-	{"peer stalled in the middle of its HELLO on a server's direct port: "
-	 "dropped within 10 s",
-	 test_server_drops_stalled_peer},
 	{"same-host client killed while its request is unread: the reply "
 	 "to it does not report success",
 	 test_shm_reply_to_client_dead_before_receive},
-	{"server out of descriptors with a client waiting: does not spin",
-	 test_server_emfile_spin},
 	MP_TEST_END};
 
 int main(int argc, char **argv)

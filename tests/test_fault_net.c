@@ -16,10 +16,9 @@
  *     dropped, never taken for the next call's;
  *   - peers that open the server's direct port, send half a frame and
  *     stall (slowloris), many of them: the server keeps serving its
- *     clients at full speed.
- *
- * That the server also drops such peers within a bound is in
- * test_fault_known (not yet the case).
+ *     clients at full speed;
+ *   - a peer that stalls in the middle of its HELLO is dropped within the
+ *     handshake bound (5 s).
  */
 #include "config.h"
 
@@ -261,6 +260,55 @@ static void test_stalled_reply_times_out(void)
 	api_gate_close(&g);
 }
 
+/* ---- a stalled peer on a server's direct port --------------------------- */
+
+/* The library's handshake bound (mp_srv.c MP_HELLO_NS, protocol.md),
+ * plus slack for a loaded machine. */
+#define DROP_BOUND_MS (5000 + 1500)
+
+static void test_server_drops_stalled_peer(void)
+{
+	messip_cnx_t *cnx = api_connect("dropper");
+	messip_channel_t *ch;
+	struct mp_wire_msg m;
+	uint8_t frame[128];
+	int port, fd, n, closed = 0;
+	int64_t t0, dt = -1;
+
+	CU_ASSERT_FATAL(cnx != NULL);
+	ch = messip_channel_create(cnx, "f-hello", 2000, 0);
+	CU_ASSERT_FATAL(ch != NULL);
+	port = fault_server_port(api_mgr.port, "f-hello");
+	CU_ASSERT_FATAL(port > 0);
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_HELLO;
+	strcpy(m.name, "f-hello");
+	n = mp_wire_encode(&m, frame, sizeof(frame));
+	fd = mp_tcp_connect_local(port);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT(write(fd, frame, (size_t)n / 2) == n / 2);
+	t0 = api_now_ms();
+	while (!closed && api_now_ms() - t0 < DROP_BOUND_MS + 2000) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int32_t type;
+		char buf[64];
+
+		messip_receive(ch, &type, buf, sizeof(buf), 100);
+		if (poll(&p, 1, 0) > 0 && read(fd, buf, sizeof(buf)) <= 0) {
+			closed = 1;
+			dt = api_now_ms() - t0;
+		}
+	}
+	fprintf(stderr, "  stalled peer %s\n",
+		closed ? "dropped" : "still connected after 8.5 s");
+	if (closed)
+		fprintf(stderr, "  dropped after %lld ms\n", (long long)dt);
+	CU_ASSERT(closed);
+	CU_ASSERT(dt <= DROP_BOUND_MS);
+	close(fd);
+	messip_disconnect(cnx, 2000);
+}
+
 /* ---- slowloris on a server's direct port -------------------------------- */
 
 #define N_LORIS 100
@@ -384,6 +432,9 @@ static const struct mp_test_case tests[] = {
 	{"slowloris peers on a server's direct port: the server keeps "
 	 "serving",
 	 test_slowloris_server_serves},
+	{"peer stalled in the middle of its HELLO on a server's direct port: "
+	 "dropped within the handshake bound",
+	 test_server_drops_stalled_peer},
 	MP_TEST_END};
 
 int main(void)
