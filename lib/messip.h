@@ -85,9 +85,12 @@
  *     queued in the segment;
  *   - MESSIP_MSG_DISCONNECT and MESSIP_MSG_DISMISSED still come from the
  *     manager only, so each is reported once; a same-host client that
- *     dies holding a request is noticed by the server's library itself
- *     (its slot freed, a reply to it fails with ESRCH) without waiting
- *     for the manager;
+ *     dies with a request posted (held by the server, or not yet
+ *     received) is noticed by the server's library itself (its slot
+ *     freed, a reply to it fails with ESRCH) without waiting for the
+ *     manager; the reply checks the client only when the request was
+ *     posted more than about a millisecond earlier (a death within that
+ *     is as good as one just after the reply);
  *   - a server channel should be created and deleted by the same thread,
  *     one that lives as long as the channel: clients tell that the server
  *     lives from a lock that thread holds (if it ends first, they fall

@@ -180,75 +180,6 @@ static void test_restart_client_first(void)
 	fault_tcp_only(0);
 }
 
-/* ---- shared memory: a reply to a client that died before the receive ---- */
-
-static void unread_victim(void *p)
-{
-	struct api_gate *ready = p;
-	messip_cnx_t *cnx = api_connect("victim");
-	messip_channel_t *ch;
-	int32_t answer;
-
-	CHILD_CHECK(cnx);
-	ch = messip_channel_locate(cnx, "k-unread", 5000);
-	CHILD_CHECK(ch);
-	api_gate_signal(ready);
-	messip_send(ch, 1, "help", 4, &answer, NULL, 0, MESSIP_NOTIMEOUT);
-	api_sleep_ms(30000);
-}
-
-/*
- * README: a client that dies -> "messip_reply to its pending request:
- * -1, ESRCH".  On the TCP path that holds (test_fault_death); on the
- * same-host path a request the client posted before it was killed is
- * still handed out, and the reply to it reports success.
- */
-static void test_shm_reply_to_client_dead_before_receive(void)
-{
-	messip_cnx_t *cnx = api_connect("unread");
-	struct api_gate ready;
-	messip_channel_t *ch;
-	int64_t end;
-	int msgs = 0, ok = 0, esrch = 0, dismissed = 0;
-	pid_t pid;
-
-	fault_tcp_only(0);
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_create(cnx, "k-unread", 2000, 0);
-	CU_ASSERT_FATAL(ch != NULL);
-	api_gate_init(&ready);
-	pid = api_fork(unread_victim, &ready);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 5000));
-	api_sleep_ms(200); /* its request is posted, not received */
-	mp_test_kill(pid);
-	api_sleep_ms(200);
-	end = api_now_ms() + 1000;
-	while (api_now_ms() < end) {
-		int32_t type;
-		char buf[16];
-		int r = messip_receive(ch, &type, buf, sizeof(buf), 100);
-
-		if (r >= 0) {
-			msgs++;
-			errno = 0;
-			if (messip_reply(ch, r, 0, NULL, 0, 1000) == 0)
-				ok++;
-			else if (errno == ESRCH)
-				esrch++;
-		} else if (r == MESSIP_MSG_DISMISSED) {
-			dismissed++;
-		}
-	}
-	fprintf(stderr,
-		"  dead client's request: %d delivered, reply ok %d / "
-		"ESRCH %d; DISMISSED %d\n",
-		msgs, ok, esrch, dismissed);
-	CU_ASSERT_EQUAL(dismissed, 1);
-	CU_ASSERT_EQUAL(ok, 0);
-	api_gate_close(&ready);
-	messip_disconnect(cnx, 2000);
-}
-
 static const struct mp_test_case all[] = {
 	{"server's manager link reset in the middle of a BDELIVER: nothing "
 	 "accepted is lost, client handle keeps working",
@@ -256,9 +187,6 @@ static const struct mp_test_case all[] = {
 	{"manager restarted, client re-registers before the server: its "
 	 "buffered sends reach the server once it is back",
 	 test_restart_client_first},
-	{"same-host client killed while its request is unread: the reply "
-	 "to it does not report success",
-	 test_shm_reply_to_client_dead_before_receive},
 	MP_TEST_END};
 
 int main(int argc, char **argv)
