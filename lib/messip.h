@@ -62,7 +62,13 @@
  * notice nothing.  A process that makes no call at all for longer than
  * that gets a new registration at its next call: its channels are created
  * and connected again under the same names (the servers it was connected
- * to saw MESSIP_MSG_DISMISSED meanwhile).  A buffered message whose
+ * to saw MESSIP_MSG_DISMISSED meanwhile).  The same happens when the
+ * manager itself restarted.  A client channel whose server has not
+ * created it again yet (the server notices the restart only at its next
+ * call) is looked for during 5 s: a buffered send waits for it within
+ * its timeout; after those 5 s, or if another server has taken the name
+ * (a different address), the handle fails with ESRCH for good (connect
+ * again by name to reach the new one).  A buffered message whose
  * acknowledgement was lost with a worker is sent again, so in that one
  * case a server may receive it twice.
  *

@@ -478,6 +478,26 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 		break;
 	}
 	c->epoch = cnx->epoch; /* declared, or given up: not retried */
+	if (!c->server && ans.a == ENOENT && c->relocate_by) {
+		/* Its server has not declared it again yet: the next call
+		 * that needs the handle looks for it (mp_chan_cli_handle). */
+		c->handle = -1;
+		mp_log(MESSIP_LOG_INFO, "MESSIP-CHANNEL-WAIT",
+		       "channel %s not declared again yet: looked for until "
+		       "%d ms after the new registration",
+		       c->pub->name, MP_RELOCATE_MS);
+		return 0;
+	}
+	if (ans.a == 0 && !c->server && !mp_chan_same_server(c, ans.addr)) {
+		/* The name now belongs to another server. */
+		memset(&req, 0, sizeof(req));
+		req.op = MP_OP_CH_DISCONNECT;
+		req.b = ans.b;
+		req.reqid = mp_cnx_reqid(cnx);
+		mp_cnx_post(cnx, &req);
+		ans.a = ESRCH;
+	}
+	c->relocate_by = 0;
 	if (ans.a != 0) {
 		c->handle = -1;
 		mp_log(MESSIP_LOG_ERROR, "MESSIP-CHANNEL-LOST",
@@ -487,6 +507,8 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 		return 0;
 	}
 	c->handle = ans.b;
+	if (!c->server)
+		c->cli.server_regno = ans.c;
 	if (c->server) {
 		c->gen = ans.u;
 		mp_srv_link_restored(c, true);
@@ -560,9 +582,15 @@ static void resumed(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	cnx->state = MP_CNX_UP;
 	sync_watch(cnx);
 	if (fresh) {
-		/* Every handle belongs to the old registration. */
+		/* Every handle belongs to the old registration.  A client
+		 * channel whose server has not declared it again by the
+		 * time we ask is looked for a while (mp_chan_cli_handle). */
 		cnx->epoch++;
 		cnx->rereg = true;
+		for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
+			if (!c->server)
+				c->relocate_by = mp_time_now_ns() +
+						 ms_ns(MP_RELOCATE_MS);
 		mp_log(MESSIP_LOG_WARNING, "MESSIP-MGR-NEWREG",
 		       "manager %s: new registration %d", cnx->where,
 		       (int)cnx->regno);
