@@ -441,8 +441,10 @@ static int sleep_on(_Atomic uint32_t *word, uint32_t w, int64_t deadline_ns)
 
 static int deadline_passed(int64_t deadline_ns)
 {
-	return deadline_ns != MP_TIME_FOREVER &&
-	       mp_time_now_ns() >= deadline_ns;
+	/* A deadline of 0 (or any time before boot) is a poll: no clock
+	 * read, which costs as much as a small push or pop. */
+	return deadline_ns <= 0 || (deadline_ns != MP_TIME_FOREVER &&
+				    mp_time_now_ns() >= deadline_ns);
 }
 
 /* ---- producer ------------------------------------------------------- */
