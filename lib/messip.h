@@ -66,9 +66,9 @@
  * manager itself restarted.  A client channel whose server has not
  * created it again yet (the server notices the restart only at its next
  * call) is looked for during 5 s: a buffered send waits for it within
- * its timeout; after those 5 s, or if another server has taken the name
- * (a different address), the handle fails with ESRCH for good (connect
- * again by name to reach the new one).  A buffered message whose
+ * its timeout; after those 5 s the handle fails with ESRCH for good
+ * (connect again by name to reach a server that came later).  A
+ * buffered message whose
  * acknowledgement was lost with a worker is sent again, so in that one
  * case a server may receive it twice.
  *

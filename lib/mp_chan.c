@@ -272,16 +272,6 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 	return 0;
 }
 
-bool mp_chan_same_server(const struct messip_channel_priv *c,
-			 const char *addr)
-{
-	char a[MP_SOCK_ADDR_MAX];
-
-	snprintf(a, sizeof(a), "%s", addr);
-	mp_local_split_addr(a); /* c->addr has no "/pid" either */
-	return strcmp(a, c->addr) == 0;
-}
-
 int mp_chan_cli_handle(struct messip_channel_priv *c, int64_t deadline)
 {
 	struct messip_cnx *cnx = c->cnx;
@@ -320,17 +310,9 @@ int mp_chan_cli_handle(struct messip_channel_priv *c, int64_t deadline)
 	c->relocate_by = 0;
 	if (ans.a != 0 || ans.op != MP_OP_CH_INFO)
 		return -ESRCH;
-	if (!mp_chan_same_server(c, ans.addr)) {
-		/* Another server took the name: this handle must not reach
-		 * it.  Undo the manager's record of the connection (or it
-		 * would hold up that server's CH_DELETE). */
-		memset(&req, 0, sizeof(req));
-		req.op = MP_OP_CH_DISCONNECT;
-		req.b = ans.b;
-		req.reqid = mp_cnx_reqid(cnx);
-		mp_cnx_post(cnx, &req);
-		return -ESRCH;
-	}
+	/* As when the channels are declared again at once: the name, not
+	 * the server's address, identifies the channel (a proxy or a NAT
+	 * may show one server under several addresses). */
 	c->handle = ans.b;
 	c->epoch = cnx->epoch;
 	c->cli.server_regno = ans.c;

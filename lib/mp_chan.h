@@ -29,18 +29,12 @@ void mp_chan_destroy(struct messip_channel_priv *c);
  * valid for the current registration.  After a new registration (manager
  * restarted) the client re-connects its channels by name; a channel whose
  * server had not created it again yet is looked for (CH_CONNECT LOCATE)
- * until MP_RELOCATE_MS after that, up to deadline: found, and served by
- * the same server (same address) -> its handle; the deadline first ->
- * -ETIMEDOUT (still looked for by the next call); MP_RELOCATE_MS over, or
- * the name now served by another server -> -ESRCH for good.  Also
- * -ESHUTDOWN, -ENOMEM, -EPROTO.
+ * until MP_RELOCATE_MS after that, up to deadline: found -> its handle;
+ * the deadline first -> -ETIMEDOUT (still looked for by the next call);
+ * MP_RELOCATE_MS over -> -ESRCH for good.  Also -ESHUTDOWN, -ENOMEM,
+ * -EPROTO.
  */
 int mp_chan_cli_handle(struct messip_channel_priv *c, int64_t deadline);
-
-/* Is addr ("ip:port[/pid]", as in CH_INFO) the server c was connected
- * to?  (The same server process keeps its listening socket.) */
-bool mp_chan_same_server(const struct messip_channel_priv *c,
-			 const char *addr);
 
 /* How long after a new registration a client keeps looking for its
  * channel's server (the manager's default resume grace period). */

@@ -488,15 +488,6 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 		       c->pub->name, MP_RELOCATE_MS);
 		return 0;
 	}
-	if (ans.a == 0 && !c->server && !mp_chan_same_server(c, ans.addr)) {
-		/* The name now belongs to another server. */
-		memset(&req, 0, sizeof(req));
-		req.op = MP_OP_CH_DISCONNECT;
-		req.b = ans.b;
-		req.reqid = mp_cnx_reqid(cnx);
-		mp_cnx_post(cnx, &req);
-		ans.a = ESRCH;
-	}
 	c->relocate_by = 0;
 	if (ans.a != 0) {
 		c->handle = -1;

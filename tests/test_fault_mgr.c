@@ -12,8 +12,8 @@
  *     stale segment is taken over, and the same holds;
  *   - restarted while the server naps: the client re-registers first and
  *     its buffered sends wait for the channel (up to 5 s) and get
- *     through; with the server dead instead, ESRCH after those 5 s, and
- *     a new server of that name is not reached through the old handle;
+ *     through; with the server dead instead, ESRCH after those 5 s, for
+ *     good (a later server of that name is reached by connecting again);
  *   - stopped for longer than the grace period, then restarted: calls
  *     that need the manager fail with ESHUTDOWN, the server is told once,
  *     the connection stays given up (ESHUTDOWN at once, even with the
@@ -419,10 +419,10 @@ static void test_restart_client_first(void)
 }
 
 /*
- * The other outcomes: the server died with the manager and does not come
- * back -> ESRCH once the window is over; a new server then takes the name
- * -> the old handle never reaches it (ESRCH), and connecting again by
- * name reaches the new one.
+ * The other outcome: the server died with the manager and does not come
+ * back -> ESRCH once the window is over, for good: a server that takes
+ * the name later is not reached through the old handle, and connecting
+ * again by name reaches it.
  */
 static void test_restart_server_gone(void)
 {
@@ -464,7 +464,8 @@ static void test_restart_server_gone(void)
 	CU_ASSERT_EQUAL(messip_buffered_send(ch, 1, "c", 1, 2000), -1);
 	CU_ASSERT_EQUAL(errno, ESRCH);
 	CU_ASSERT(api_now_ms() - t0 < 500);
-	/* A new server of that name: the old handle does not reach it. */
+	/* A new server of that name, after the window: the old handle
+	 * stays given up. */
 	ra.ref = m2.ref;
 	srv2 = api_fork(restart_server, &ra);
 	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
@@ -513,7 +514,7 @@ static const struct mp_test_case tests[] = {
 	 "its buffered sends wait for the channel and reach the server",
 	 test_restart_client_first_tcp},
 	{"manager restarted, server gone (TCP): buffered send ESRCH after the "
-	 "window, a new server of the name never reached by the old handle",
+	 "window, for good; connecting again reaches a later server",
 	 test_restart_server_gone_tcp},
 	MP_TEST_END};
 
