@@ -128,6 +128,30 @@ static int quit_server(messip_channel_t *ch, struct rs_report *rep)
 			   3000);
 }
 
+/*
+ * A manager on a free port with `workers` workers, a server process
+ * running server(a) that declares a->name, and a client connection cli_id
+ * with a handle on that channel.  Returns the server's pid.
+ */
+static pid_t start_trio(struct mp_mgrproc *m, int workers,
+			void (*server)(void *), struct rs_arg *a,
+			const char *cli_id, messip_cnx_t **cnx,
+			messip_channel_t **ch)
+{
+	pid_t srv;
+
+	CU_ASSERT_FATAL(fault_mgr_start_on(m, 0, workers, NULL) == 0);
+	a->ref = m->ref;
+	api_gate_init(a->ready);
+	srv = api_fork(server, a);
+	CU_ASSERT_FATAL(api_gate_wait(a->ready, 10000));
+	*cnx = messip_connect(m->ref, cli_id, 5000);
+	CU_ASSERT_FATAL(*cnx != NULL);
+	*ch = messip_channel_connect(*cnx, a->name, 5000);
+	CU_ASSERT_FATAL(*ch != NULL);
+	return srv;
+}
+
 /* Kill a manager outright: master and workers, no clean-up. */
 static void kill_manager(struct mp_mgrproc *m)
 {
@@ -161,16 +185,8 @@ static void restart_case(int hard)
 	pid_t srv;
 	int port;
 
-	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 2, NULL) == 0);
+	srv = start_trio(&m, 2, restart_server, &ra, "rcli", &cnx, &ch);
 	port = m.port;
-	ra.ref = m.ref;
-	api_gate_init(&ready);
-	srv = api_fork(restart_server, &ra);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
-	cnx = messip_connect(m.ref, "rcli", 5000);
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_connect(cnx, "f-restart", 5000);
-	CU_ASSERT_FATAL(ch != NULL);
 	CU_ASSERT(messip_buffered_send(ch, 1, "one", 3, 2000) >= 0);
 	CU_ASSERT_EQUAL(wait_count(ch, 1, 3000), 1);
 
@@ -257,16 +273,8 @@ static void test_away_past_grace(void)
 	pid_t srv;
 	int port;
 
-	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 1, NULL) == 0);
+	srv = start_trio(&m, 1, restart_server, &ra, "awaycli", &cnx, &ch);
 	port = m.port;
-	ra.ref = m.ref;
-	api_gate_init(&ready);
-	srv = api_fork(restart_server, &ra);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
-	cnx = messip_connect(m.ref, "awaycli", 5000);
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_connect(cnx, "f-away", 5000);
-	CU_ASSERT_FATAL(ch != NULL);
 	t0 = api_now_ms();
 	CU_ASSERT(mp_mgrproc_stop(&m) != -1);
 	/* A call that needs the manager waits out the grace period. */
@@ -375,16 +383,8 @@ static void test_restart_client_first(void)
 	int rc, port;
 	pid_t srv;
 
-	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 1, NULL) == 0);
+	srv = start_trio(&m, 1, napping_server, &na, "early", &cnx, &ch);
 	port = m.port;
-	na.ref = m.ref;
-	api_gate_init(&ready);
-	srv = api_fork(napping_server, &na);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
-	cnx = messip_connect(m.ref, "early", 5000);
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_connect(cnx, "f-nap", 5000);
-	CU_ASSERT_FATAL(ch != NULL);
 	CU_ASSERT(messip_buffered_send(ch, T_NAP, NULL, 0, 2000) >= 0);
 	api_sleep_ms(200); /* the server naps */
 	CU_ASSERT(mp_mgrproc_stop(&m) != -1);
@@ -436,16 +436,8 @@ static void test_restart_server_gone(void)
 	pid_t srv, srv2;
 	int rc, port;
 
-	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 1, NULL) == 0);
+	srv = start_trio(&m, 1, restart_server, &ra, "gonecli", &cnx, &ch);
 	port = m.port;
-	ra.ref = m.ref;
-	api_gate_init(&ready);
-	srv = api_fork(restart_server, &ra);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
-	cnx = messip_connect(m.ref, "gonecli", 5000);
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_connect(cnx, "f-gone", 5000);
-	CU_ASSERT_FATAL(ch != NULL);
 	CU_ASSERT(messip_buffered_send(ch, 1, "a", 1, 2000) >= 0);
 	CU_ASSERT(mp_mgrproc_stop(&m) != -1);
 	mp_test_kill(srv);

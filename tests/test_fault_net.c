@@ -260,6 +260,36 @@ static void test_stalled_reply_times_out(void)
 	api_gate_close(&g);
 }
 
+/* ---- raw peers on a server's direct port --------------------------------- */
+
+/*
+ * Create channel name on cnx and encode, into frame (64 bytes or more), a
+ * HELLO for it from id: what a raw peer of the server's direct port sends
+ * first.  Returns the channel; *n is the frame's length, *port the
+ * server's direct port.
+ */
+static messip_channel_t *raw_hello_setup(messip_cnx_t *cnx, const char *name,
+					 const char *id, uint8_t *frame,
+					 size_t size, int *n, int *port)
+{
+	messip_channel_t *ch;
+	struct mp_wire_msg m;
+
+	CU_ASSERT_FATAL(cnx != NULL);
+	ch = messip_channel_create(cnx, name, 2000, 0);
+	CU_ASSERT_FATAL(ch != NULL);
+	*port = fault_server_port(api_mgr.port, name);
+	CU_ASSERT_FATAL(*port > 0);
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_HELLO;
+	m.reqid = 1;
+	strcpy(m.name, name);
+	strcpy(m.id, id);
+	*n = mp_wire_encode(&m, frame, size);
+	CU_ASSERT_FATAL(*n > 0);
+	return ch;
+}
+
 /* ---- a stalled peer on a server's direct port --------------------------- */
 
 /* The library's handshake bound (mp_srv.c MP_HELLO_NS, protocol.md),
@@ -270,20 +300,12 @@ static void test_server_drops_stalled_peer(void)
 {
 	messip_cnx_t *cnx = api_connect("dropper");
 	messip_channel_t *ch;
-	struct mp_wire_msg m;
 	uint8_t frame[128];
 	int port, fd, n, closed = 0;
 	int64_t t0, dt = -1;
 
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_create(cnx, "f-hello", 2000, 0);
-	CU_ASSERT_FATAL(ch != NULL);
-	port = fault_server_port(api_mgr.port, "f-hello");
-	CU_ASSERT_FATAL(port > 0);
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	strcpy(m.name, "f-hello");
-	n = mp_wire_encode(&m, frame, sizeof(frame));
+	ch = raw_hello_setup(cnx, "f-hello", "stall", frame, sizeof(frame), &n,
+			     &port);
 	fd = mp_tcp_connect_local(port);
 	CU_ASSERT_FATAL(fd >= 0);
 	CU_ASSERT(write(fd, frame, (size_t)n / 2) == n / 2);
@@ -320,24 +342,13 @@ static void test_slowloris_server_serves(void)
 	messip_channel_t *ch;
 	int64_t worst = 0;
 	uint8_t frame[64];
-	struct mp_wire_msg m;
 	int64_t end;
 	pid_t cli, w = 0;
 	int served = 0, n, st = -1;
 
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_create(cnx, "f-loris", 2000, 0);
-	CU_ASSERT_FATAL(ch != NULL);
-	port = fault_server_port(api_mgr.port, "f-loris");
-	CU_ASSERT_FATAL(port > 0);
 	/* Half a HELLO; or a HELLO and half a SEND; or nothing at all. */
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 1;
-	strcpy(m.name, "f-loris");
-	strcpy(m.id, "loris");
-	n = mp_wire_encode(&m, frame, sizeof(frame));
-	CU_ASSERT_FATAL(n > 0);
+	ch = raw_hello_setup(cnx, "f-loris", "loris", frame, sizeof(frame), &n,
+			     &port);
 	for (int i = 0; i < N_LORIS; i++) {
 		int fd = mp_tcp_connect_local(port);
 
