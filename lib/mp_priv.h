@@ -120,8 +120,8 @@ struct messip_channel_priv {
 	int32_t handle; /* the manager's channel handle */
 	uint64_t gen;
 	unsigned epoch; /* registration (cnx->epoch) it belongs to */
-	int64_t relocate_by; /* client, handle -1: look for the same server
-				under the name until then (mp_chan_cli_handle) */
+	int64_t relocate_by; /* client, handle -1: look for the channel until
+				then (mp_chan_cli_handle) */
 	char addr[MP_SOCK_ADDR_MAX]; /* server: ours; client: the server's */
 	struct mp_srv srv;
 	struct mp_cli cli;

@@ -407,9 +407,8 @@ static void test_restart_client_first(void)
 	if (again)
 		CU_ASSERT(messip_buffered_send(again, 1, "z", 1, 2000) >= 0);
 	/* All three arrived (the answer is the server's count). */
-	CU_ASSERT_EQUAL(messip_send(ch, T_QUIT, NULL, 0, &answer, NULL, 0,
-				    3000),
-			0);
+	CU_ASSERT_EQUAL(
+		messip_send(ch, T_QUIT, NULL, 0, &answer, NULL, 0, 3000), 0);
 	CU_ASSERT_EQUAL(answer, again ? 3 : 2);
 	CU_ASSERT(api_child_ok(srv, 5000));
 	messip_disconnect(cnx, 2000);
