@@ -20,7 +20,9 @@
  * Waiting spins briefly (tunable, per handle) and then sleeps on a futex;
  * the producer or consumer on the other side wakes sleepers only when a
  * waiter count says someone sleeps, so the uncontended path makes no
- * system call.
+ * system call.  The consumer's commit is a plain store where the kernel
+ * lets a producer about to sleep fence the consumer from afar
+ * (membarrier, mp_futex.h); otherwise producers sleep in 1 ms slices.
  *
  * Every position, length and sequence number read from the segment is
  * checked against the handle's trusted copies (capacity, mask, limits).
@@ -69,6 +71,9 @@ typedef struct mp_ring {
 	 * a handle. */
 	_Atomic uint64_t tail_seen;
 	_Atomic uint64_t tail_seq_seen;
+	/* Consumer: commit without a locked instruction (this process can
+	 * be fenced by a sleeping producer; mp_futex.h mp_fence_*). */
+	int plain_commit;
 } mp_ring_t;
 
 /* Bytes of shared memory for a ring with a data area of data_bytes
