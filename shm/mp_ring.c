@@ -90,18 +90,6 @@
  */
 #define RING_SPIN_DEFAULT 256u
 
-/*
- * A consumer waiting for data polls head with growing gaps (1, 2, 4 ...
- * up to this many pauses, within the spin budget above).  Every poll
- * pulls the producers' line into the consumer's cache, and the producer's
- * next commit (a locked instruction: it waits for its stores to reach
- * the line) then stalls for the line's round trip between the cores,
- * which was most of a push (tests/bench_ring under perf: 55% of
- * mp_ring_pushv at that store).  With the gaps, a producer streaming
- * records commits several of them per poll, and the consumer takes them
- * as a batch; a lone record is seen at most 16 pauses (~0.4 us) late.
- */
-#define RING_POLL_GAP_MAX 16u
 
 /* Records the ring may hold beyond max_records: one, after a consumer died
  * between its two commit stores (banner).  Checks accept it; admission
@@ -590,14 +578,6 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 	len = (uint32_t)total;
 	need = rec_size(len);
 	for (;;) {
-		/* The count returned: tail_seq, from a line the consumer
-		 * writes on every record, so a miss; read before the lock,
-		 * so that it is outstanding together with the lock's wait
-		 * for our previous commit rather than after it.  A record
-		 * the consumer takes meanwhile is still counted, as one
-		 * taken between the count and the return always was. */
-		ts_count = atomic_load_explicit(&sh->tail_seq,
-						memory_order_relaxed);
 		rc = mp_lock_acquire(&sh->pl.lock, deadline_ns);
 		if (rc < 0)
 			return lock_err(rc);
@@ -641,6 +621,13 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 			return rc;
 	}
 
+	/* The count returned: tail_seq, from a line the consumer writes on
+	 * every record, so a miss.  Read here, after the lock's locked
+	 * instruction and before the commit's, so that the miss is
+	 * outstanding together with the misses the commit waits for (our
+	 * record's and head's lines) rather than on its own.  (Read before
+	 * the lock, tests/bench_ring spent a quarter of each push there.) */
+	ts_count = atomic_load_explicit(&sh->tail_seq, memory_order_relaxed);
 	hdr_write(r, head, len, meta, hs);
 	pos = head + REC_HDR;
 	for (int i = 0; i < iovcnt; i++) {
@@ -699,7 +686,7 @@ static int wait_data(mp_ring_t *r, uint64_t c, uint64_t t, uint64_t *hp,
 		     int64_t deadline_ns)
 {
 	struct mp_ring_sh *sh = r->sh;
-	unsigned spins = r->spin, gap = 1;
+	unsigned spins = r->spin;
 	int first = 1, timed_out = 0;
 	uint64_t h;
 	uint32_t w;
@@ -725,11 +712,8 @@ static int wait_data(mp_ring_t *r, uint64_t c, uint64_t t, uint64_t *hp,
 			return -ETIMEDOUT;
 		first = 0;
 		if (spins) {
-			/* RING_POLL_GAP_MAX: poll head less and less often. */
-			for (unsigned k = 0; k < gap && spins; k++, spins--)
-				mp_cpu_relax();
-			if (gap < RING_POLL_GAP_MAX)
-				gap <<= 1;
+			spins--;
+			mp_cpu_relax();
 			continue;
 		}
 		w = atomic_load_explicit(&sh->data_futex, memory_order_relaxed);
