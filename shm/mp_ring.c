@@ -649,10 +649,11 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 	meta->seq = hs;
 	meta->len = len;
 	/* The records queued before ours, from the consumer's count read
-	 * at the start (not the possibly old pair above). */
-	return hs - ts_count <= r->max_records + RING_SEQ_SLACK
-		       ? (int)(hs - ts_count)
-		       : 0;
+	 * above (not the possibly old pair the room was judged by).  Never
+	 * more than that pair admitted (< max_records): a tail_seq put back
+	 * after a consumer's death, or scribbled, cannot make it more (found
+	 * by tests/fuzz_ring). */
+	return (int)(hs - ts_count < hs - ts ? hs - ts_count : hs - ts);
 
 corrupt:
 	mp_lock_release(&sh->pl.lock);
