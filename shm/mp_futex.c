@@ -61,8 +61,8 @@ static _Atomic pid_t fence_pid;
 
 int mp_fence_register(void)
 {
-	pid_t me = getpid(), p = atomic_load_explicit(&fence_pid,
-						      memory_order_relaxed);
+	pid_t me = getpid(),
+	      p = atomic_load_explicit(&fence_pid, memory_order_relaxed);
 	long q;
 
 	if (p == -1)
@@ -72,8 +72,8 @@ int mp_fence_register(void)
 	q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
 	if (q < 0 || !(q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) ||
 	    !(q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) ||
-	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
-		    0, 0) < 0) {
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0,
+		    0) < 0) {
 		atomic_store_explicit(&fence_pid, -1, memory_order_relaxed);
 		return 0;
 	}

@@ -90,7 +90,6 @@
  */
 #define RING_SPIN_DEFAULT 256u
 
-
 /* Records the ring may hold beyond max_records: one, after a consumer died
  * between its two commit stores (banner).  Checks accept it; admission
  * never creates it. */
