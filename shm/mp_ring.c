@@ -591,10 +591,12 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		/* First against the pair this handle saw last (checked
 		 * then, and a lower bound now): while that shows room, the
 		 * consumer's line is not read, so its commits do not bounce
-		 * that line to us and back on every record.  The acquire
-		 * that loaded the pair still orders the consumer's reads of
-		 * the bytes before it before our overwriting them. */
-		t = atomic_load_explicit(&r->tail_seen, memory_order_relaxed);
+		 * that line to us and back on every record.  Acquire, with
+		 * the release below: the acquire that loaded the pair (in
+		 * whichever thread of ours) still orders the consumer's
+		 * reads of the bytes before it before our overwriting them
+		 * (plain moves on x86). */
+		t = atomic_load_explicit(&r->tail_seen, memory_order_acquire);
 		ts = atomic_load_explicit(&r->tail_seq_seen,
 					  memory_order_relaxed);
 		if (head - t + need <= r->data_bytes &&
@@ -608,9 +610,12 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		if ((t & 7) || head - t > r->data_bytes ||
 		    hs - ts > r->max_records + RING_SEQ_SLACK)
 			goto corrupt;
-		atomic_store_explicit(&r->tail_seen, t, memory_order_relaxed);
+		/* tail_seq_seen first, then tail_seen with release: a
+		 * thread that acquires a tail_seen sees a tail_seq_seen at
+		 * least as new (stale is safe, see above). */
 		atomic_store_explicit(&r->tail_seq_seen, ts,
 				      memory_order_relaxed);
+		atomic_store_explicit(&r->tail_seen, t, memory_order_release);
 		if (head - t + need <= r->data_bytes &&
 		    hs - ts < r->max_records)
 			break;
