@@ -64,7 +64,13 @@
  * notice nothing.  A process that makes no call at all for longer than
  * that gets a new registration at its next call: its channels are created
  * and connected again under the same names (the servers it was connected
- * to saw MESSIP_MSG_DISMISSED meanwhile).  A buffered message whose
+ * to saw MESSIP_MSG_DISMISSED meanwhile).  The same happens when the
+ * manager itself restarted.  A client channel whose server has not
+ * created it again yet (the server notices the restart only at its next
+ * call) is looked for during 5 s: a buffered send waits for it within
+ * its timeout; after those 5 s the handle fails with ESRCH for good
+ * (connect again by name to reach a server that came later).  A
+ * buffered message whose
  * acknowledgement was lost with a worker is sent again, so in that one
  * case a server may receive it twice.
  *
@@ -87,9 +93,12 @@
  *     queued in the segment;
  *   - MESSIP_MSG_DISCONNECT and MESSIP_MSG_DISMISSED still come from the
  *     manager only, so each is reported once; a same-host client that
- *     dies holding a request is noticed by the server's library itself
- *     (its slot freed, a reply to it fails with ESRCH) without waiting
- *     for the manager;
+ *     dies with a request posted (held by the server, or not yet
+ *     received) is noticed by the server's library itself (its slot
+ *     freed, a reply to it fails with ESRCH) without waiting for the
+ *     manager; the reply checks the client only when the request was
+ *     posted more than about a millisecond earlier (a death within that
+ *     is as good as one just after the reply);
  *   - a server channel should be created and deleted by the same thread,
  *     one that lives as long as the channel: clients tell that the server
  *     lives from a lock that thread holds (if it ends first, they fall

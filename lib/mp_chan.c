@@ -279,6 +279,53 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 	return 0;
 }
 
+int mp_chan_cli_handle(struct messip_channel_priv *c, int64_t deadline)
+{
+	struct messip_cnx *cnx = c->cnx;
+	struct mp_wire_msg req, ans;
+	int64_t until;
+	int rc;
+
+	rc = mp_cnx_wait_up(cnx, deadline); /* re-declares after a restart */
+	if (rc < 0)
+		return rc;
+	if (c->handle >= 0 && c->epoch == cnx->epoch)
+		return c->handle;
+	if (!c->relocate_by || mp_time_now_ns() >= c->relocate_by) {
+		c->relocate_by = 0;
+		return -ESRCH; /* lost with an expired registration */
+	}
+	/* The server has not declared its channel to the new manager yet
+	 * (it notices the restart only when it next calls the library):
+	 * wait for the name, within the window and the caller's deadline. */
+	memset(&req, 0, sizeof(req));
+	req.op = MP_OP_CH_CONNECT;
+	req.flags = MP_WIRE_F_LOCATE;
+	strcpy(req.name, c->pub->name);
+	until = deadline < c->relocate_by ? deadline : c->relocate_by;
+	req.a = mp_cnx_wait_field(until);
+	rc = mp_cnx_rpc(cnx, &req, NULL, 0, &ans, until,
+			(int64_t)MP_LOCATE_SLACK_MS * 1000000);
+	if (rc < 0 && rc != -ETIMEDOUT)
+		return rc;
+	if (rc == -ETIMEDOUT || ans.a == ETIMEDOUT) {
+		if (mp_time_now_ns() < c->relocate_by)
+			return -ETIMEDOUT; /* the caller's deadline */
+		c->relocate_by = 0;
+		return -ESRCH;
+	}
+	c->relocate_by = 0;
+	if (ans.a != 0 || ans.op != MP_OP_CH_INFO)
+		return -ESRCH;
+	/* As when the channels are declared again at once: the name, not
+	 * the server's address, identifies the channel (a proxy or a NAT
+	 * may show one server under several addresses). */
+	c->handle = ans.b;
+	c->epoch = cnx->epoch;
+	c->cli.server_regno = ans.c;
+	return c->handle;
+}
+
 static messip_channel_t *connect_common(messip_cnx_t *handle, const char *name,
 					int msec_timeout, bool locate)
 {

@@ -24,6 +24,22 @@ struct messip_channel_priv *mp_chan_get(messip_channel_t *ch);
  * client handle says BYE to its server first, without waiting. */
 void mp_chan_destroy(struct messip_channel_priv *c);
 
+/*
+ * A client handle's channel handle for a request to the manager (BSEND),
+ * valid for the current registration.  After a new registration (manager
+ * restarted) the client re-connects its channels by name; a channel whose
+ * server had not created it again yet is looked for (CH_CONNECT LOCATE)
+ * until MP_RELOCATE_MS after that, up to deadline: found -> its handle;
+ * the deadline first -> -ETIMEDOUT (still looked for by the next call);
+ * MP_RELOCATE_MS over -> -ESRCH for good.  Also -ESHUTDOWN, -ENOMEM,
+ * -EPROTO.
+ */
+int mp_chan_cli_handle(struct messip_channel_priv *c, int64_t deadline);
+
+/* How long after a new registration a client keeps looking for its
+ * channel's server (the manager's default resume grace period). */
+#define MP_RELOCATE_MS 5000
+
 /* Check a channel name: 0, -EINVAL (NULL or empty), -ENAMETOOLONG. */
 int mp_chan_check_name(const char *name);
 

@@ -626,34 +626,51 @@ MESSIP_EXPORT int32_t messip_buffered_send(messip_channel_t *ch, int32_t type,
 		}
 	}
 	deadline = mp_time_deadline(msec_timeout);
-	if (c->handle < 0)
-		return mp_fail(-ESRCH); /* lost with an expired registration */
-	if (mp_cnx_can_pipe(c->cnx, (uint32_t)send_len)) {
-		/* Sent without waiting for the manager's answer: the
-		 * library keeps it until the answer comes. */
-		rc = mp_cnx_bsend(c->cnx, c->handle, type, send_buffer,
-				  (uint32_t)send_len, deadline);
-		if (rc != -EAGAIN)
-			return rc < 0 ? mp_fail(rc) : rc;
+	for (;;) {
+		unsigned epoch = c->cnx->epoch;
+		int32_t handle;
+
+		if (c->server)
+			rc = c->handle < 0 ? -ESRCH : c->handle;
+		else
+			rc = mp_chan_cli_handle(c, deadline);
+		if (rc < 0)
+			return mp_fail(rc);
+		handle = rc;
+		if (mp_cnx_can_pipe(c->cnx, (uint32_t)send_len)) {
+			/* Sent without waiting for the manager's answer: the
+			 * library keeps it until the answer comes. */
+			rc = mp_cnx_bsend(c->cnx, handle, type, send_buffer,
+					  (uint32_t)send_len, deadline);
+			if (rc != -EAGAIN)
+				return rc < 0 ? mp_fail(rc) : rc;
+		}
+		/* A waiting BSEND must not queue behind pipelined ones parked
+		 * at the manager: its ETIMEDOUT would not mean "not queued". */
+		rc = mp_cnx_pipe_drain(c->cnx, deadline);
+		if (rc < 0)
+			return mp_fail(rc);
+		memset(&req, 0, sizeof(req));
+		req.op = MP_OP_BSEND;
+		req.b = handle;
+		req.a = type;
+		req.c = mp_cnx_wait_field(deadline);
+		req.datalen = (uint32_t)send_len;
+		/* The manager enforces the deadline (it parks the request
+		 * while the queue is full): wait a little longer for its
+		 * verdict, so that ETIMEDOUT really means "not queued". */
+		rc = mp_cnx_rpc(c->cnx, &req, &v, send_len ? 1 : 0, &ans,
+				deadline, (int64_t)MP_BSEND_SLACK_MS * 1000000);
+		/* Re-sent under a new registration (the manager restarted
+		 * meanwhile) with the old handle: refused, so not queued;
+		 * again with the channel declared anew. */
+		if (rc == 0 && ans.a == EACCES && c->cnx->epoch != epoch &&
+		    !c->server)
+			continue;
+		if (rc == 0)
+			mp_cnx_bsend_answered(c->cnx, &ans);
+		break;
 	}
-	/* A waiting BSEND must not queue behind pipelined ones parked at
-	 * the manager: its ETIMEDOUT would not mean "not queued". */
-	rc = mp_cnx_pipe_drain(c->cnx, deadline);
-	if (rc < 0)
-		return mp_fail(rc);
-	memset(&req, 0, sizeof(req));
-	req.op = MP_OP_BSEND;
-	req.b = c->handle;
-	req.a = type;
-	req.c = mp_cnx_wait_field(deadline);
-	req.datalen = (uint32_t)send_len;
-	/* The manager enforces the deadline (it parks the request while the
-	 * queue is full): wait a little longer for its verdict, so that
-	 * ETIMEDOUT really means "not queued". */
-	rc = mp_cnx_rpc(c->cnx, &req, &v, send_len ? 1 : 0, &ans, deadline,
-			(int64_t)MP_BSEND_SLACK_MS * 1000000);
-	if (rc == 0)
-		mp_cnx_bsend_answered(c->cnx, &ans);
 	if (rc == 0 && ans.a != 0)
 		rc = (ans.a > 0 && ans.a < 4096) ? -ans.a : -EPROTO;
 	if (rc < 0)

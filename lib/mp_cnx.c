@@ -1189,6 +1189,17 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 		break;
 	}
 	c->epoch = cnx->epoch; /* declared, or given up: not retried */
+	if (!c->server && ans.a == ENOENT && c->relocate_by) {
+		/* Its server has not declared it again yet: the next call
+		 * that needs the handle looks for it (mp_chan_cli_handle). */
+		c->handle = -1;
+		mp_log(MESSIP_LOG_INFO, "MESSIP-CHANNEL-WAIT",
+		       "channel %s not declared again yet: looked for until "
+		       "%d ms after the new registration",
+		       c->pub->name, MP_RELOCATE_MS);
+		return 0;
+	}
+	c->relocate_by = 0;
 	if (ans.a != 0) {
 		c->handle = -1;
 		mp_log(MESSIP_LOG_ERROR, "MESSIP-CHANNEL-LOST",
@@ -1198,6 +1209,8 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 		return 0;
 	}
 	c->handle = ans.b;
+	if (!c->server)
+		c->cli.server_regno = ans.c;
 	if (c->server) {
 		c->gen = ans.u;
 		mp_srv_link_restored(c, true);
@@ -1279,8 +1292,14 @@ static void resumed(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 		 * whatever channel holds that slot now.  They share the fate
 		 * of the old registration's queued messages (logged). */
 		pipe_drop(cnx, "registration not resumed");
+		/* A client channel whose server has not declared it again by
+		 * the time we ask is looked for a while (mp_chan_cli_handle). */
 		cnx->epoch++;
 		cnx->rereg = true;
+		for (struct messip_channel_priv *c = cnx->chans; c; c = c->next)
+			if (!c->server)
+				c->relocate_by = mp_time_now_ns() +
+						 ms_ns(MP_RELOCATE_MS);
 		mp_log(MESSIP_LOG_WARNING, "MESSIP-MGR-NEWREG",
 		       "manager %s: new registration %d", cnx->where,
 		       (int)cnx->regno);

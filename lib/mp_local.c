@@ -69,7 +69,7 @@ struct mp_local_held {
 	int index;	  /* receive index, -1 when not handed out */
 	bool heap;	  /* orphaned copy (its slot was reset) */
 	bool gone;	  /* its client died (reply: ESRCH) */
-	int64_t taken_ns; /* coarse clock */
+	int64_t since_ns; /* coarse clock: posted no earlier than this */
 	int32_t type;
 	uint32_t len;
 	const void *data; /* the request's view in the segment */
@@ -116,6 +116,7 @@ struct mp_local {
 	uint8_t *scratch;  /* MESSIP_MAX_MSGLEN bytes, lazily */
 	int64_t last_reap; /* coarse clock */
 	int64_t last_check;
+	int64_t scan_ns;   /* coarse clock: the slots last found empty */
 	struct mp_rloan *rloans;
 	int nrloans;
 	struct mp_src lsrc; /* localfd in the channel's epoll */
@@ -797,8 +798,13 @@ static int take_slot(struct messip_channel_priv *c, struct mp_local *L,
 	/* Bounded: every slot can produce an event or two per call. */
 	for (int guard = 0; guard < 4 * MP_CHSEG_MAX_SLOTS; guard++) {
 		rc = mp_chseg_next(L->seg, &m);
-		if (rc == 0)
+		if (rc == 0) {
+			/* A full scan found no request: any request taken
+			 * later was posted after now (a request is only
+			 * taken or withdrawn, never hidden from a scan). */
+			L->scan_ns = coarse_ns();
 			return MP_LOCAL_NOTHING;
+		}
 		if (rc < 0) {
 			mp_log(MESSIP_LOG_WARNING, "MESSIP-SHM-CORRUPT",
 			       "channel %s: slot %u held garbage; reset, its "
@@ -824,7 +830,10 @@ static int take_slot(struct messip_channel_priv *c, struct mp_local *L,
 			h->ticket = m.ticket;
 			h->heap = false;
 			h->gone = false;
-			h->taken_ns = coarse_ns();
+			/* Its age counts from the last empty scan, not from
+			 * now: a request posted long before receive was
+			 * called may come from a client dead since. */
+			h->since_ns = L->scan_ns;
 			h->type = m.type;
 			h->len = m.len;
 			h->data = m.data;
@@ -1171,12 +1180,15 @@ int mp_local_reply(struct messip_channel_priv *c, int index, int32_t answer,
 		goto done;
 	}
 	if (!h->gone) {
-		/* A request held a while: its client may have died in the
+		/* A request posted a while ago (held, or waiting in its slot
+		 * before receive took it): its client may have died in the
 		 * meantime, which the reply CAS alone would not notice.
 		 * Within a millisecond the check is skipped (the fast path),
-		 * as on TCP: a death then is as good as one just after. */
+		 * as on TCP: a death then is as good as one just after.
+		 * Checks are at most one a millisecond; each looks at every
+		 * slot in use. */
 		now = coarse_ns();
-		if (now - h->taken_ns > HUP_CHECK_NS &&
+		if (now - h->since_ns > HUP_CHECK_NS &&
 		    now - L->last_check > HUP_CHECK_NS) {
 			L->last_check = now;
 			mp_chseg_reap(L->seg, 1);

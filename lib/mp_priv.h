@@ -108,6 +108,9 @@ struct mp_srv {
 	unsigned r2s_pending; /* posted, not yet in the ready queue */
 	struct messip_request *rq_head, *rq_tail; /* ready to hand out */
 	struct messip_request *rq_last; /* handed out by the last receive */
+	int64_t chore_ns;    /* next srv_chores() (MP_TIME_FOREVER: none) */
+	bool accept_edge;    /* listen socket edge-triggered: out of fds */
+	bool accept_retry;   /* accept_all due again at chore_ns */
 };
 
 /* Client side of a channel (mp_cli.c). */
@@ -138,6 +141,8 @@ struct messip_channel_priv {
 	int32_t handle; /* the manager's channel handle */
 	uint64_t gen;
 	unsigned epoch; /* registration (cnx->epoch) it belongs to */
+	int64_t relocate_by; /* client, handle -1: look for the channel until
+				then (mp_chan_cli_handle) */
 	char addr[MP_SOCK_ADDR_MAX]; /* server: ours; client: the server's */
 	struct mp_srv srv;
 	struct mp_cli cli;

@@ -54,6 +54,15 @@
 #define MP_HUP_CHECK_NS 1000000 /* see mp_srv_reply */
 #define MP_SLOTS_INIT	16
 #define MP_STEAL_MIN	4096 /* a link buffer taken over, not copied */
+/* A direct client must send its HELLO within this bound after the accept,
+ * else it is dropped: a peer that connects and stalls must not hold a
+ * descriptor and a peer slot for ever (doc/protocol.md; the manager's
+ * default handshake_timeout_ms is the same). */
+#define MP_HELLO_NS	(5 * 1000000000LL)
+/* Out of descriptors: how often the listening socket is tried again while
+ * the program keeps receiving (and at once when one of our connections
+ * closes). */
+#define MP_ACCEPT_RETRY_NS (100 * 1000000LL)
 #define MP_NOTHING	INT_MIN
 #define MP_GATHER_MAX	65536 /* replies gathered for one write at most */
 #define ACK_BATCH_NS	50000 /* a BACK younger than this: hold the next */
@@ -72,6 +81,7 @@ struct mp_peer {
 	bool paused;
 	bool want_out;
 	bool local;	/* a same-host client on the segment (mp_local) */
+	int64_t hello_by; /* !hello: dropped at this time (MP_HELLO_NS) */
 };
 
 enum mp_item_kind { MP_ITEM_SEND, MP_ITEM_BUF, MP_ITEM_EVENT };
@@ -288,6 +298,32 @@ static void peer_events(struct messip_channel_priv *c, struct mp_peer *p)
 	epoll_ctl(c->srv.epfd, EPOLL_CTL_MOD, p->link.fd, &ev);
 }
 
+/* The next housekeeping time is at the latest t. */
+static void chore_at(struct mp_srv *s, int64_t t)
+{
+	if (t < s->chore_ns)
+		s->chore_ns = t;
+}
+
+/*
+ * Watch the listening socket level-triggered (normal) or, while the
+ * process has no descriptor for a new connection, edge-triggered: the
+ * pending connection then stays in the backlog without waking every
+ * epoll_wait (no busy loop), and accept_all runs again when a new one
+ * arrives, when one of our connections closes, or at the retry time.
+ */
+static void listen_arm(struct messip_channel_priv *c, bool edge)
+{
+	struct mp_srv *s = &c->srv;
+	struct epoll_event ev = {.events = EPOLLIN | (edge ? EPOLLET : 0),
+				 .data.ptr = &s->lsrc};
+
+	if (s->accept_edge == edge)
+		return;
+	s->accept_edge = edge;
+	epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &ev);
+}
+
 static void peer_free(struct messip_channel_priv *c, struct mp_peer *p)
 {
 	for (struct mp_peer **pp = &c->srv.peers; *pp; pp = &(*pp)->next) {
@@ -313,6 +349,9 @@ static void peer_close(struct messip_channel_priv *c, struct mp_peer *p,
 		epoll_ctl(c->srv.epfd, EPOLL_CTL_DEL, p->link.fd, NULL);
 		mp_link_close(&p->link);
 		p->closed = true;
+		/* A descriptor came free: a connection left waiting for one
+		 * is taken now (accept_all on the next wait). */
+		listen_arm(c, false);
 		/* Its requests not yet received have nobody to answer. */
 		unqueue(&c->srv, p, true, 0);
 		if (p->local) {
@@ -528,8 +567,29 @@ static void accept_all(struct messip_channel_priv *c)
 		struct mp_peer *p;
 		int fd = mp_sock_accept(c->srv.lfd);
 
-		if (fd == -EAGAIN)
+		if (fd == -EAGAIN) {
+			listen_arm(c, false);
 			return;
+		}
+		if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS ||
+		    fd == -ENOMEM) {
+			/* The connection stays pending and the socket
+			 * readable: level-triggered, every wait would
+			 * return at once (a busy loop).  Wait for an edge
+			 * or the retry time instead; the client waits in
+			 * the backlog, within its own timeout. */
+			if (!c->srv.accept_edge)
+				mp_log(MESSIP_LOG_WARNING, "MESSIP-ACCEPT",
+				       "channel %s: accept: %s; retrying "
+				       "every %lld ms",
+				       c->pub->name, strerror(-fd),
+				       MP_ACCEPT_RETRY_NS / 1000000);
+			listen_arm(c, true);
+			c->srv.accept_retry = true;
+			chore_at(&c->srv,
+				 mp_time_now_ns() + MP_ACCEPT_RETRY_NS);
+			return;
+		}
 		if (fd < 0) {
 			mp_log(MESSIP_LOG_ERROR, "MESSIP-ACCEPT",
 			       "channel %s: accept: %s", c->pub->name,
@@ -542,6 +602,8 @@ static void accept_all(struct messip_channel_priv *c)
 			return;
 		}
 		p->src.kind = MP_SRC_PEER;
+		p->hello_by = mp_time_now_ns() + MP_HELLO_NS;
+		chore_at(&c->srv, p->hello_by);
 		mp_link_init(&p->link, fd, MP_MAX_DATA);
 		ev.data.ptr = &p->src;
 		if (epoll_ctl(c->srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -798,6 +860,33 @@ static void handle_event(struct messip_channel_priv *c,
 }
 
 /*
+ * Housekeeping due at chore_ns: drop direct clients that did not say
+ * HELLO in time, try the listening socket again after running out of
+ * descriptors, and set the next time.  Cheap when nothing is due: the
+ * receive loop calls it only once chore_ns has passed.
+ */
+static void srv_chores(struct messip_channel_priv *c, int64_t now)
+{
+	struct mp_srv *s = &c->srv;
+	struct mp_peer *p, *next;
+
+	s->chore_ns = MP_TIME_FOREVER;
+	if (s->accept_retry) {
+		s->accept_retry = false;
+		accept_all(c); /* sets it again if still out */
+	}
+	for (p = s->peers; p; p = next) {
+		next = p->next; /* p may be freed */
+		if (p->closed || p->hello)
+			continue;
+		if (now >= p->hello_by)
+			peer_close(c, p, "no HELLO within the handshake bound");
+		else
+			chore_at(s, p->hello_by);
+	}
+}
+
+/*
  * Busy-poll the epoll before sleeping in it, when the policy says it pays
  * (mp_spin): the events found (> 0), 0 (nothing: sleep), -1 (errno).
  */
@@ -944,6 +1033,8 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		until = mp_cnx_wake_time(cnx);
 		if (until > deadline)
 			until = deadline;
+		if (until > c->srv.chore_ns)
+			until = c->srv.chore_ns;
 		if (c->srv.r2s_pending)
 			until = mp_async_wait_bound(c, until);
 		if (c->inproc && mp_inproc_idle(c, until)) {
@@ -971,6 +1062,12 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		until = mp_cnx_wake_time(cnx); /* FOREVER: no clock read */
 		if (until != MP_TIME_FOREVER && until <= mp_time_now_ns())
 			mp_cnx_pump(cnx);
+		if (c->srv.chore_ns != MP_TIME_FOREVER) {
+			int64_t now = mp_time_now_ns();
+
+			if (now >= c->srv.chore_ns)
+				srv_chores(c, now);
+		}
 		/* No mp_srv_update_wake() here: take() runs next, and the
 		 * flag is settled when receive returns. */
 	}
@@ -1083,6 +1180,7 @@ int mp_srv_open(struct messip_channel_priv *c, int lfd, int32_t maxbuf)
 	s->lfd = lfd;
 	s->mgr_fd = -1;
 	s->maxbuf = maxbuf;
+	s->chore_ns = MP_TIME_FOREVER;
 	s->lsrc.kind = MP_SRC_LISTEN;
 	s->wsrc.kind = MP_SRC_WAKE;
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <stdatomic.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -48,4 +50,40 @@ void mp_cpu_relax(void)
 #else
 	__asm__ __volatile__("" ::: "memory");
 #endif
+}
+
+/*
+ * The pid the registration was made for (0: none yet, -1: not offered).
+ * A forked child registers again (its own mm).  Racing threads register
+ * twice, which is harmless; the relaxed atomics publish only the number.
+ */
+static _Atomic pid_t fence_pid;
+
+int mp_fence_register(void)
+{
+	pid_t me = getpid(),
+	      p = atomic_load_explicit(&fence_pid, memory_order_relaxed);
+	long q;
+
+	if (p == -1)
+		return 0;
+	if (p == me)
+		return 1;
+	q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	if (q < 0 || !(q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) ||
+	    !(q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) ||
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0,
+		    0) < 0) {
+		atomic_store_explicit(&fence_pid, -1, memory_order_relaxed);
+		return 0;
+	}
+	atomic_store_explicit(&fence_pid, me, memory_order_relaxed);
+	return 1;
+}
+
+int mp_fence_remote(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) < 0)
+		return -errno;
+	return 0;
 }

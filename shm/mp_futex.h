@@ -22,4 +22,20 @@ int mp_futex_wake(uint32_t *word, int n);
 /* One iteration of a polite busy-wait (the CPU's pause instruction). */
 void mp_cpu_relax(void);
 
+/*
+ * Asymmetric fences (membarrier(2), MEMBARRIER_CMD_GLOBAL_EXPEDITED): a
+ * side that publishes often may pair a plain store with a later load, and
+ * let the rare side (about to sleep) pay for the full barrier both need:
+ * mp_fence_remote() makes every running thread of every registered
+ * process execute a full memory barrier before it returns.
+ *
+ * mp_fence_register: make this process a target.  1 if it is (the result
+ * is kept per process), 0 if the kernel does not offer it (the caller
+ * must then use real fences itself).
+ * mp_fence_remote: 0, or -errno (not available: the caller must not rely
+ * on it, e.g. sleep in short slices).  A few microseconds (IPIs).
+ */
+int mp_fence_register(void);
+int mp_fence_remote(void);
+
 #endif

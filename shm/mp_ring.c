@@ -1,7 +1,7 @@
 /*
  * mp_ring — bounded MPSC ring of variable-length records (see mp_ring.h).
  *
- * Layout of the shared memory: struct mp_ring_sh (seven cache lines, below)
+ * Layout of the shared memory: struct mp_ring_sh (eight cache lines, below)
  * followed by the data area of data_bytes (a power of two).  A record is a
  * struct rec_hdr (40 bytes) and its payload, padded to a multiple of 8; a
  * record may wrap around the end of the data area and is then copied in
@@ -21,8 +21,14 @@
  *
  * Who writes what:
  *   - producers, holding the robust lock: the record bytes at head, then
- *     head_seq, then head (the commit);
- *   - the consumer, without lock: tail_seq then tail (its commit), and
+ *     head_seq, then head (the commit).  A producer handle judges room
+ *     against the (tail, tail_seq) pair it read last, and reads the
+ *     consumer's line again only when that pair shows too little room:
+ *     both only grow, so an old pair under-states the room, never
+ *     over-states it;
+ *   - the consumer, without lock: tail_seq then tail (its commit: a
+ *     plain release store where sleeping producers can fence it from
+ *     afar, see wake()), and
  *     head_cache, a lower bound of head that spares it re-reading the
  *     producers' cache line while it still has records in hand;
  *   - whoever is about to sleep: its waiting flag; whoever wakes it clears
@@ -64,7 +70,7 @@
 #include "mp_time.h"
 
 #define RING_MAGIC    0x4d50524eu /* "MPRN" */
-#define RING_VERSION  1u
+#define RING_VERSION  2u
 #define RING_LINE     64
 #define RING_MIN_DATA 64u	  /* smallest data area: one empty record */
 #define RING_MAX_DATA 0x80000000u /* largest power of two in a uint32_t */
@@ -88,6 +94,10 @@
  * between its two commit stores (banner).  Checks accept it; admission
  * never creates it. */
 #define RING_SEQ_SLACK 1u
+
+/* A producer that cannot fence the consumer from afar (wake()) sleeps at
+ * most this long at a time. */
+#define RING_UNFENCED_SLICE_NS 1000000LL
 
 /* Reset waits this long for the producers' lock before giving up. */
 #define RING_RESET_LOCK_NS 1000000000LL
@@ -132,30 +142,39 @@ struct mp_ring_sh {
 	_Atomic uint64_t head_seq; /* seq of the next record */
 	uint8_t pad3[RING_LINE - 16];
 
-	/* Line 4: consumer's side, written by the consumer only. */
+	/* Line 4: consumer's side, written by the consumer only; producers
+	 * read it only when the tail they saw last leaves too little room
+	 * (mp_ring_t.tail_seen). */
 	_Atomic uint64_t tail;	     /* start of the first unreleased record */
-	_Atomic uint64_t tail_seq;   /* its seq */
 	_Atomic uint64_t head_cache; /* a head value the consumer has seen */
-	uint8_t pad4[RING_LINE - 24];
+	uint8_t pad4[RING_LINE - 16];
 
-	/* Line 5: the consumer sleeps on data_futex while cons_waiting. */
-	_Atomic uint32_t cons_waiting;
-	_Atomic uint32_t data_futex;
+	/* Line 5: written by the consumer, read by every push (the count
+	 * it returns): apart, so that those reads do not take line 4 from
+	 * the consumer. */
+	_Atomic uint64_t tail_seq; /* seq of the record at tail */
 	uint8_t pad5[RING_LINE - 8];
 
-	/* Line 6: producers sleep on room_futex while prod_waiting. */
+	/* Line 6: the consumer sleeps on data_futex while cons_waiting. */
+	_Atomic uint32_t cons_waiting;
+	_Atomic uint32_t data_futex;
+	uint8_t pad6[RING_LINE - 8];
+
+	/* Line 7: producers sleep on room_futex while prod_waiting. */
 	_Atomic uint32_t prod_waiting;
 	_Atomic uint32_t room_futex;
-	uint8_t pad6[RING_LINE - 8];
+	uint8_t pad7[RING_LINE - 8];
 };
 _Static_assert(sizeof(mp_lock_sh_t) <= 2 * RING_LINE, "lock fits lines 1-2");
-_Static_assert(sizeof(struct mp_ring_sh) == 7 * RING_LINE, "ring header size");
+_Static_assert(sizeof(struct mp_ring_sh) == 8 * RING_LINE, "ring header size");
 _Static_assert(offsetof(struct mp_ring_sh, head) == 3 * RING_LINE, "line 3");
 _Static_assert(offsetof(struct mp_ring_sh, tail) == 4 * RING_LINE, "line 4");
-_Static_assert(offsetof(struct mp_ring_sh, cons_waiting) == 5 * RING_LINE,
+_Static_assert(offsetof(struct mp_ring_sh, tail_seq) == 5 * RING_LINE,
 	       "line 5");
-_Static_assert(offsetof(struct mp_ring_sh, prod_waiting) == 6 * RING_LINE,
+_Static_assert(offsetof(struct mp_ring_sh, cons_waiting) == 6 * RING_LINE,
 	       "line 6");
+_Static_assert(offsetof(struct mp_ring_sh, prod_waiting) == 7 * RING_LINE,
+	       "line 7");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4,
 	       "atomics have the plain types' size");
 
@@ -330,6 +349,13 @@ static void handle_fill(mp_ring_t *r, void *mem, uint32_t data_bytes,
 	r->max_payload = max_payload;
 	r->memsize = mp_ring_size(data_bytes);
 	r->spin = RING_SPIN_DEFAULT;
+	/* Positions start at 0 and only grow: 0 is a safe lower bound.
+	 * The first push that needs more reads the segment. */
+	atomic_store_explicit(&r->tail_seen, 0, memory_order_relaxed);
+	atomic_store_explicit(&r->tail_seq_seen, 0, memory_order_relaxed);
+	/* A consumer in a process that sleeping producers can fence from
+	 * afar commits without a locked instruction (see wake()). */
+	r->plain_commit = mp_fence_register();
 }
 
 int mp_ring_init(mp_ring_t *r, void *mem, size_t memsize, uint32_t data_bytes,
@@ -400,6 +426,19 @@ static inline int magic_ok(const mp_ring_t *r)
  * reads the futex word before setting its flag, and the waker bumps the
  * word before waking, so a wake-up that lands before the waiter's
  * futex_wait makes it return at once.
+ *
+ * The consumer's commit is the exception, when r->plain_commit: it stores
+ * tail with a plain release store and reads prod_waiting after it, and a
+ * producer about to sleep pays for both sides' barrier with
+ * mp_fence_remote() between its flag store and its re-read of tail (an
+ * asymmetric Dekker: the fence runs a full barrier on the consumer's CPU,
+ * so either the consumer's tail store is visible to the re-read, or its
+ * later read of the flag sees the flag).  A producer that cannot fence
+ * from afar sleeps in slices of RING_UNFENCED_SLICE_NS instead, so a
+ * wake-up lost that way costs at most one slice.  Why: the consumer
+ * commits every record, and a locked store waits for the consumer's own
+ * pending stores to reach lines that producers read, which profiles of
+ * messip-bench shm-buffered showed as half of the receiving side's time.
  */
 static void wake(_Atomic uint32_t *flag, _Atomic uint32_t *word)
 {
@@ -420,8 +459,10 @@ static int sleep_on(_Atomic uint32_t *word, uint32_t w, int64_t deadline_ns)
 
 static int deadline_passed(int64_t deadline_ns)
 {
-	return deadline_ns != MP_TIME_FOREVER &&
-	       mp_time_now_ns() >= deadline_ns;
+	/* A deadline of 0 (or any time before boot) is a poll: no clock
+	 * read, which costs as much as a small push or pop. */
+	return deadline_ns <= 0 || (deadline_ns != MP_TIME_FOREVER &&
+				    mp_time_now_ns() >= deadline_ns);
 }
 
 /* ---- producer ------------------------------------------------------- */
@@ -472,6 +513,7 @@ static int wait_room(mp_ring_t *r, uint32_t need, int64_t deadline_ns)
 {
 	struct mp_ring_sh *sh = r->sh;
 	unsigned spins = r->spin;
+	int64_t until;
 	int first = 1;
 	uint32_t w;
 
@@ -488,14 +530,23 @@ static int wait_room(mp_ring_t *r, uint32_t need, int64_t deadline_ns)
 			continue;
 		}
 		w = atomic_load_explicit(&sh->room_futex, memory_order_relaxed);
-		/* Dekker (see wake()): flag store, then re-read tail. */
+		/* Dekker (see wake()): flag store, then a fence on the
+		 * consumer's side too, then re-read tail. */
 		atomic_store_explicit(&sh->prod_waiting, 1,
 				      memory_order_seq_cst);
+		until = deadline_ns;
+		if (mp_fence_remote() < 0) {
+			int64_t end = mp_time_now_ns() + RING_UNFENCED_SLICE_NS;
+
+			if (end < until)
+				until = end;
+		}
 		if (room_for(r, need))
 			return 0;
 		/* The flag is left set: only the consumer clears it, so that
 		 * a producer leaving cannot hide another one still asleep. */
-		if (sleep_on(&sh->room_futex, w, deadline_ns) == -ETIMEDOUT)
+		if (sleep_on(&sh->room_futex, w, until) == -ETIMEDOUT &&
+		    until == deadline_ns)
 			return room_for(r, need) ? 0 : -ETIMEDOUT;
 	}
 }
@@ -509,7 +560,7 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		  const struct iovec *iov, int iovcnt, int64_t deadline_ns)
 {
 	struct mp_ring_sh *sh = r->sh;
-	uint64_t head, hs, t, ts, pos;
+	uint64_t head, hs, t, ts, ts_count, pos;
 	size_t total = 0;
 	uint32_t len, need;
 	int rc;
@@ -525,7 +576,6 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 	}
 	len = (uint32_t)total;
 	need = rec_size(len);
-
 	for (;;) {
 		rc = mp_lock_acquire(&sh->pl.lock, deadline_ns);
 		if (rc < 0)
@@ -536,14 +586,36 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		hs = atomic_load_explicit(&sh->head_seq, memory_order_relaxed);
 		if (rc == MP_LOCK_REPAIR)
 			repair_head_seq(r, head, &hs);
+		if (head & 7)
+			goto corrupt;
+		/* First against the pair this handle saw last (checked
+		 * then, and a lower bound now): while that shows room, the
+		 * consumer's line is not read, so its commits do not bounce
+		 * that line to us and back on every record.  Acquire, with
+		 * the release below: the acquire that loaded the pair (in
+		 * whichever thread of ours) still orders the consumer's
+		 * reads of the bytes before it before our overwriting them
+		 * (plain moves on x86). */
+		t = atomic_load_explicit(&r->tail_seen, memory_order_acquire);
+		ts = atomic_load_explicit(&r->tail_seq_seen,
+					  memory_order_relaxed);
+		if (head - t + need <= r->data_bytes &&
+		    hs - ts < r->max_records)
+			break;
 		/* Acquire: the consumer's reads of the bytes before tail
 		 * are done before we overwrite them.  tail_seq is stored
 		 * before tail, so it is at least as new as t. */
 		t = atomic_load_explicit(&sh->tail, memory_order_acquire);
 		ts = atomic_load_explicit(&sh->tail_seq, memory_order_relaxed);
-		if ((head & 7) || (t & 7) || head - t > r->data_bytes ||
+		if ((t & 7) || head - t > r->data_bytes ||
 		    hs - ts > r->max_records + RING_SEQ_SLACK)
 			goto corrupt;
+		/* tail_seq_seen first, then tail_seen with release: a
+		 * thread that acquires a tail_seen sees a tail_seq_seen at
+		 * least as new (stale is safe, see above). */
+		atomic_store_explicit(&r->tail_seq_seen, ts,
+				      memory_order_relaxed);
+		atomic_store_explicit(&r->tail_seen, t, memory_order_release);
 		if (head - t + need <= r->data_bytes &&
 		    hs - ts < r->max_records)
 			break;
@@ -553,6 +625,13 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 			return rc;
 	}
 
+	/* The count returned: tail_seq, from a line the consumer writes on
+	 * every record, so a miss.  Read here, after the lock's locked
+	 * instruction and before the commit's, so that the miss is
+	 * outstanding together with the misses the commit waits for (our
+	 * record's and head's lines) rather than on its own.  (Read before
+	 * the lock, tests/bench_ring spent a quarter of each push there.) */
+	ts_count = atomic_load_explicit(&sh->tail_seq, memory_order_relaxed);
 	hdr_write(r, head, len, meta, hs);
 	pos = head + REC_HDR;
 	for (int i = 0; i < iovcnt; i++) {
@@ -573,7 +652,12 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 
 	meta->seq = hs;
 	meta->len = len;
-	return (int)(hs - ts);
+	/* The records queued before ours, from the consumer's count read
+	 * above (not the possibly old pair the room was judged by).  Never
+	 * more than that pair admitted (< max_records): a tail_seq put back
+	 * after a consumer's death, or scribbled, cannot make it more (found
+	 * by tests/fuzz_ring). */
+	return (int)(hs - ts_count < hs - ts ? hs - ts_count : hs - ts);
 
 corrupt:
 	mp_lock_release(&sh->pl.lock);
@@ -727,11 +811,19 @@ static void commit_tail(mp_ring_t *r, uint64_t c, uint64_t next_seq)
 	struct mp_ring_sh *sh = r->sh;
 
 	/* tail_seq before tail (crash order, see banner).  The tail store
-	 * is seq_cst: a release, so our reads of the freed bytes are done
-	 * before a producer that acquired the new tail overwrites them, and
-	 * the first half of the Dekker pairing (see wake()). */
+	 * is a release, so our reads of the freed bytes are done before a
+	 * producer that acquired the new tail overwrites them; and the
+	 * first half of the Dekker pairing (see wake()): seq_cst, or a
+	 * plain store that sleeping producers fence from afar. */
 	atomic_store_explicit(&sh->tail_seq, next_seq, memory_order_relaxed);
-	atomic_store_explicit(&sh->tail, c, memory_order_seq_cst);
+	if (r->plain_commit) {
+		atomic_store_explicit(&sh->tail, c, memory_order_release);
+		/* Keeps the compiler from reading the flag first; the CPU
+		 * is the producer's fence's business. */
+		atomic_signal_fence(memory_order_seq_cst);
+	} else {
+		atomic_store_explicit(&sh->tail, c, memory_order_seq_cst);
+	}
 	wake(&sh->prod_waiting, &sh->room_futex);
 }
 

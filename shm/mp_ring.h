@@ -14,10 +14,15 @@
  * one release store of the head position *after* its bytes are written, so
  * a producer killed mid-push leaves nothing visible to the consumer and
  * nothing to repair.  The consumer owns the tail and needs no lock.
+ * A producer reads the consumer's position only when the one it saw last
+ * leaves too little room, so a stream of pushes into a ring with room
+ * does not bounce the consumer's cache line.
  * Waiting spins briefly (tunable, per handle) and then sleeps on a futex;
  * the producer or consumer on the other side wakes sleepers only when a
  * waiter count says someone sleeps, so the uncontended path makes no
- * system call.
+ * system call.  The consumer's commit is a plain store where the kernel
+ * lets a producer about to sleep fence the consumer from afar
+ * (membarrier, mp_futex.h); otherwise producers sleep in 1 ms slices.
  *
  * Every position, length and sequence number read from the segment is
  * checked against the handle's trusted copies (capacity, mask, limits).
@@ -30,6 +35,7 @@
 #ifndef MP_RING_H
 #define MP_RING_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -58,6 +64,16 @@ typedef struct mp_ring {
 	uint32_t  max_payload;
 	size_t    memsize;
 	unsigned  spin;        /* busy-wait iterations before sleeping */
+	/* Producer: a (tail, tail_seq) pair read from the segment, kept so
+	 * that a push with room to spare does not read the consumer's
+	 * cache line.  Both only grow, so an old pair under-states the
+	 * room: stale is safe.  Atomic (relaxed) because threads may share
+	 * a handle. */
+	_Atomic uint64_t tail_seen;
+	_Atomic uint64_t tail_seq_seen;
+	/* Consumer: commit without a locked instruction (this process can
+	 * be fenced by a sleeping producer; mp_futex.h mp_fence_*). */
+	int plain_commit;
 } mp_ring_t;
 
 /* Bytes of shared memory for a ring with a data area of data_bytes

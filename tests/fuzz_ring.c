@@ -60,8 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 #define OFF_HEAD       192
 #define OFF_HEAD_SEQ   200
 #define OFF_TAIL       256
-#define OFF_TAIL_SEQ   264
-#define OFF_HEAD_CACHE 272
+#define OFF_HEAD_CACHE 264
+#define OFF_TAIL_SEQ   320
 
 /* clang-format off */
 static const struct field {
@@ -70,10 +70,10 @@ static const struct field {
 	/* line 0: magic, version, data_bytes, max_records, max_payload,
 	 * hdr_bytes */
 	{0, 4}, {4, 4}, {8, 4}, {12, 4}, {16, 4}, {20, 4},
-	/* head, head_seq; tail, tail_seq, head_cache */
-	{192, 8}, {200, 8}, {256, 8}, {264, 8}, {272, 8},
+	/* head, head_seq; tail, head_cache; tail_seq */
+	{192, 8}, {200, 8}, {256, 8}, {264, 8}, {320, 8},
 	/* cons_waiting, data_futex; prod_waiting, room_futex */
-	{320, 4}, {324, 4}, {384, 4}, {388, 4},
+	{384, 4}, {388, 4}, {448, 4}, {452, 4},
 };
 /* clang-format on */
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -84,7 +84,8 @@ static const struct field {
 static int hdr_byte_matters(uint32_t off)
 {
 	return off < 24 || (off >= OFF_HEAD && off < OFF_HEAD + 16) ||
-	       (off >= OFF_TAIL && off < OFF_HEAD_CACHE + 8);
+	       (off >= OFF_TAIL && off < OFF_HEAD_CACHE + 8) ||
+	       (off >= OFF_TAIL_SEQ && off < OFF_TAIL_SEQ + 8);
 }
 
 static const struct geom {
@@ -581,8 +582,8 @@ static void layout_check(void)
 		return;
 	done = 1;
 	mem = fz_alloc(size);
-	if (size - 64 != 448 || sizeof(mp_lock_sh_t) > LOCK_END - LOCK_OFF)
-		FAIL("ring header is not 448 bytes: update the layout here");
+	if (size - 64 != 512 || sizeof(mp_lock_sh_t) > LOCK_END - LOCK_OFF)
+		FAIL("ring header is not 512 bytes: update the layout here");
 	if (mp_ring_init(&r, mem, size, 64, 1, 24) != 0 ||
 	    mp_lock_init(&lk) != 0)
 		FAIL("init");

@@ -3,8 +3,9 @@
  * real processes and a real manager:
  *
  *   - a client killed while its request still waits, unread, in the
- *     server's socket: the server sees DISMISSED once and never a reply
- *     that "succeeds" to a dead client;
+ *     server's socket or its slot of the channel's segment: the server
+ *     sees DISMISSED once and a reply to it fails with ESRCH, never
+ *     "succeeds";
  *   - six clients killed at once, three whose requests the server holds
  *     and three whose requests it has not read yet: DISMISSED exactly once
  *     per client, every reply ESRCH, and the server serves the next one;
@@ -191,8 +192,11 @@ static void test_client_killed_request_unread(void)
 	CU_ASSERT_EQUAL(s.dismissed, 1);
 	CU_ASSERT_EQUAL(count_id(&s, "victim"), 1);
 	CU_ASSERT(s.msgs <= 1);
-	/* Delivered or not, a reply must not report success to the dead. */
+	/* Delivered or not, a reply must not report success to the dead:
+	 * it is -1/ESRCH (on shared memory the request waited in its slot
+	 * longer than a millisecond, so the reply checks the client). */
 	CU_ASSERT_EQUAL(s.replied_ok, 0);
+	CU_ASSERT_EQUAL(s.replied_esrch, s.msgs);
 	CU_ASSERT_EQUAL(s.replied_other, 0);
 	CU_ASSERT_EQUAL(s.other, 0);
 	serve_echo_client(ch);
@@ -494,13 +498,15 @@ static void test_server_killed_buffered_queued(void)
 	messip_disconnect(cnx, 2000);
 }
 
-FAULT_TCP_PATH(test_client_killed_request_unread)
+FAULT_BOTH_PATHS(test_client_killed_request_unread)
 FAULT_BOTH_PATHS(test_clients_killed_held_and_unread)
 FAULT_BOTH_PATHS(test_server_killed_clients_blocked)
 FAULT_BOTH_PATHS(test_server_killed_buffered_queued)
 
-/* The shared-memory variant of the first is in test_fault_known. */
 static const struct mp_test_case tests[] = {
+	{"client killed while its request is unread (shared memory): "
+	 "DISMISSED once, its reply ESRCH",
+	 test_client_killed_request_unread_shm},
 	{"client killed while its request is unread (TCP): DISMISSED once, "
 	 "no reply succeeds",
 	 test_client_killed_request_unread_tcp},

@@ -10,6 +10,10 @@
  *     back, buffered messages flow again, nobody sees an error or event;
  *   - killed outright (SIGKILL, master and workers) and restarted: the
  *     stale segment is taken over, and the same holds;
+ *   - restarted while the server naps: the client re-registers first and
+ *     its buffered sends wait for the channel (up to 5 s) and get
+ *     through; with the server dead instead, ESRCH after those 5 s, for
+ *     good (a later server of that name is reached by connecting again);
  *   - stopped for longer than the grace period, then restarted: calls
  *     that need the manager fail with ESHUTDOWN, the server is told once,
  *     the connection stays given up (ESHUTDOWN at once, even with the
@@ -124,6 +128,30 @@ static int quit_server(messip_channel_t *ch, struct rs_report *rep)
 			   3000);
 }
 
+/*
+ * A manager on a free port with `workers` workers, a server process
+ * running server(a) that declares a->name, and a client connection cli_id
+ * with a handle on that channel.  Returns the server's pid.
+ */
+static pid_t start_trio(struct mp_mgrproc *m, int workers,
+			void (*server)(void *), struct rs_arg *a,
+			const char *cli_id, messip_cnx_t **cnx,
+			messip_channel_t **ch)
+{
+	pid_t srv;
+
+	CU_ASSERT_FATAL(fault_mgr_start_on(m, 0, workers, NULL) == 0);
+	a->ref = m->ref;
+	api_gate_init(a->ready);
+	srv = api_fork(server, a);
+	CU_ASSERT_FATAL(api_gate_wait(a->ready, 10000));
+	*cnx = messip_connect(m->ref, cli_id, 5000);
+	CU_ASSERT_FATAL(*cnx != NULL);
+	*ch = messip_channel_connect(*cnx, a->name, 5000);
+	CU_ASSERT_FATAL(*ch != NULL);
+	return srv;
+}
+
 /* Kill a manager outright: master and workers, no clean-up. */
 static void kill_manager(struct mp_mgrproc *m)
 {
@@ -157,16 +185,8 @@ static void restart_case(int hard)
 	pid_t srv;
 	int port;
 
-	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 2, NULL) == 0);
+	srv = start_trio(&m, 2, restart_server, &ra, "rcli", &cnx, &ch);
 	port = m.port;
-	ra.ref = m.ref;
-	api_gate_init(&ready);
-	srv = api_fork(restart_server, &ra);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
-	cnx = messip_connect(m.ref, "rcli", 5000);
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_connect(cnx, "f-restart", 5000);
-	CU_ASSERT_FATAL(ch != NULL);
 	CU_ASSERT(messip_buffered_send(ch, 1, "one", 3, 2000) >= 0);
 	CU_ASSERT_EQUAL(wait_count(ch, 1, 3000), 1);
 
@@ -253,16 +273,8 @@ static void test_away_past_grace(void)
 	pid_t srv;
 	int port;
 
-	CU_ASSERT_FATAL(fault_mgr_start_on(&m, 0, 1, NULL) == 0);
+	srv = start_trio(&m, 1, restart_server, &ra, "awaycli", &cnx, &ch);
 	port = m.port;
-	ra.ref = m.ref;
-	api_gate_init(&ready);
-	srv = api_fork(restart_server, &ra);
-	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
-	cnx = messip_connect(m.ref, "awaycli", 5000);
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_connect(cnx, "f-away", 5000);
-	CU_ASSERT_FATAL(ch != NULL);
 	t0 = api_now_ms();
 	CU_ASSERT(mp_mgrproc_stop(&m) != -1);
 	/* A call that needs the manager waits out the grace period. */
@@ -315,6 +327,161 @@ static void test_away_past_grace(void)
 
 FAULT_BOTH_PATHS(test_away_past_grace)
 
+/* ---- the client re-registers before the server -------------------------- */
+
+#define T_NAP 7
+
+/* Serves like restart_server, but naps 2 s (outside the library) when
+ * told to by a buffered T_NAP: it notices the restart late. */
+static void napping_server(void *p)
+{
+	struct rs_arg *a = p;
+	messip_cnx_t *cnx = messip_connect(a->ref, "napper", 5000);
+	messip_channel_t *ch;
+	int got = 0;
+	int64_t end;
+
+	CHILD_CHECK(cnx);
+	ch = messip_channel_create(cnx, a->name, 5000, 0);
+	CHILD_CHECK(ch);
+	api_gate_signal(a->ready);
+	end = api_now_ms() + 30000;
+	while (api_now_ms() < end) {
+		int32_t type = 0;
+		char buf[64];
+		int r = messip_receive(ch, &type, buf, sizeof(buf), 500);
+
+		if (r == MESSIP_MSG_NOREPLY && type == T_NAP) {
+			api_sleep_ms(2000);
+			continue;
+		}
+		if (r == MESSIP_MSG_NOREPLY)
+			got++;
+		if (r >= 0) {
+			messip_reply(ch, r, got, NULL, 0, 2000);
+			if (type == T_QUIT)
+				break;
+		}
+	}
+	messip_disconnect(cnx, 1000);
+}
+
+/*
+ * The outcome (mp_chan.h, mp_chan_cli_handle): a client whose channel is
+ * not declared again yet when it re-registers keeps looking for it for
+ * MP_RELOCATE_MS (5 s, the grace period); a buffered send meanwhile waits
+ * for it within its own timeout, and the handle keeps working.
+ */
+static void test_restart_client_first(void)
+{
+	struct mp_mgrproc m, m2;
+	struct api_gate ready;
+	struct rs_arg na = {NULL, "f-nap", &ready};
+	messip_cnx_t *cnx;
+	messip_channel_t *ch, *again;
+	int32_t answer = -1;
+	int rc, port;
+	pid_t srv;
+
+	srv = start_trio(&m, 1, napping_server, &na, "early", &cnx, &ch);
+	port = m.port;
+	CU_ASSERT(messip_buffered_send(ch, T_NAP, NULL, 0, 2000) >= 0);
+	api_sleep_ms(200); /* the server naps */
+	CU_ASSERT(mp_mgrproc_stop(&m) != -1);
+	CU_ASSERT_FATAL(fault_mgr_start_on(&m2, port, 1, NULL) == 0);
+	/* We notice first (the server naps for 2 s more): the channel is
+	 * not there yet when we connect it again.  The server is alive and
+	 * comes back well within the window and the call's timeout. */
+	errno = 0;
+	rc = messip_buffered_send(ch, 1, "x", 1, 4000);
+	fprintf(stderr, "  buffered send right after the restart: %d (%s)\n",
+		rc, rc < 0 ? strerror(errno) : "ok");
+	CU_ASSERT(rc >= 0);
+	api_sleep_ms(500);
+	errno = 0;
+	rc = messip_buffered_send(ch, 1, "y", 1, 2000);
+	CU_ASSERT(rc >= 0);
+	/* Connecting by name again gives the same, working handle. */
+	again = messip_channel_connect(cnx, "f-nap", 2000);
+	CU_ASSERT(again == ch);
+	if (again)
+		CU_ASSERT(messip_buffered_send(again, 1, "z", 1, 2000) >= 0);
+	/* All three arrived (the answer is the server's count). */
+	CU_ASSERT_EQUAL(
+		messip_send(ch, T_QUIT, NULL, 0, &answer, NULL, 0, 3000), 0);
+	CU_ASSERT_EQUAL(answer, again ? 3 : 2);
+	CU_ASSERT(api_child_ok(srv, 5000));
+	messip_disconnect(cnx, 2000);
+	mp_mgrproc_stop(&m2);
+	fault_mgr_segment_remove(port);
+	api_gate_close(&ready);
+}
+
+/*
+ * The other outcome: the server died with the manager and does not come
+ * back -> ESRCH once the window is over, for good: a server that takes
+ * the name later is not reached through the old handle, and connecting
+ * again by name reaches it.
+ */
+static void test_restart_server_gone(void)
+{
+	struct mp_mgrproc m, m2;
+	struct api_gate ready;
+	struct rs_arg ra = {NULL, "f-gone", &ready};
+	struct rs_report rep;
+	messip_cnx_t *cnx;
+	messip_channel_t *ch, *ch2;
+	int64_t t0, dt;
+	pid_t srv, srv2;
+	int rc, port;
+
+	srv = start_trio(&m, 1, restart_server, &ra, "gonecli", &cnx, &ch);
+	port = m.port;
+	CU_ASSERT(messip_buffered_send(ch, 1, "a", 1, 2000) >= 0);
+	CU_ASSERT(mp_mgrproc_stop(&m) != -1);
+	mp_test_kill(srv);
+	CU_ASSERT_FATAL(fault_mgr_start_on(&m2, port, 1, NULL) == 0);
+	t0 = api_now_ms();
+	errno = 0;
+	rc = messip_buffered_send(ch, 1, "b", 1, 3 * GRACE_MS);
+	dt = api_now_ms() - t0;
+	fprintf(stderr, "  server gone: buffered send %d (%s) after %lld ms\n",
+		rc, rc < 0 ? strerror(errno) : "ok", (long long)dt);
+	CU_ASSERT_EQUAL(rc, -1);
+	CU_ASSERT_EQUAL(errno, ESRCH);
+	CU_ASSERT(dt < GRACE_MS + 2000);
+	/* For good, at once. */
+	t0 = api_now_ms();
+	CU_ASSERT_EQUAL(messip_buffered_send(ch, 1, "c", 1, 2000), -1);
+	CU_ASSERT_EQUAL(errno, ESRCH);
+	CU_ASSERT(api_now_ms() - t0 < 500);
+	/* A new server of that name, after the window: the old handle
+	 * stays given up. */
+	ra.ref = m2.ref;
+	srv2 = api_fork(restart_server, &ra);
+	CU_ASSERT_FATAL(api_gate_wait(&ready, 10000));
+	CU_ASSERT_EQUAL(messip_buffered_send(ch, 1, "d", 1, 2000), -1);
+	CU_ASSERT_EQUAL(errno, ESRCH);
+	/* Connecting by name again does. */
+	ch2 = messip_channel_connect(cnx, "f-gone", 2000);
+	CU_ASSERT_PTR_NOT_NULL(ch2);
+	if (ch2) {
+		CU_ASSERT(messip_buffered_send(ch2, 1, "e", 1, 2000) >= 0);
+		CU_ASSERT_EQUAL(wait_count(ch2, 1, 3000), 1);
+		CU_ASSERT_EQUAL(quit_server(ch2, &rep), 0);
+		CU_ASSERT_EQUAL(rep.buffered, 1); /* only "e" */
+		CU_ASSERT_EQUAL(rep.errors, 0);
+	}
+	CU_ASSERT(api_child_ok(srv2, 5000));
+	messip_disconnect(cnx, 2000);
+	mp_mgrproc_stop(&m2);
+	fault_mgr_segment_remove(port);
+	api_gate_close(&ready);
+}
+
+FAULT_TCP_PATH(test_restart_client_first)
+FAULT_TCP_PATH(test_restart_server_gone)
+
 static const struct mp_test_case tests[] = {
 	{"manager stopped and restarted within the grace (shared memory): "
 	 "clients re-register, names and buffered traffic come back",
@@ -334,6 +501,12 @@ static const struct mp_test_case tests[] = {
 	{"manager away past the grace (TCP): ESHUTDOWN, given up for good, a "
 	 "new connection works",
 	 test_away_past_grace_tcp},
+	{"manager restarted, client re-registers before the server (TCP): "
+	 "its buffered sends wait for the channel and reach the server",
+	 test_restart_client_first_tcp},
+	{"manager restarted, server gone (TCP): buffered send ESRCH after the "
+	 "window, for good; connecting again reaches a later server",
+	 test_restart_server_gone_tcp},
 	MP_TEST_END};
 
 int main(void)

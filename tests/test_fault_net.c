@@ -16,10 +16,9 @@
  *     dropped, never taken for the next call's;
  *   - peers that open the server's direct port, send half a frame and
  *     stall (slowloris), many of them: the server keeps serving its
- *     clients at full speed.
- *
- * That the server also drops such peers within a bound is in
- * test_fault_known (not yet the case).
+ *     clients at full speed;
+ *   - a peer that stalls in the middle of its HELLO is dropped within the
+ *     handshake bound (5 s).
  */
 #include "config.h"
 
@@ -261,6 +260,77 @@ static void test_stalled_reply_times_out(void)
 	api_gate_close(&g);
 }
 
+/* ---- raw peers on a server's direct port --------------------------------- */
+
+/*
+ * Create channel name on cnx and encode, into frame (64 bytes or more), a
+ * HELLO for it from id: what a raw peer of the server's direct port sends
+ * first.  Returns the channel; *n is the frame's length, *port the
+ * server's direct port.
+ */
+static messip_channel_t *raw_hello_setup(messip_cnx_t *cnx, const char *name,
+					 const char *id, uint8_t *frame,
+					 size_t size, int *n, int *port)
+{
+	messip_channel_t *ch;
+	struct mp_wire_msg m;
+
+	CU_ASSERT_FATAL(cnx != NULL);
+	ch = messip_channel_create(cnx, name, 2000, 0);
+	CU_ASSERT_FATAL(ch != NULL);
+	*port = fault_server_port(api_mgr.port, name);
+	CU_ASSERT_FATAL(*port > 0);
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_HELLO;
+	m.reqid = 1;
+	strcpy(m.name, name);
+	strcpy(m.id, id);
+	*n = mp_wire_encode(&m, frame, size);
+	CU_ASSERT_FATAL(*n > 0);
+	return ch;
+}
+
+/* ---- a stalled peer on a server's direct port --------------------------- */
+
+/* The library's handshake bound (mp_srv.c MP_HELLO_NS, protocol.md),
+ * plus slack for a loaded machine. */
+#define DROP_BOUND_MS (5000 + 1500)
+
+static void test_server_drops_stalled_peer(void)
+{
+	messip_cnx_t *cnx = api_connect("dropper");
+	messip_channel_t *ch;
+	uint8_t frame[128];
+	int port, fd, n, closed = 0;
+	int64_t t0, dt = -1;
+
+	ch = raw_hello_setup(cnx, "f-hello", "stall", frame, sizeof(frame), &n,
+			     &port);
+	fd = mp_tcp_connect_local(port);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT(write(fd, frame, (size_t)n / 2) == n / 2);
+	t0 = api_now_ms();
+	while (!closed && api_now_ms() - t0 < DROP_BOUND_MS + 2000) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int32_t type;
+		char buf[64];
+
+		messip_receive(ch, &type, buf, sizeof(buf), 100);
+		if (poll(&p, 1, 0) > 0 && read(fd, buf, sizeof(buf)) <= 0) {
+			closed = 1;
+			dt = api_now_ms() - t0;
+		}
+	}
+	fprintf(stderr, "  stalled peer %s\n",
+		closed ? "dropped" : "still connected after 8.5 s");
+	if (closed)
+		fprintf(stderr, "  dropped after %lld ms\n", (long long)dt);
+	CU_ASSERT(closed);
+	CU_ASSERT(dt <= DROP_BOUND_MS);
+	close(fd);
+	messip_disconnect(cnx, 2000);
+}
+
 /* ---- slowloris on a server's direct port -------------------------------- */
 
 #define N_LORIS 100
@@ -272,24 +342,13 @@ static void test_slowloris_server_serves(void)
 	messip_channel_t *ch;
 	int64_t worst = 0;
 	uint8_t frame[64];
-	struct mp_wire_msg m;
 	int64_t end;
 	pid_t cli, w = 0;
 	int served = 0, n, st = -1;
 
-	CU_ASSERT_FATAL(cnx != NULL);
-	ch = messip_channel_create(cnx, "f-loris", 2000, 0);
-	CU_ASSERT_FATAL(ch != NULL);
-	port = fault_server_port(api_mgr.port, "f-loris");
-	CU_ASSERT_FATAL(port > 0);
 	/* Half a HELLO; or a HELLO and half a SEND; or nothing at all. */
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 1;
-	strcpy(m.name, "f-loris");
-	strcpy(m.id, "loris");
-	n = mp_wire_encode(&m, frame, sizeof(frame));
-	CU_ASSERT_FATAL(n > 0);
+	ch = raw_hello_setup(cnx, "f-loris", "loris", frame, sizeof(frame), &n,
+			     &port);
 	for (int i = 0; i < N_LORIS; i++) {
 		int fd = mp_tcp_connect_local(port);
 
@@ -455,6 +514,9 @@ static const struct mp_test_case tests[] = {
 	{"server's manager link reset in the middle of a BDELIVER: nothing "
 	 "accepted is lost, client handle keeps working",
 	 test_server_link_cut_bdeliver},
+	{"peer stalled in the middle of its HELLO on a server's direct port: "
+	 "dropped within the handshake bound",
+	 test_server_drops_stalled_peer},
 	MP_TEST_END};
 
 int main(void)

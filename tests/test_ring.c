@@ -7,7 +7,9 @@
  * 64 KiB records, cursors (peek / release).  Multi-process tests share a
  * MAP_SHARED|MAP_ANONYMOUS mapping made before fork: four producers and a
  * consumer moving a million records; producers SIGKILLed at random points;
- * several producers blocked on a full ring.  Fault tests reproduce the
+ * several producers blocked on a full ring (the consumer committing with
+ * plain stores and the producers fencing it before they sleep, and with
+ * seq_cst stores).  Fault tests reproduce the
  * crash states the ring must repair (a producer dead holding the lock,
  * dead between its two commit stores; a consumer dead between its two)
  * and scribble on a live ring.
@@ -1065,7 +1067,9 @@ static void test_corrupt_ring_never_crashes(void)
 
 /* ---- blocking ------------------------------------------------------- */
 
-static void test_blocked_producers_all_released(void)
+/* Drained by a consumer whose commit is a plain store (plain_commit 1:
+ * producers fence it from afar before they sleep) or a seq_cst one (0). */
+static void blocked_producers_released(int plain_commit)
 {
 	enum { NPROD = 6, EACH = 1 };
 	struct tring t;
@@ -1076,6 +1080,11 @@ static void test_blocked_producers_all_released(void)
 	int got = 0;
 
 	CU_ASSERT_FATAL(tring_make(&t, 4096, 2, 64, 1) == 0);
+	if (plain_commit && !t.r.plain_commit) {
+		fprintf(stderr, "  (no membarrier: plain commits not used)\n");
+		plain_commit = 0;
+	}
+	t.r.plain_commit = plain_commit;
 	CU_ASSERT(push_rec(&t.r, NPROD, 0, 8, 0, buf) == 0);
 	CU_ASSERT(push_rec(&t.r, NPROD, 1, 8, 0, buf) == 1);
 	for (uint32_t i = 0; i < NPROD; i++) {
@@ -1116,6 +1125,16 @@ static void test_blocked_producers_all_released(void)
 		CU_ASSERT(next[i] == EACH);
 	}
 	tring_free(&t);
+}
+
+static void test_blocked_producers_all_released(void)
+{
+	blocked_producers_released(1);
+}
+
+static void test_blocked_producers_released_seq_cst(void)
+{
+	blocked_producers_released(0);
 }
 
 static void test_reset_discards_and_wakes(void)
@@ -1168,6 +1187,9 @@ static const struct mp_test_case tests[] = {
 	 test_corrupt_ring_never_crashes},
 	{"blocked producers all released as the consumer drains",
 	 test_blocked_producers_all_released},
+	{"blocked producers all released by a consumer committing with "
+	 "seq_cst stores (no asymmetric fence)",
+	 test_blocked_producers_released_seq_cst},
 	{"reset discards and wakes blocked producers",
 	 test_reset_discards_and_wakes},
 	MP_TEST_END};
