@@ -1173,13 +1173,20 @@ int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
 	meta.type = type;
 	meta.sender = me->regno;
 	memcpy(meta.id, me->id, sizeof(meta.id) - 1);
+	/* A worker killed between the push and recording its reqid would
+	 * let the re-sent request be queued twice: say what is being
+	 * pushed, so that repair can finish the recording (pend_head). */
+	if (reqid) {
+		st->sh->pend_reg = (uint32_t)reg;
+		st->sh->pend_slot = (uint32_t)slot;
+		st->sh->pend_gen = gen;
+		st->sh->pend_head = mp_ring_head(ring);
+		st->sh->pend_reqid = reqid;
+	}
 	/* Deadline 0: never wait inside the lock; a full ring is reported
 	 * (-ETIMEDOUT) and the caller parks the request. */
 	rc = mp_ring_push(ring, &meta, data, len, 0);
 	if (rc >= 0) {
-		/* In the same critical section as the push: only a worker
-		 * killed between the two stores can leave a record whose
-		 * re-sent request is queued once more. */
 		if (reqid) {
 			me->bsend_queued = rc;
 			me->bsend_reqid = reqid;
@@ -1189,9 +1196,37 @@ int mgr_state_bsend(struct mgr_state *st, int reg, int slot, uint32_t gen,
 		queue_wake(st, reg_owner(st, st->chans[slot].creator),
 			   MGR_WAKE_DATA);
 	}
+	st->sh->pend_reqid = 0;
 out:
 	mgr_state_unlock(st);
 	return rc;
+}
+
+/* Repair: finish the recording of a BSEND whose worker died holding the
+ * lock after its record was published (see mgr_state_bsend). */
+static void repair_pending_bsend(struct mgr_state *st)
+{
+	struct mgr_sh *sh = st->sh;
+	uint32_t reg = sh->pend_reg, slot = sh->pend_slot;
+	uint32_t reqid = sh->pend_reqid;
+	struct mgr_reg_sh *g;
+	mp_ring_t *ring;
+
+	if (!reqid)
+		return;
+	sh->pend_reqid = 0;
+	if (!reg_ok(st, reg) || slot >= st->lay.max_channels)
+		return;
+	ring = ring_handle(st, slot, sh->pend_gen);
+	g = &st->regs[reg];
+	if (!ring || mp_ring_head(ring) == sh->pend_head ||
+	    g->bsend_reqid == reqid)
+		return;
+	mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-REPAIR",
+		"registration %u: BSEND %u was queued by a worker that died; "
+		"recorded", g->regno, reqid);
+	g->bsend_reqid = reqid;
+	g->bsend_queued = 0; /* unknown: the count is advisory */
 }
 
 int mgr_state_room(struct mgr_state *st, int slot, uint32_t gen,
@@ -1445,6 +1480,7 @@ void mgr_state_repair(struct mgr_state *st)
 	uint32_t nregs = 0, nchannels = 0, nlinks = 0, ndead = 0;
 	char name[MP_CHTAB_NAME_MAX + 1];
 
+	repair_pending_bsend(st);
 	/* Registrations: unknown states become free. */
 	for (uint32_t r = 0; r < st->lay.max_regs; r++) {
 		struct mgr_reg_sh *g = &st->regs[r];

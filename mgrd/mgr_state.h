@@ -84,7 +84,7 @@
 #include "mp_shm.h"
 
 #define MGR_SHM_MAGIC   0x3152474d5049534dULL /* "MSIPMGR1" */
-#define MGR_SHM_VERSION 2
+#define MGR_SHM_VERSION 3
 #define MGR_ID_LEN      16    /* ids are <= 8 chars; room for the NUL */
 #define MGR_NONE        UINT32_MAX
 
@@ -199,7 +199,13 @@ struct mgr_sh {
 	/* under the lock; a hint that lets scans be skipped (repair
 	 * recounts it) */
 	uint32_t ndead;               /* registrations in REG_DEAD */
-	uint8_t  pad[60];
+	/* under the lock: the BSEND being pushed (pend_reqid 0: none), so
+	 * that repair can tell whether a worker killed between the push
+	 * and recording its reqid had published the record (the ring's
+	 * head moved from pend_head): see mgr_state_bsend */
+	uint32_t pend_reqid, pend_reg, pend_slot, pend_gen;
+	uint64_t pend_head;
+	uint8_t  pad[36];
 };
 
 /* Trusted geometry, computed from the configuration. */

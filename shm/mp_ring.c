@@ -913,6 +913,11 @@ uint64_t mp_ring_tail(mp_ring_t *r)
 	return atomic_load_explicit(&r->sh->tail, memory_order_acquire);
 }
 
+uint64_t mp_ring_head(mp_ring_t *r)
+{
+	return atomic_load_explicit(&r->sh->head, memory_order_acquire);
+}
+
 int mp_ring_count(mp_ring_t *r)
 {
 	struct mp_ring_sh *sh = r->sh;

@@ -136,6 +136,11 @@ int mp_ring_room(mp_ring_t *r, uint32_t len);
 /* Current tail position (first unreleased record). */
 uint64_t mp_ring_tail(mp_ring_t *r);
 
+/* Current head position (end of the last published record): it changes
+ * exactly when a push publishes, so a caller that serialises the
+ * producers can tell afterwards whether a push it began was published. */
+uint64_t mp_ring_head(mp_ring_t *r);
+
 /* Records queued (pushed, not released); -EBADMSG if the header lies. */
 int mp_ring_count(mp_ring_t *r);
 
