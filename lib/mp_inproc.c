@@ -663,25 +663,14 @@ static int deliver(struct messip_channel_priv *c, struct mp_inproc *P,
 		   struct mp_inproc_req *r, int32_t *type,
 		   const struct mp_iov_sink *sink, bool view, int *result)
 {
-	int32_t stored = (int32_t)r->len;
-	int idx, rc;
+	int idx = mp_srv_index_give(c, r->data, r->len, r->type, r->id, sink,
+				    view, type);
 
-	P->pend = r; /* until it is out */
-	idx = mp_srv_index_alloc(c);
+	P->pend = idx < 0 ? r : NULL; /* out, or next time */
 	if (idx < 0)
 		return idx;
-	if (!view) {
-		rc = mp_iov_put(sink, r->data, r->len, &stored);
-		if (rc < 0)
-			return rc;
-	}
-	P->pend = NULL;
 	c->srv.slots[idx].inproc = r;
-	c->srv.slots[idx].canceled = false;
-	c->pub->receive_allmsg[idx] = r->data;
 	hold(r, H_SRV);
-	*type = r->type;
-	set_result(c, r->id, (int32_t)r->len, stored);
 	*result = idx;
 	return 0;
 }
