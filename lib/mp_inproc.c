@@ -1364,9 +1364,21 @@ int mp_inproc_req_wait(struct messip_channel_priv *c, struct mp_inproc_req *r,
 		       int64_t deadline, int32_t *answer, const void **data,
 		       uint32_t *len)
 {
-	if (!req_final(r) &&
-	    (deadline == 0 || req_wait(c, c->inproc, r, deadline) < 0))
-		return -ETIMEDOUT;
+	struct mp_inproc none, *P = c->inproc;
+
+	if (!req_final(r)) {
+		if (deadline == 0)
+			return -ETIMEDOUT;
+		/* The handle's state spins and pumps; a handle that looked
+		 * for its server again (a reconnect) may have none now: r is
+		 * self-contained. */
+		if (!mp_inproc_cli_active(c)) {
+			memset(&none, 0, sizeof(none));
+			P = &none;
+		}
+		if (req_wait(c, P, r, deadline) < 0)
+			return -ETIMEDOUT;
+	}
 	if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == RQ_CANCELED)
 		return -ESRCH; /* its thread ended (abandon) */
 	if (r->rc < 0)
