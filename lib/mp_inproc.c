@@ -692,8 +692,10 @@ static int take_note(struct messip_channel_priv *c,
 	return MP_INPROC_NOTHING;
 }
 
-/* Pop the queue's head (box lock taken here): NULL when empty. */
-static struct mp_inproc_req *box_pop(struct mp_inproc_box *b)
+/* Pop the queue's head (box lock taken here): NULL when empty.  *note:
+ * it is a withdrawal note (read and cleared under the lock: the client
+ * may queue the same request as a note as soon as the lock is dropped). */
+static struct mp_inproc_req *box_pop(struct mp_inproc_box *b, bool *note)
 {
 	struct mp_inproc_req *r;
 	bool waiters = false;
@@ -713,11 +715,13 @@ static struct mp_inproc_req *box_pop(struct mp_inproc_box *b)
 	if (!b->head)
 		b->tail = NULL;
 	r->next = NULL;
+	*note = r->note;
+	r->note = false;
 	__atomic_sub_fetch(&b->pending, 1, __ATOMIC_RELAXED);
 	if (r->kind == RK_BUF) {
 		b->nbuf--;
 		waiters = b->room_waiters > 0;
-	} else if (r->kind != RK_EVENT && !r->note) {
+	} else if (r->kind != RK_EVENT && !*note) {
 		/* Relaxed: the client reads it under this lock (withdrawal)
 		 * or through its CAS. */
 		__atomic_store_n(&r->state, RQ_TAKEN, __ATOMIC_RELAXED);
@@ -733,6 +737,7 @@ int mp_inproc_take(struct messip_channel_priv *c, int32_t *type,
 {
 	struct mp_inproc *P = c->inproc;
 	struct mp_inproc_req *r;
+	bool note;
 	int32_t stored = 0;
 	int rc;
 
@@ -747,10 +752,10 @@ int mp_inproc_take(struct messip_channel_priv *c, int32_t *type,
 		if (!__atomic_load_n(&P->box->pending, __ATOMIC_ACQUIRE) &&
 		    !P->fdmode)
 			return MP_INPROC_NOTHING;
-		r = box_pop(P->box);
+		r = box_pop(P->box, &note);
 		if (!r)
 			return MP_INPROC_NOTHING;
-		if (r->note) {
+		if (note) {
 			rc = take_note(c, r, type, result);
 			req_put(r);
 			if (rc == 0)
