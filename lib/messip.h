@@ -126,6 +126,14 @@
  *     requests it did not reply to fails them: their clients get ESRCH, as
  *     if the server had died, and a later reply to those indices (by a
  *     thread that took the channel over) is dropped and returns 0;
+ *   - a client thread that ends with asynchronous requests outstanding
+ *     withdraws them, as if its process had died: the server receives
+ *     MESSIP_MSG_DISMISSED for the client (behind MESSIP_MSG_CANCELED for
+ *     the ones it held, if it opted in), its replies to them are dropped
+ *     and fail with ESRCH, and messip_request_wait on them (by a thread
+ *     that took the handle over) returns -1 with ESRCH;
+ *   - replies returned to sender (messip_send_async_to) wake the receive
+ *     on reply_to at once;
  *   - when the server's channel is deleted or its connection ends, every
  *     client waiting on it, and every later call, gets ESRCH at once.
  *
@@ -304,7 +312,8 @@ int messip_receive(messip_channel_t *ch, int32_t *type, void *buffer,
  * freed); MESSIP_MSG_TIMEOUT
  * (errno ETIMEDOUT: nothing was sent, the index still awaits its reply);
  * -1 with EINVAL (index awaits no reply, bad length), ESRCH (the client
- * is gone: the index is freed, the server carries on), EMSGSIZE. */
+ * is gone -- on the in-process path, its thread ended with the request
+ * outstanding: the index is freed, the server carries on), EMSGSIZE. */
 int messip_reply(messip_channel_t *ch, int index, int32_t answer,
 		 const void *reply_buffer, int reply_len, int msec_timeout);
 
@@ -429,7 +438,7 @@ int messip_request_cancel(messip_request_t *req);
  * buffer (cut, dynamic mode, datalen, datalenr as for any message) and
  * remote_id the server's id; messip_reply_request then tells which
  * request it was.  Replies are noticed within about a millisecond while
- * that receive sleeps.  Such a request cannot be waited for (EINVAL);
+ * that receive sleeps (at once on the in-process path).  Such a request cannot be waited for (EINVAL);
  * it can be withdrawn.  Deleting reply_to drops the replies it had not
  * handed out and turns its requests still outstanding into ordinary ones
  * (collect them with messip_request_wait).  Errors as messip_send_async,

@@ -22,6 +22,7 @@
 #include "mp_chseg.h"
 #include "mp_cli.h"
 #include "mp_export.h"
+#include "mp_inproc.h"
 #include "mp_iov.h"
 #include "mp_local.h"
 #include "mp_time.h"
@@ -44,6 +45,9 @@ struct messip_request {
 	void *reply; /* heap copy of the reply, or NULL */
 	bool seg;    /* holds a slot of the segment: r */
 	struct mp_chseg_req r;
+	struct mp_inproc_req *ip; /* in-process: the mailbox's request (its
+				     reply stays there until collected) */
+	bool woken; /* ip with reply_to: its reply wakes reply_to's receive */
 	struct messip_channel_priv *reply_to; /* return to sender, or NULL */
 	void *cookie;
 	messip_id_t srv_id; /* the server's id, for MESSIP_MSG_REPLY */
@@ -131,6 +135,8 @@ static void req_free(struct messip_request *q)
 		if (q->seg && q->state == RQ_DONE)
 			mp_local_req_done(q->c, &q->r);
 	}
+	if (q->ip)
+		mp_inproc_req_drop(q->ip); /* withdrawn if still pending */
 	free(q->reply);
 	q->magic = 0;
 	free(q);
@@ -139,7 +145,7 @@ static void req_free(struct messip_request *q)
 bool mp_async_tcp_pending(const struct messip_channel_priv *c)
 {
 	for (struct messip_request *q = c->cli.reqs; q; q = q->next)
-		if (!q->seg && q->state == RQ_PENDING)
+		if (!q->seg && !q->ip && q->state == RQ_PENDING)
 			return true;
 	return false;
 }
@@ -147,7 +153,8 @@ bool mp_async_tcp_pending(const struct messip_channel_priv *c)
 bool mp_async_stash(struct messip_channel_priv *c, const struct mp_wire_msg *m)
 {
 	for (struct messip_request *q = c->cli.reqs; q; q = q->next) {
-		if (q->seg || q->state != RQ_PENDING || q->reqid != m->reqid)
+		if (q->seg || q->ip || q->state != RQ_PENDING ||
+		    q->reqid != m->reqid)
 			continue;
 		q->answer = m->a;
 		q->rlen = m->datalen;
@@ -171,7 +178,7 @@ void mp_async_link_lost(struct messip_channel_priv *c)
 	for (struct messip_request *q = c->cli.reqs; q; q = q->next) {
 		if (q->seg) {
 			own_reply(q, -ESRCH); /* the segment goes too */
-		} else if (q->state == RQ_PENDING) {
+		} else if (q->state == RQ_PENDING && !q->ip) {
 			q->state = RQ_FAILED;
 			q->err = -ESRCH;
 		}
@@ -196,6 +203,32 @@ static int seg_wait(struct messip_request *q, int64_t deadline)
 	return 0;
 }
 
+/* An in-process request about to move to a ready queue: -ETIMEDOUT
+ * (no reply yet), else 0 with its outcome copied into q (the mailbox's
+ * request is dropped). */
+static int ip_settle(struct messip_request *q)
+{
+	const void *data = NULL;
+	uint32_t len = 0;
+	int rc = mp_inproc_req_wait(q->c, q->ip, 0, &q->answer, &data, &len);
+
+	if (rc == -ETIMEDOUT)
+		return rc;
+	if (rc == 0 && len) {
+		q->reply = malloc(len);
+		if (q->reply)
+			memcpy(q->reply, data, len);
+		else
+			rc = -ENOMEM;
+	}
+	q->rlen = len;
+	q->state = rc < 0 ? RQ_FAILED : RQ_DONE;
+	q->err = rc;
+	mp_inproc_req_drop(q->ip);
+	q->ip = NULL;
+	return 0;
+}
+
 /* Move c's finished requests for rt to rt's ready queue. */
 static void move_ready(struct messip_channel_priv *c,
 		       struct messip_channel_priv *rt)
@@ -207,6 +240,8 @@ static void move_ready(struct messip_channel_priv *c,
 		if (q->reply_to != rt)
 			continue;
 		if (q->seg && seg_wait(q, 0) == -ETIMEDOUT)
+			continue;
+		if (q->ip && ip_settle(q) == -ETIMEDOUT)
 			continue;
 		if (q->state == RQ_PENDING)
 			continue;
@@ -275,9 +310,21 @@ int mp_async_take(struct messip_channel_priv *rt, int32_t *type,
 
 int64_t mp_async_wait_bound(struct messip_channel_priv *rt, int64_t until)
 {
+	bool look = false;
 	int64_t soon;
 
-	(void)rt;
+	/* In-process replies wake the receive (woken); the others are
+	 * looked for now and then. */
+	for (struct messip_channel_priv *c = rt->cnx->chans; c && !look;
+	     c = c->next) {
+		if (c->server)
+			continue;
+		for (struct messip_request *q = c->cli.reqs; q && !look;
+		     q = q->next)
+			look = q->reply_to == rt && !q->woken;
+	}
+	if (!look)
+		return until;
 	soon = mp_time_now_ns() + MP_R2S_LOOK_NS;
 	return soon < until ? soon : until;
 }
@@ -341,13 +388,17 @@ static messip_request_t *post(messip_channel_t *ch, int32_t type,
 	if (total < 0)
 		return mp_fail_ptr((int)total);
 	deadline = mp_time_deadline(msec_timeout);
-	rc = mp_local_cli_ready(c, msec_timeout);
+	rc = mp_inproc_cli_active(c) ? 0 : mp_local_cli_ready(c, msec_timeout);
 	if (rc < 0)
 		return mp_fail_ptr(rc);
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return mp_fail_ptr(-ENOMEM);
-	if (mp_local_cli_active(c)) {
+	if (mp_inproc_cli_active(c)) {
+		rc = mp_inproc_post(c, type, iov, iovcnt, (uint32_t)total, rt,
+				    &q->ip);
+		q->woken = rt && mp_inproc_notifies(rt);
+	} else if (mp_local_cli_active(c)) {
 		q->seg = true;
 		rc = mp_local_post(c, type, iov, iovcnt, (uint32_t)total, &q->r,
 				   deadline);
@@ -411,6 +462,9 @@ static int req_reply(struct messip_request *q, int64_t deadline,
 	struct mp_wire_msg m;
 	int rc;
 
+	if (q->ip)
+		return mp_inproc_req_wait(c, q->ip, deadline, answer, data,
+					  len);
 	if (q->state == RQ_PENDING && q->seg) {
 		if (seg_wait(q, deadline) == -ETIMEDOUT)
 			return -ETIMEDOUT;
@@ -474,7 +528,10 @@ MESSIP_EXPORT int messip_request_cancel(messip_request_t *req)
 	c = q->c;
 	if (!c)
 		return 1; /* handed to reply_to already */
-	if (q->state == RQ_PENDING && q->seg) {
+	if (q->ip) {
+		if (mp_inproc_req_cancel(q->ip) == 1)
+			return 1;
+	} else if (q->state == RQ_PENDING && q->seg) {
 		rc = mp_local_req_cancel(c, &q->r);
 		if (rc == 1) {
 			q->state = RQ_DONE;

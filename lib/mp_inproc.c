@@ -46,7 +46,18 @@ enum rq_state {
 
 enum rq_kind { RK_SEND = 1, RK_PING, RK_BUF, RK_EVENT };
 
+/* Which threads watch a request: the server thread that took it, the
+ * client thread that posted it asynchronously. */
+enum { H_SRV, H_CLI, H_N };
+
 struct mp_inproc_thr;
+struct mp_inproc_box;
+
+/* A request on a thread's list (hold_lock). */
+struct mp_inproc_hold {
+	struct mp_inproc_thr *thr; /* NULL: on no list */
+	struct mp_inproc_req *next, *prev;
+};
 
 /* One mailbox entry: a request (with its reply slot and waiter), a ping,
  * a buffered message or an event. */
@@ -67,18 +78,26 @@ struct mp_inproc_req {
 	const void *rdata; /* the reply, when kept (sink NULL) */
 	void *rbuf;	   /* owned reply buffer (loaned or a copy) */
 	size_t rcap;
-	/* The server thread holding it (hold_lock). */
-	struct mp_inproc_thr *sthr;
-	struct mp_inproc_req *hnext, *hprev;
+	/* The server thread holding it, the client thread that posted it
+	 * asynchronously (hold_lock). */
+	struct mp_inproc_hold h[H_N];
+	/* Asynchronous requests (mp_inproc_post): the box it was posted to
+	 * and the reply_to channel's box to wake, each with a reference. */
+	struct mp_inproc_box *box, *notify;
+	bool note; /* queued again as a withdrawal note (box lock) */
+	bool gone; /* withdrawn because its client thread ended (written
+		      before the withdrawal publishes it) */
 	/* The payload: len bytes at data, inside this allocation. */
 	uint32_t len;
 	size_t cap;
 	unsigned char data[];
 };
 
-/* Per thread: the requests it took as a server and did not reply to. */
+/* Per thread: the requests it took as a server and did not reply to
+ * (head[H_SRV]), those it posted asynchronously and nobody collected yet
+ * (head[H_CLI]). */
 struct mp_inproc_thr {
-	struct mp_inproc_req *head;
+	struct mp_inproc_req *head[H_N];
 };
 
 struct mp_inproc_box {
@@ -99,6 +118,8 @@ struct mp_inproc_box {
 	uint32_t room_waiters;
 	/* Atomics. */
 	uint32_t pending;  /* entries queued: the server's spin reads it */
+	uint32_t poked;	   /* a return-to-sender reply for this channel
+			      is in (mp_inproc_notifies) */
 	uint32_t room;	   /* futex word: bumped when a buffered entry goes */
 	struct mp_src src; /* MP_SRC_WAKE in the server's epoll */
 };
@@ -141,11 +162,17 @@ static struct mp_inproc_req *req_new(int kind, size_t cap)
 	return r;
 }
 
+static void box_put(struct mp_inproc_box *b);
+static void box_poke(struct mp_inproc_box *b);
+static void abandon(struct mp_inproc_req *list);
+
 static void req_put(struct mp_inproc_req *r)
 {
 	/* Acq_rel: the last owner sees every write of the others (the
 	 * reply, the server's copy) before it frees. */
 	if (r && __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		box_put(r->box);
+		box_put(r->notify);
 		free(r->rbuf);
 		free(r);
 	}
@@ -157,7 +184,7 @@ static void req_get(struct mp_inproc_req *r)
 }
 
 /* Finish a request: rc, then DONE.  The caller won the CAS into
- * REPLYING (or owns the request alone). */
+ * REPLYING (or owns the request alone) and holds a reference. */
 static void req_done(struct mp_inproc_req *r, int rc)
 {
 	r->rc = rc;
@@ -166,6 +193,10 @@ static void req_done(struct mp_inproc_req *r, int rc)
 	__atomic_store_n(&r->state, RQ_DONE, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&r->waiting, __ATOMIC_SEQ_CST))
 		mp_futex_wake(&r->state, 1);
+	/* Return to sender: the receive on reply_to collects it (after
+	 * the DONE above, so that a receive woken by the poke sees it). */
+	if (r->notify)
+		box_poke(r->notify);
 }
 
 /* Fail a taken request with rc (server gone): false if the client had
@@ -182,33 +213,61 @@ static bool req_fail_taken(struct mp_inproc_req *r, int rc)
 }
 
 /* ------------------------------------------------------------------ */
-/* Server threads holding requests.                                    */
+/* Threads holding requests.                                           */
+
+/* hold_lock held: take r off the list it is on (list `w`). */
+static void thr_unlink(struct mp_inproc_req *r, int w)
+{
+	struct mp_inproc_hold *h = &r->h[w];
+
+	if (!h->thr)
+		return;
+	if (h->prev)
+		h->prev->h[w].next = h->next;
+	else
+		h->thr->head[w] = h->next;
+	if (h->next)
+		h->next->h[w].prev = h->prev;
+	h->thr = NULL;
+	h->next = h->prev = NULL;
+}
+
+/* hold_lock held: empty t's list w into a chain through h[w].next, a
+ * reference each (they stay alive once the lock is dropped). */
+static struct mp_inproc_req *thr_take_all(struct mp_inproc_thr *t, int w)
+{
+	struct mp_inproc_req *list = NULL, *r;
+
+	while ((r = t->head[w]) != NULL) {
+		thr_unlink(r, w);
+		req_get(r);
+		r->h[w].next = list;
+		list = r;
+	}
+	return list;
+}
 
 static void thr_exit(void *arg)
 {
 	struct mp_inproc_thr *t = arg;
-	struct mp_inproc_req *list = NULL, *r;
+	struct mp_inproc_req *list, *mine, *r;
 
-	/* Unlink everything first (a reference each keeps them alive once
-	 * the lock is dropped), then fail them: the clients learn that
-	 * their server thread is gone, as if its process had died. */
 	pthread_mutex_lock(&hold_lock);
-	while ((r = t->head) != NULL) {
-		t->head = r->hnext;
-		r->sthr = NULL;
-		r->hprev = NULL;
-		req_get(r);
-		r->hnext = list;
-		list = r;
-	}
+	list = thr_take_all(t, H_SRV);
+	mine = thr_take_all(t, H_CLI);
 	pthread_mutex_unlock(&hold_lock);
 	free(t);
+	/* Requests it took as a server: the clients learn that their
+	 * server thread is gone, as if its process had died. */
 	while ((r = list) != NULL) {
-		list = r->hnext;
-		r->hnext = NULL;
+		list = r->h[H_SRV].next;
+		r->h[H_SRV].next = NULL;
 		req_fail_taken(r, -ESRCH); /* a later reply is dropped */
 		req_put(r);
 	}
+	/* Requests it posted and left outstanding: withdrawn, and their
+	 * servers told, as if its process had died. */
+	abandon(mine);
 }
 
 static void thr_key_init(void)
@@ -216,10 +275,11 @@ static void thr_key_init(void)
 	thr_key_ok = pthread_key_create(&thr_key, thr_exit) == 0;
 }
 
-/* Note that this thread now holds r (taken as a server).  Without a key
- * or memory the request is simply not watched (its client then waits for
- * a reply or its own timeout, as when a server thread hangs). */
-static void hold(struct mp_inproc_req *r)
+/* Note that this thread now holds r (w: taken as a server, posted as a
+ * client).  Without a key or memory the request is simply not watched
+ * (a server's client then waits for a reply or its own timeout, as when
+ * a server thread hangs; a client's request stays outstanding). */
+static void hold(struct mp_inproc_req *r, int w)
 {
 	struct mp_inproc_thr *t;
 
@@ -235,28 +295,19 @@ static void hold(struct mp_inproc_req *r)
 		}
 	}
 	pthread_mutex_lock(&hold_lock);
-	r->sthr = t;
-	r->hprev = NULL;
-	r->hnext = t->head;
-	if (t->head)
-		t->head->hprev = r;
-	t->head = r;
+	r->h[w].thr = t;
+	r->h[w].prev = NULL;
+	r->h[w].next = t->head[w];
+	if (t->head[w])
+		t->head[w]->h[w].prev = r;
+	t->head[w] = r;
 	pthread_mutex_unlock(&hold_lock);
 }
 
-static void unhold(struct mp_inproc_req *r)
+static void unhold(struct mp_inproc_req *r, int w)
 {
 	pthread_mutex_lock(&hold_lock);
-	if (r->sthr) {
-		if (r->hprev)
-			r->hprev->hnext = r->hnext;
-		else
-			r->sthr->head = r->hnext;
-		if (r->hnext)
-			r->hnext->hprev = r->hprev;
-		r->sthr = NULL;
-		r->hnext = r->hprev = NULL;
-	}
+	thr_unlink(r, w);
 	pthread_mutex_unlock(&hold_lock);
 }
 
@@ -294,17 +345,10 @@ static void box_drain(struct mp_inproc_box *b)
 		b->efd_set = false;
 }
 
-/* Append r to the queue: 0, or -ESRCH when the server is gone. */
-static int box_post(struct mp_inproc_box *b, struct mp_inproc_req *r)
+/* Box lock held, box alive: append r and wake the server. */
+static void box_append(struct mp_inproc_box *b, struct mp_inproc_req *r)
 {
-	pthread_mutex_lock(&b->lock);
-	if (b->dead) {
-		pthread_mutex_unlock(&b->lock);
-		return -ESRCH;
-	}
 	r->next = NULL;
-	if (r->kind != RK_BUF && r->kind != RK_EVENT)
-		__atomic_store_n(&r->state, RQ_QUEUED, __ATOMIC_RELAXED);
 	if (b->tail)
 		b->tail->next = r;
 	else
@@ -314,8 +358,50 @@ static int box_post(struct mp_inproc_box *b, struct mp_inproc_req *r)
 	 * the entry (the lock orders it anyway; pending is only a hint). */
 	__atomic_add_fetch(&b->pending, 1, __ATOMIC_RELEASE);
 	box_signal(b);
+}
+
+/* Append r to the queue: 0, or -ESRCH when the server is gone. */
+static int box_post(struct mp_inproc_box *b, struct mp_inproc_req *r)
+{
+	pthread_mutex_lock(&b->lock);
+	if (b->dead) {
+		pthread_mutex_unlock(&b->lock);
+		return -ESRCH;
+	}
+	if (r->kind != RK_BUF && r->kind != RK_EVENT)
+		__atomic_store_n(&r->state, RQ_QUEUED, __ATOMIC_RELAXED);
+	box_append(b, r);
 	pthread_mutex_unlock(&b->lock);
 	return 0;
+}
+
+/*
+ * r, which the server took, was withdrawn (CANCELED): queue it again as
+ * a note, so that a server that opted in reports MESSIP_MSG_CANCELED for
+ * its index (mp_inproc_take).  The request itself is the note: once
+ * taken it is on no queue, and it can be withdrawn only once.
+ */
+static void box_post_note(struct mp_inproc_box *b, struct mp_inproc_req *r)
+{
+	pthread_mutex_lock(&b->lock);
+	if (!b->dead) {
+		req_get(r); /* the queue's */
+		r->note = true;
+		box_append(b, r);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* A reply to a request that returns to b's channel is in: wake its
+ * receive (mp_inproc_idle looks at poked). */
+static void box_poke(struct mp_inproc_box *b)
+{
+	/* Relaxed is enough: a receive that misses it has armed the box
+	 * under the lock taken next, so box_signal wakes it. */
+	__atomic_store_n(&b->poked, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&b->lock);
+	box_signal(b);
+	pthread_mutex_unlock(&b->lock);
 }
 
 /* Box lock held: take r out of the queue if it is there. */
@@ -488,9 +574,10 @@ static void srv_close(struct messip_channel_priv *c, struct mp_inproc *P)
 	b->head = b->tail = NULL;
 	__atomic_store_n(&b->pending, 0, __ATOMIC_RELAXED);
 	/* The queued requests are now the server's to fail: TAKEN under
-	 * the lock, so a client's withdrawal races through the CAS. */
+	 * the lock, so a client's withdrawal races through the CAS.  A
+	 * withdrawal note is withdrawn already. */
 	for (r = q; r; r = r->next)
-		if (r->kind == RK_SEND || r->kind == RK_PING)
+		if ((r->kind == RK_SEND || r->kind == RK_PING) && !r->note)
 			__atomic_store_n(&r->state, RQ_TAKEN, __ATOMIC_RELAXED);
 	waiters = b->room_waiters > 0;
 	b->nbuf = 0;
@@ -526,7 +613,7 @@ static void srv_close(struct messip_channel_priv *c, struct mp_inproc *P)
 		c->srv.slots[i].inproc = NULL;
 		if (c->pub->receive_allmsg)
 			c->pub->receive_allmsg[i] = NULL;
-		unhold(r);
+		unhold(r, H_SRV);
 		req_fail_taken(r, -ESRCH);
 		req_put(r);
 	}
@@ -576,31 +663,39 @@ static int deliver(struct messip_channel_priv *c, struct mp_inproc *P,
 		   struct mp_inproc_req *r, int32_t *type,
 		   const struct mp_iov_sink *sink, bool view, int *result)
 {
-	int32_t stored = (int32_t)r->len;
-	int idx, rc;
+	int idx = mp_srv_index_give(c, r->data, r->len, r->type, r->id, sink,
+				    view, type);
 
-	P->pend = r; /* until it is out */
-	idx = mp_srv_index_alloc(c);
+	P->pend = idx < 0 ? r : NULL; /* out, or next time */
 	if (idx < 0)
 		return idx;
-	if (!view) {
-		rc = mp_iov_put(sink, r->data, r->len, &stored);
-		if (rc < 0)
-			return rc;
-	}
-	P->pend = NULL;
 	c->srv.slots[idx].inproc = r;
-	c->srv.slots[idx].canceled = false;
-	c->pub->receive_allmsg[idx] = r->data;
-	hold(r);
-	*type = r->type;
-	set_result(c, r->id, (int32_t)r->len, stored);
+	hold(r, H_SRV);
 	*result = idx;
 	return 0;
 }
 
-/* Pop the queue's head (box lock taken here): NULL when empty. */
-static struct mp_inproc_req *box_pop(struct mp_inproc_box *b)
+/* A withdrawal note for r: MESSIP_MSG_CANCELED with its index, if the
+ * program still holds it and asked for reports; else MP_INPROC_NOTHING
+ * (the reply came first, or a classic server: nothing to say). */
+static int take_note(struct messip_channel_priv *c,
+		     const struct mp_inproc_req *r, int32_t *type, int *result)
+{
+	for (int i = 0; c->srv.opt_canceled && i < c->srv.nslots; i++) {
+		if (c->srv.slots[i].inproc != r)
+			continue;
+		*type = i;
+		set_result(c, r->id, 0, 0);
+		*result = MESSIP_MSG_CANCELED;
+		return 0;
+	}
+	return MP_INPROC_NOTHING;
+}
+
+/* Pop the queue's head (box lock taken here): NULL when empty.  *note:
+ * it is a withdrawal note (read and cleared under the lock: the client
+ * may queue the same request as a note as soon as the lock is dropped). */
+static struct mp_inproc_req *box_pop(struct mp_inproc_box *b, bool *note)
 {
 	struct mp_inproc_req *r;
 	bool waiters = false;
@@ -620,11 +715,13 @@ static struct mp_inproc_req *box_pop(struct mp_inproc_box *b)
 	if (!b->head)
 		b->tail = NULL;
 	r->next = NULL;
+	*note = r->note;
+	r->note = false;
 	__atomic_sub_fetch(&b->pending, 1, __ATOMIC_RELAXED);
 	if (r->kind == RK_BUF) {
 		b->nbuf--;
 		waiters = b->room_waiters > 0;
-	} else if (r->kind != RK_EVENT) {
+	} else if (r->kind != RK_EVENT && !*note) {
 		/* Relaxed: the client reads it under this lock (withdrawal)
 		 * or through its CAS. */
 		__atomic_store_n(&r->state, RQ_TAKEN, __ATOMIC_RELAXED);
@@ -640,6 +737,7 @@ int mp_inproc_take(struct messip_channel_priv *c, int32_t *type,
 {
 	struct mp_inproc *P = c->inproc;
 	struct mp_inproc_req *r;
+	bool note;
 	int32_t stored = 0;
 	int rc;
 
@@ -654,9 +752,16 @@ int mp_inproc_take(struct messip_channel_priv *c, int32_t *type,
 		if (!__atomic_load_n(&P->box->pending, __ATOMIC_ACQUIRE) &&
 		    !P->fdmode)
 			return MP_INPROC_NOTHING;
-		r = box_pop(P->box);
+		r = box_pop(P->box, &note);
 		if (!r)
 			return MP_INPROC_NOTHING;
+		if (note) {
+			rc = take_note(c, r, type, result);
+			req_put(r);
+			if (rc == 0)
+				return 0;
+			continue;
+		}
 		switch (r->kind) {
 		case RK_PING:
 			req_fail_taken(r, 0); /* unless withdrawn meanwhile */
@@ -685,9 +790,7 @@ int mp_inproc_take(struct messip_channel_priv *c, int32_t *type,
 			*result = MESSIP_MSG_NOREPLY;
 			req_put(r);
 			return 0;
-		default: /* RK_EVENT: none is posted yet; kept for a client
-			  * that goes with asynchronous requests outstanding
-			  * (MESSIP_MSG_DISMISSED, see the report) */
+		default: /* RK_EVENT: MESSIP_MSG_DISMISSED (abandon) */
 			*type = 0;
 			set_result(c, r->id, 0, 0);
 			*result = r->type;
@@ -706,6 +809,14 @@ bool mp_inproc_turn(struct messip_channel_priv *c)
 	return P->turn;
 }
 
+/* Was b poked since the last look?  (Reads before it writes: the spin
+ * calls it often.) */
+static bool box_unpoke(struct mp_inproc_box *b)
+{
+	return __atomic_load_n(&b->poked, __ATOMIC_RELAXED) &&
+	       __atomic_exchange_n(&b->poked, 0, __ATOMIC_RELAXED);
+}
+
 bool mp_inproc_idle(struct messip_channel_priv *c, int64_t until)
 {
 	struct mp_inproc *P = c->inproc;
@@ -716,14 +827,18 @@ bool mp_inproc_idle(struct messip_channel_priv *c, int64_t until)
 	if (!P || !P->server)
 		return false;
 	b = P->box;
-	/* Acquire: pairs with box_post's release of pending. */
+	/* Acquire: pairs with box_post's release of pending.  poked: the
+	 * caller's next take collects return-to-sender replies (and their
+	 * states carry the ordering), so it is taken back at once. */
 	while (!got && mp_spin_again(&P->spin, &w, until))
-		got = __atomic_load_n(&b->pending, __ATOMIC_ACQUIRE) != 0;
+		got = __atomic_load_n(&b->pending, __ATOMIC_ACQUIRE) != 0 ||
+		      box_unpoke(b);
 	if (!got) {
-		/* Arm under the lock that posts take: a post either comes
-		 * before (seen here) or sees armed and writes efd. */
+		/* Arm under the lock that posts and pokes take: a post
+		 * either comes before (seen here) or sees armed and writes
+		 * efd. */
 		pthread_mutex_lock(&b->lock);
-		got = b->head != NULL;
+		got = b->head != NULL || box_unpoke(b);
 		if (!got) {
 			box_drain(b);
 			b->armed = true;
@@ -831,20 +946,27 @@ int mp_inproc_reply(struct messip_channel_priv *c, int index, int32_t answer,
 {
 	struct mp_inproc_req *r = c->srv.slots[index].inproc;
 	uint32_t s = RQ_TAKEN;
+	int rc = 0;
 
-	unhold(r);
-	/* Acquire: the client's sink (written before it posted) is read. */
+	unhold(r, H_SRV);
+	/* Acquire: the client's sink (written before it posted) is read;
+	 * on failure, gone (written before the client's withdrawal). */
 	if (__atomic_compare_exchange_n(&r->state, &s, RQ_REPLYING, false,
 					__ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
 		r->answer = answer;
 		req_done(r, put_reply(r, iov, iovcnt, total));
+	} else if (r->gone) {
+		/* Withdrawn when its client thread ended: the client is
+		 * gone, as on the other paths when its process dies. */
+		rc = -ESRCH;
 	}
-	/* Otherwise withdrawn after a timeout, or failed when the thread
-	 * that took it exited: the reply is dropped. */
+	/* Otherwise withdrawn (a timeout, a cancel, its handle closed), or
+	 * failed when the thread that took it exited: the reply is dropped
+	 * and that is a success. */
 	c->srv.slots[index].inproc = NULL;
 	c->pub->receive_allmsg[index] = NULL;
 	req_put(r);
-	return 0;
+	return rc;
 }
 
 void *mp_inproc_reply_loan(struct messip_channel_priv *c, int index, size_t len)
@@ -881,7 +1003,14 @@ static void cli_pump(struct messip_channel_priv *c, struct mp_inproc *P,
 	}
 }
 
-/* Wait until r is DONE: 0, or -ETIMEDOUT (still pending). */
+/* Has r an outcome (DONE; CANCELED: withdrawn when the thread that
+ * posted it ended)?  Acquire: pairs with the store that published it. */
+static bool req_final(struct mp_inproc_req *r)
+{
+	return __atomic_load_n(&r->state, __ATOMIC_ACQUIRE) >= RQ_DONE;
+}
+
+/* Wait until r is final (req_final): 0, or -ETIMEDOUT (still pending). */
 static int req_wait(struct messip_channel_priv *c, struct mp_inproc *P,
 		    struct mp_inproc_req *r, int64_t deadline)
 {
@@ -889,9 +1018,9 @@ static int req_wait(struct messip_channel_priv *c, struct mp_inproc *P,
 	bool got = false;
 	int rc = 0;
 
-	/* Acquire everywhere: DONE publishes the reply. */
+	/* Acquire everywhere (req_final): DONE publishes the reply. */
 	while (!got && mp_spin_again(&P->cspin, &w, deadline))
-		got = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == RQ_DONE;
+		got = req_final(r);
 	while (!got) {
 		int64_t now = mp_time_now_ns(), end;
 		uint32_t s;
@@ -909,18 +1038,21 @@ static int req_wait(struct messip_channel_priv *c, struct mp_inproc *P,
 		 * with req_done). */
 		__atomic_store_n(&r->waiting, 1, __ATOMIC_SEQ_CST);
 		s = __atomic_load_n(&r->state, __ATOMIC_SEQ_CST);
-		if (s != RQ_DONE)
+		if (s < RQ_DONE)
 			mp_futex_wait(&r->state, s, end);
 		__atomic_store_n(&r->waiting, 0, __ATOMIC_RELAXED);
-		got = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == RQ_DONE;
+		got = req_final(r);
 	}
 	mp_spin_end(&P->cspin, &w, got);
 	return rc;
 }
 
 /*
- * Withdraw r after a timeout.  0: withdrawn (the server never sees it, or
- * drops its reply); 1: the reply won the race and is complete.
+ * Withdraw r (a timeout, messip_request_cancel, its handle or thread
+ * going).  0: withdrawn (the server never sees it, or drops its reply and
+ * is sent a note for its MESSIP_MSG_CANCELED report); 1: it already has
+ * its outcome (the reply won the race and is complete, the server failed
+ * it, or it was withdrawn before).  Never sleeps.
  */
 static int withdraw(struct mp_inproc_box *b, struct mp_inproc_req *r)
 {
@@ -930,22 +1062,66 @@ static int withdraw(struct mp_inproc_box *b, struct mp_inproc_req *r)
 	pthread_mutex_lock(&b->lock);
 	unlinked = __atomic_load_n(&r->state, __ATOMIC_RELAXED) == RQ_QUEUED &&
 		   box_unlink(b, r);
+	/* Release: another thread waiting on r (after a hand-over) reads
+	 * gone once it sees CANCELED. */
 	if (unlinked)
-		__atomic_store_n(&r->state, RQ_CANCELED, __ATOMIC_RELAXED);
+		__atomic_store_n(&r->state, RQ_CANCELED, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&b->lock);
 	if (unlinked) {
 		req_put(r); /* the queue's reference */
 		return 0;
 	}
 	s = RQ_TAKEN;
+	/* Acq_rel: publishes gone to the server's failing CAS. */
 	if (__atomic_compare_exchange_n(&r->state, &s, RQ_CANCELED, false,
-					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		if (r->kind == RK_SEND)
+			box_post_note(b, r);
 		return 0;
+	}
 	/* REPLYING: the server is copying the reply, wait it out (it does
-	 * not block); DONE: already there. */
-	while (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != RQ_DONE)
+	 * not block); DONE or CANCELED: already final. */
+	while (!req_final(r))
 		mp_cpu_relax();
 	return 1;
+}
+
+/* Post r (payload in place) from c: 0, or -ESRCH (the server is gone:
+ * r, with the client's reference, is freed). */
+static int req_post(struct messip_channel_priv *c, struct mp_inproc *P,
+		    struct mp_inproc_req *r)
+{
+	int rc;
+
+	memcpy(r->id, c->cnx->id, sizeof(r->id));
+	req_get(r); /* the queue's, then the server's reference */
+	rc = box_post(P->box, r);
+	if (rc < 0) {
+		req_put(r);
+		req_put(r);
+	}
+	return rc;
+}
+
+/* A request of type with the payload gathered from iov (total bytes), or
+ * NULL (no memory). */
+static struct mp_inproc_req *req_gather(int32_t type, const struct iovec *iov,
+					int iovcnt, uint32_t total)
+{
+	struct mp_inproc_req *r = req_new(RK_SEND, total);
+	unsigned char *p;
+
+	if (!r)
+		return NULL;
+	p = r->data;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len)
+			memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		p += iov[i].iov_len;
+	}
+	r->len = total;
+	r->type = type;
+	return r;
 }
 
 /*
@@ -960,15 +1136,10 @@ static int roundtrip(struct messip_channel_priv *c, struct mp_inproc *P,
 {
 	int rc;
 
-	memcpy(r->id, c->cnx->id, sizeof(r->id));
 	r->sink = sink;
-	req_get(r); /* the queue's, then the server's reference */
-	rc = box_post(P->box, r);
-	if (rc < 0) {
-		req_put(r);
-		req_put(r);
+	rc = req_post(c, P, r);
+	if (rc < 0)
 		return rc;
-	}
 	rc = req_wait(c, P, r, deadline);
 	if (rc == -ETIMEDOUT && withdraw(P->box, r) == 1)
 		rc = 0;
@@ -997,22 +1168,13 @@ int mp_inproc_send(struct messip_channel_priv *c, int32_t type,
 {
 	struct mp_inproc *P = c->inproc;
 	struct mp_inproc_req *r;
-	unsigned char *p;
 
 	cli_end_view(P);
 	/* The request is copied once, into an object of its own: a server
 	 * may still look at it after a timeout ended this call. */
-	r = req_new(RK_SEND, total);
+	r = req_gather(type, iov, iovcnt, total);
 	if (!r)
 		return -ENOMEM;
-	p = r->data;
-	for (int i = 0; i < iovcnt; i++) {
-		if (iov[i].iov_len)
-			memcpy(p, iov[i].iov_base, iov[i].iov_len);
-		p += iov[i].iov_len;
-	}
-	r->len = total;
-	r->type = type;
 	return roundtrip(c, P, r, answer, sink, NULL, NULL, deadline);
 }
 
@@ -1163,4 +1325,142 @@ int mp_inproc_send_loaned(struct messip_channel_priv *c, int32_t type,
 	r->type = type;
 	return roundtrip(c, P, r, answer, view ? NULL : sink, view, vlen,
 			 deadline);
+}
+
+/* ------------------------------------------------------------------ */
+/* Client: asynchronous requests (mp_async.c).                         */
+
+bool mp_inproc_notifies(const struct messip_channel_priv *rt)
+{
+	return rt->inproc && rt->inproc->server;
+}
+
+int mp_inproc_post(struct messip_channel_priv *c, int32_t type,
+		   const struct iovec *iov, int iovcnt, uint32_t total,
+		   struct messip_channel_priv *reply_to,
+		   struct mp_inproc_req **out)
+{
+	struct mp_inproc *P = c->inproc;
+	struct mp_inproc_req *r;
+	int rc;
+
+	cli_end_view(P);
+	r = req_gather(type, iov, iovcnt, total);
+	if (!r)
+		return -ENOMEM;
+	/* References: withdrawing needs the box after the handle is gone
+	 * (a thread's exit), a reply pokes reply_to's box. */
+	r->box = P->box;
+	__atomic_add_fetch(&r->box->refs, 1, __ATOMIC_RELAXED);
+	if (reply_to && mp_inproc_notifies(reply_to)) {
+		r->notify = reply_to->inproc->box;
+		__atomic_add_fetch(&r->notify->refs, 1, __ATOMIC_RELAXED);
+	}
+	/* No sink: the reply is kept in r until it is collected. */
+	rc = req_post(c, P, r);
+	if (rc < 0)
+		return rc;
+	hold(r, H_CLI);
+	*out = r;
+	return 0;
+}
+
+int mp_inproc_req_wait(struct messip_channel_priv *c, struct mp_inproc_req *r,
+		       int64_t deadline, int32_t *answer, const void **data,
+		       uint32_t *len)
+{
+	struct mp_inproc none, *P = c->inproc;
+
+	if (!req_final(r)) {
+		if (deadline == 0)
+			return -ETIMEDOUT;
+		/* The handle's state spins and pumps; a handle that looked
+		 * for its server again (a reconnect) may have none now: r is
+		 * self-contained. */
+		if (!mp_inproc_cli_active(c)) {
+			memset(&none, 0, sizeof(none));
+			P = &none;
+		}
+		if (req_wait(c, P, r, deadline) < 0)
+			return -ETIMEDOUT;
+	}
+	if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == RQ_CANCELED)
+		return -ESRCH; /* its thread ended (abandon) */
+	if (r->rc < 0)
+		return r->rc;
+	*answer = r->answer;
+	*data = r->rdata;
+	*len = r->rlen;
+	return 0;
+}
+
+int mp_inproc_req_cancel(struct mp_inproc_req *r)
+{
+	return req_final(r) ? 1 : withdraw(r->box, r);
+}
+
+void mp_inproc_req_drop(struct mp_inproc_req *r)
+{
+	if (!req_final(r))
+		withdraw(r->box, r);
+	unhold(r, H_CLI);
+	req_put(r);
+}
+
+/* Tell b that the client id is gone (its thread ended with requests
+ * there outstanding).  Without memory the server is not told. */
+static void post_dismissed(struct mp_inproc_box *b, const char *id)
+{
+	struct mp_inproc_req *e = req_new(RK_EVENT, 0);
+
+	if (!e)
+		return;
+	e->type = MESSIP_MSG_DISMISSED;
+	memcpy(e->id, id, sizeof(e->id));
+	if (box_post(b, e) < 0)
+		req_put(e);
+}
+
+/*
+ * The thread that posted list (a chain through h[H_CLI].next, a
+ * reference each) ended: withdraw each request not yet answered (as if
+ * its process had died: a reply to it fails with ESRCH, a later wait on it
+ * returns ESRCH), then give each server concerned one
+ * MESSIP_MSG_DISMISSED per client, behind the withdrawal notes.
+ */
+static void abandon(struct mp_inproc_req *list)
+{
+	struct mp_inproc_req *r, *gone = NULL;
+
+	while ((r = list) != NULL) {
+		list = r->h[H_CLI].next;
+		r->h[H_CLI].next = NULL;
+		if (req_final(r)) {
+			req_put(r); /* answered: collected as usual */
+			continue;
+		}
+		r->gone = true; /* published by the withdrawal */
+		if (withdraw(r->box, r) != 0) {
+			req_put(r);
+			continue;
+		}
+		/* Seq_cst: the withdrawal before the load of waiting (a
+		 * thread that took the handle over may sleep on it). */
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&r->waiting, __ATOMIC_SEQ_CST))
+			mp_futex_wake(&r->state, 1);
+		r->h[H_CLI].next = gone;
+		gone = r;
+	}
+	while ((r = gone) != NULL) {
+		bool told = false;
+
+		gone = r->h[H_CLI].next;
+		for (struct mp_inproc_req *o = gone; o && !told;
+		     o = o->h[H_CLI].next)
+			told = o->box == r->box && !strcmp(o->id, r->id);
+		if (!told)
+			post_dismissed(r->box, r->id);
+		req_put(r);
+	}
 }

@@ -21,8 +21,8 @@
  * dropped).  Each synchronous request is an object of its own (struct
  * mp_inproc_req: state, reply slot, waiter), shared by reference between
  * the client and the server, so that a request can outlive the call that
- * posted it (timeouts now, asynchronous requests later: "post, return the
- * object").
+ * posted it (timeouts, and asynchronous requests: mp_inproc_post posts
+ * one and returns it).
  *
  * Request states (the word the client sleeps on, a futex):
  *     QUEUED -> TAKEN -> REPLYING -> DONE
@@ -32,7 +32,16 @@
  * mailbox lock; from TAKEN on, the server (reply) and the client (cancel)
  * race with one compare-and-swap each, so exactly one outcome wins: the
  * reply (the client then waits out REPLYING, which is only a copy) or the
- * withdrawal.
+ * withdrawal.  A request withdrawn after the server took it is queued
+ * once more as a note (the request itself: it is on no queue then), from
+ * which a server that opted in reports MESSIP_MSG_CANCELED for its index
+ * if it still holds it.
+ *
+ * Asynchronous requests: the same objects, posted without a sink (the
+ * reply is kept in the request until it is collected) and watched by the
+ * posting thread.  A return-to-sender reply pokes the reply_to channel's
+ * mailbox (its receive counts the poke as work, so it is woken, not
+ * polled).
  *
  * Waking: the server's receive waits in its epoll as on the TCP path (or
  * on the segment's doorbell, whose helper watches that epoll); the mailbox
@@ -43,14 +52,18 @@
  * eventfd is kept readable while the mailbox holds something.
  *
  * Threads: a server thread that exits with requests it took and did not
- * reply to fails them (the clients get ESRCH, as when a server dies);
- * this is found with a pthread key whose destructor runs at thread exit.
+ * reply to fails them (the clients get ESRCH, as when a server dies); a
+ * client thread that exits with asynchronous requests outstanding
+ * withdraws them (a reply to one fails with ESRCH) and its servers get
+ * MESSIP_MSG_DISMISSED for it, as when a client dies.  Both are found
+ * with a pthread key whose destructor runs at thread exit.
  *
  * Invariants:
  *   - an entry is in exactly one place: the mailbox queue, a receive index
  *     of the server (struct mp_slot.inproc), or in the hands of a client
- *     call; a request is freed when its last reference (client, server)
- *     is dropped;
+ *     call or asynchronous request (a withdrawal note is both in the
+ *     queue and at its index); a request is freed when its last
+ *     reference (client, queue, server) is dropped;
  *   - a receive index holds a TCP item, a same-host request or an
  *     in-process request, never two;
  *   - once the box is dead (server channel closed) nothing is queued in it
@@ -110,8 +123,9 @@ void mp_inproc_fd_mode(struct messip_channel_priv *c);
 
 /* Reply to an in-process index (slots[index].inproc set): 0, also when
  * the client withdrew the request or the thread that took it exited (the
- * reply is dropped).  A copy that fails (dynamic mode: no memory) fails
- * the client's call with ENOMEM. */
+ * reply is dropped); -ESRCH when the client thread that posted it ended
+ * (dropped too).  The index is free either way.  A copy that fails
+ * (dynamic mode: no memory) fails the client's call with ENOMEM. */
 int mp_inproc_reply(struct messip_channel_priv *c, int index, int32_t answer,
 		    const struct iovec *iov, int iovcnt, uint32_t total);
 
@@ -161,5 +175,45 @@ int mp_inproc_send_loaned(struct messip_channel_priv *c, int32_t type,
 			  void *buf, int len, int32_t *answer,
 			  const struct mp_iov_sink *sink, const void **view,
 			  int *vlen, int64_t deadline);
+
+/* ---- asynchronous requests (mp_async.c) ---------------------------- */
+
+/* Can a reply wake a receive on server channel rt (return to sender)?
+ * Then mp_inproc_post with rt as reply_to pokes it; otherwise its
+ * receive must look now and then. */
+bool mp_inproc_notifies(const struct messip_channel_priv *rt);
+
+/*
+ * messip_send_async on the in-process path: post the request (copied
+ * once) and return at once: 0 with *out, the request (the caller's
+ * reference; its reply is kept in it), or -ESRCH (the server is gone),
+ * -ENOMEM.  reply_to: a server channel of this process to wake when the
+ * reply is in (mp_inproc_notifies), or NULL.  The calling thread watches
+ * the request until it is dropped: if it ends first, the request is
+ * withdrawn and its server receives MESSIP_MSG_DISMISSED for the client.
+ */
+int mp_inproc_post(struct messip_channel_priv *c, int32_t type,
+		   const struct iovec *iov, int iovcnt, uint32_t total,
+		   struct messip_channel_priv *reply_to,
+		   struct mp_inproc_req **out);
+
+/*
+ * Wait for r's outcome until deadline (0: only look): 0 with *answer,
+ * *data and *len (valid until r is dropped), -ETIMEDOUT (still
+ * outstanding), -ESRCH (the server is gone, or the thread that posted r
+ * ended and withdrew it), -ENOMEM (the server's copy failed).
+ */
+int mp_inproc_req_wait(struct messip_channel_priv *c, struct mp_inproc_req *r,
+		       int64_t deadline, int32_t *answer, const void **data,
+		       uint32_t *len);
+
+/* Withdraw r: 0 (withdrawn: drop it; a server that took it and opted in
+ * reports MESSIP_MSG_CANCELED, its reply is dropped), or 1 (its outcome
+ * is there: mp_inproc_req_wait returns it at once).  Never sleeps. */
+int mp_inproc_req_cancel(struct mp_inproc_req *r);
+
+/* The caller is done with r: withdrawn first if it is still outstanding
+ * (a handle that goes), then released. */
+void mp_inproc_req_drop(struct mp_inproc_req *r);
 
 #endif

@@ -733,25 +733,14 @@ static int deliver(struct messip_channel_priv *c, struct mp_local *L, int slot,
 		   int32_t *type, const struct mp_iov_sink *sink, int *result)
 {
 	struct mp_local_held *h = &L->held[slot];
-	int32_t stored = (int32_t)h->len;
-	int idx, rc;
+	int idx = mp_srv_index_give(c, h->data, h->len, h->type, h->id, sink,
+				    L->view_mode, type);
 
-	L->pend = slot; /* until it is out */
-	idx = mp_srv_index_alloc(c);
+	L->pend = idx < 0 ? slot : -1; /* out, or next time */
 	if (idx < 0)
 		return idx;
-	if (!L->view_mode) {
-		rc = mp_iov_put(sink, h->data, h->len, &stored);
-		if (rc < 0)
-			return rc;
-	}
-	L->pend = -1;
 	h->index = idx;
 	c->srv.slots[idx].local = h;
-	c->srv.slots[idx].canceled = false;
-	c->pub->receive_allmsg[idx] = (void *)h->data;
-	*type = h->type;
-	set_result(c, h->id, sizeof(h->id), (int32_t)h->len, stored);
 	*result = idx;
 	return 0;
 }

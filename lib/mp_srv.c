@@ -282,9 +282,28 @@ static int slot_alloc(struct messip_channel_priv *c)
 	return rc < 0 ? rc : i;
 }
 
-int mp_srv_index_alloc(struct messip_channel_priv *c)
+static void set_result(struct messip_channel_priv *c, const char *id,
+		       int32_t datalen, int32_t stored);
+
+int mp_srv_index_give(struct messip_channel_priv *c, const void *data,
+		      uint32_t len, int32_t msgtype, const char *id,
+		      const struct mp_iov_sink *sink, bool view, int32_t *type)
 {
-	return slot_alloc(c);
+	int32_t stored = (int32_t)len;
+	int idx = slot_alloc(c), rc;
+
+	if (idx < 0)
+		return idx;
+	if (!view) {
+		rc = mp_iov_put(sink, data, len, &stored);
+		if (rc < 0)
+			return rc;
+	}
+	c->srv.slots[idx].canceled = false;
+	c->pub->receive_allmsg[idx] = (void *)data;
+	*type = msgtype;
+	set_result(c, id, (int32_t)len, stored);
+	return idx;
 }
 
 /* ------------------------------------------------------------------ */
@@ -726,8 +745,9 @@ static void set_result(struct messip_channel_priv *c, const char *id,
 	messip_channel_t *pub = c->pub;
 
 	memset(pub->remote_id, 0, sizeof(pub->remote_id));
+	/* strnlen: an id from a segment need not be terminated. */
 	if (id)
-		memcpy(pub->remote_id, id, MESSIP_MAXLEN_ID);
+		memcpy(pub->remote_id, id, strnlen(id, MESSIP_MAXLEN_ID));
 	pub->datalen = datalen;
 	pub->datalenr = stored;
 }

@@ -63,10 +63,19 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		   const struct mp_iov_sink *sink, int64_t deadline,
 		   int *result);
 
-/* The lowest free receive index (the table grows as needed), for the
- * same-host path (mp_local), which fills slots[index].local itself.  An
- * index >= 0 or -ENOMEM. */
-int mp_srv_index_alloc(struct messip_channel_priv *c);
+/*
+ * Hand a request of another path (same host, in process) to the program
+ * at the lowest free receive index: receive_allmsg[index] = data, the
+ * len bytes copied into sink unless view, *type = msgtype, the result set
+ * (remote_id from id: at most MESSIP_MAXLEN_ID bytes, fewer when
+ * NUL-terminated; datalen, datalenr).  The caller then records what the
+ * index holds (slots[index].local or .inproc) before the next receive.
+ * The index (>= 0), or -ENOMEM / the sink's error (nothing changed: hand
+ * it out again later).
+ */
+int mp_srv_index_give(struct messip_channel_priv *c, const void *data,
+		      uint32_t len, int32_t msgtype, const char *id,
+		      const struct mp_iov_sink *sink, bool view, int32_t *type);
 
 /* One look without waiting (no clock read): as mp_srv_receive, or
  * INT_MIN when there is nothing to hand out yet. */

@@ -8,8 +8,9 @@
  * posted).  Trials of the two alternate, TRIALS each of SECONDS, and the
  * best rate of each is printed with their ratio, for TCP (MESSIP_NO_SHM=1
  * in both processes: "tcp" as posted, "tcp+g" with the client handle's
- * MESSIP_OPT_GATHER, which writes posted requests in batches) and for the
- * same-host shared-memory path.
+ * MESSIP_OPT_GATHER, which writes posted requests in batches), for the
+ * same-host shared-memory path, and for the in-process path ("inproc":
+ * the server is a thread of the benchmark itself).
  *
  * Usage: bench_async [-t SECONDS] [-w WINDOW]; the manager is
  * $MP_MGR_BIN (default ./mgrd/messip-mgr).  Exit 0 when everything ran
@@ -18,6 +19,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -47,22 +49,24 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void server(const char *name, int gate)
+/* The echo server (a child process, or a thread): 0 when it was told
+ * to end, 1 on failure. */
+static int server(const char *name, int gate)
 {
-	static char buf[MSG];
+	char buf[MSG];
 	messip_cnx_t *cnx = messip_connect(mgr.ref, "bsrv", 5000);
 	messip_channel_t *ch =
 		cnx ? messip_channel_create(cnx, name, 5000, 0) : NULL;
 	char c = ch ? 'y' : 'n';
 
 	if (write(gate, &c, 1) != 1 || !ch)
-		_exit(1);
+		return 1;
 	for (;;) {
 		int32_t type = 0;
 		int r = messip_receive(ch, &type, buf, sizeof(buf), 30000);
 
 		if (r == MESSIP_MSG_TIMEOUT)
-			_exit(1);
+			return 1;
 		if (r < 0)
 			continue;
 		messip_reply(ch, r, type, buf, ch->datalenr, 5000);
@@ -70,7 +74,20 @@ static void server(const char *name, int gate)
 			break;
 	}
 	messip_disconnect(cnx, 1000);
-	_exit(0);
+	return 0;
+}
+
+struct srv_thread {
+	char name[48];
+	int gate;
+};
+
+static void *server_thread(void *p)
+{
+	struct srv_thread *t = p;
+
+	server(t->name, t->gate);
+	return NULL;
 }
 
 /* Synchronous round trips for `seconds`: the rate, or -1. */
@@ -128,46 +145,69 @@ static double async_rate(messip_channel_t *ch)
 	return (double)n / (t - t0);
 }
 
-/* One path: a server, alternating trials; 0 or -1.  gather: the client
- * handle sets MESSIP_OPT_GATHER (async posts written in batches). */
-static int run(const char *label, bool tcp, bool gather)
+/* Stop the server after a failure (a thread is left to its timeout). */
+static void server_kill(pid_t pid)
 {
-	char name[48];
+	int st;
+
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+}
+
+/* One path (MESSIP_PATH_*): a server, alternating trials; 0 or -1.
+ * gather: the client handle sets MESSIP_OPT_GATHER (async posts written
+ * in batches). */
+static int run(const char *label, int path, bool gather)
+{
+	static struct srv_thread thr;
 	double best_s = 0, best_a = 0;
 	int gate[2], st;
 	messip_cnx_t *cnx;
 	messip_channel_t *ch;
-	pid_t pid;
+	pthread_t tid;
+	pid_t pid = 0;
 	char c = 0;
 
-	if (tcp)
+	if (path == MESSIP_PATH_TCP)
 		setenv("MESSIP_NO_SHM", "1", 1);
 	else
 		unsetenv("MESSIP_NO_SHM");
-	snprintf(name, sizeof(name), "bench-async-%ld-%d", (long)getpid(), tcp);
+	snprintf(thr.name, sizeof(thr.name), "bench-async-%ld-%d",
+		 (long)getpid(), path);
 	if (pipe(gate) < 0)
 		return -1;
-	pid = fork();
-	if (pid == 0) {
-		close(gate[0]);
-		messip_init();
-		server(name, gate[1]);
+	if (path == MESSIP_PATH_INPROC) {
+		thr.gate = gate[1];
+		if (pthread_create(&tid, NULL, server_thread, &thr) != 0)
+			c = 'n';
+	} else {
+		pid = fork();
+		if (pid == 0) {
+			close(gate[0]);
+			messip_init();
+			_exit(server(thr.name, gate[1]));
+		}
+		close(gate[1]); /* a child that dies: end of file */
+		gate[1] = -1;
 	}
-	close(gate[1]);
-	if (pid < 0 || read(gate[0], &c, 1) != 1 || c != 'y') {
-		close(gate[0]);
-		return -1;
-	}
+	if (c == 0 && (pid < 0 || read(gate[0], &c, 1) != 1))
+		c = 'n';
 	close(gate[0]);
-	cnx = messip_connect(mgr.ref, "bcli", 5000);
-	ch = cnx ? messip_channel_connect(cnx, name, 5000) : NULL;
-	if (!ch) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &st, 0);
+	if (gate[1] >= 0)
+		close(gate[1]);
+	if (c != 'y') {
+		server_kill(pid);
 		return -1;
 	}
-	if (messip_channel_path(ch) !=
-	    (tcp ? MESSIP_PATH_TCP : MESSIP_PATH_SHM))
+	cnx = messip_connect(mgr.ref, "bcli", 5000);
+	ch = cnx ? messip_channel_connect(cnx, thr.name, 5000) : NULL;
+	if (!ch) {
+		server_kill(pid);
+		return -1;
+	}
+	if (messip_channel_path(ch) != path)
 		fprintf(stderr, "%s: unexpected path\n", label);
 	for (int i = 0; i < TRIALS; i++) {
 		double s = sync_rate(ch), a;
@@ -179,8 +219,7 @@ static int run(const char *label, bool tcp, bool gather)
 		if (s < 0 || a < 0) {
 			fprintf(stderr, "%s: trial failed: %s\n", label,
 				strerror(errno));
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
+			server_kill(pid);
 			return -1;
 		}
 		best_s = s > best_s ? s : best_s;
@@ -190,7 +229,10 @@ static int run(const char *label, bool tcp, bool gather)
 	       "ratio %6.1fx\n",
 	       label, MSG, best_s, window, best_a, best_a / best_s);
 	messip_send(ch, 9, NULL, 0, NULL, NULL, 0, 5000);
-	waitpid(pid, &st, 0);
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	else
+		pthread_join(tid, NULL);
 	messip_disconnect(cnx, 1000);
 	unsetenv("MESSIP_NO_SHM");
 	return 0;
@@ -223,8 +265,10 @@ int main(int argc, char **argv)
 	       "each, sync and async alternating\n",
 	       u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN), TRIALS,
 	       seconds);
-	if (run("tcp", true, false) < 0 || run("tcp+g", true, true) < 0 ||
-	    run("shm", false, false) < 0)
+	if (run("tcp", MESSIP_PATH_TCP, false) < 0 ||
+	    run("tcp+g", MESSIP_PATH_TCP, true) < 0 ||
+	    run("shm", MESSIP_PATH_SHM, false) < 0 ||
+	    run("inproc", MESSIP_PATH_INPROC, false) < 0)
 		rc = 1;
 	mp_mgrproc_stop(&mgr);
 	return rc;

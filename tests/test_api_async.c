@@ -2,23 +2,29 @@
  * test_api_async — asynchronous requests (messip_send_async and friends)
  * and cancellation, with real processes and a real manager.
  *
- * One table of cases, each run twice by the same code: on the same-host
- * shared-memory path and on TCP (MESSIP_NO_SHM=1 in every process):
- * waits and their timeouts, replies in reverse order, 64 requests
- * outstanding, return to sender, cancel before and after the server
- * received the request and racing its reply (every request has exactly
- * one outcome), a synchronous send that times out, the server killed with
- * requests outstanding (ESRCH for each), a classic server (never
- * MESSIP_MSG_CANCELED) beside one that opted in.
+ * One table of cases, each run three times by the same code: on the
+ * same-host shared-memory path, on TCP (MESSIP_NO_SHM=1 in every
+ * process), and on the in-process path (the server is a thread of the
+ * test program): waits and their timeouts, replies in reverse order, 64
+ * requests outstanding, return to sender, cancel before and after the
+ * server received the request and racing its reply (every request has
+ * exactly one outcome), a synchronous send that times out, the server
+ * killed with requests outstanding (ESRCH for each; in-process: its
+ * thread ends), a classic server (never MESSIP_MSG_CANCELED) beside one
+ * that opted in, a client handle closed with requests outstanding.  One
+ * case is the in-process path's own: a client thread that ends with
+ * requests outstanding (withdrawn, MESSIP_MSG_DISMISSED for it).
  *
- * The server (one forked process per case) checks what the client cannot
- * see: every request of the client arrives in the order it was posted
- * (the first 4 bytes of each are a growing sequence number), a
+ * The server (one forked process, or thread, per case) checks what the
+ * client cannot see: every request of the client arrives in the order it
+ * was posted (the first 4 bytes of each are a growing sequence number), a
  * MESSIP_MSG_CANCELED names an index it holds, reported once, and every
- * reply succeeds.  It sends its counts back in the reply to T_QUIT.
+ * reply succeeds (or fails with ESRCH: the client is gone, counted).  It
+ * sends its counts back in the reply to T_QUIT.
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "test_api_util.h"
@@ -28,10 +34,12 @@
 #define T_RACE	3 /* replied 0-2 ms after receipt */
 #define T_BLOCK 4 /* the server sleeps 300 ms, then replies */
 #define T_FLUSH 5 /* reply the held ones, newest first; answer = count */
+#define T_EVENT 6 /* answer = DISCONNECTs + 100 * DISMISSEDs seen */
+#define T_EXIT	7 /* in-process: the server thread ends holding all */
 #define T_QUIT	9 /* answer 0, data: struct stats; the server ends */
 #define MAXHELD 256
 
-enum path { P_SHM, P_TCP };
+enum path { P_SHM, P_TCP, P_INPROC };
 
 static enum path cur;
 static int32_t seq; /* the client's next sequence number */
@@ -41,12 +49,15 @@ struct stats {
 	int32_t canceled;  /* MESSIP_MSG_CANCELED reports */
 	int32_t bad;	   /* violated checks */
 	int32_t last_line; /* source line of the last violation */
+	int32_t gone;	   /* replies that failed with ESRCH */
+	int32_t events;	   /* DISCONNECT + 100 * DISMISSED */
 };
 
 struct srv_arg {
 	char name[48];
 	int opt; /* MESSIP_OPT_CANCELED */
 	struct api_gate ready;
+	messip_cnx_t *cnx; /* the server's (in-process: for T_EXIT) */
 };
 
 struct held {
@@ -62,9 +73,33 @@ struct held {
 		(st)->last_line = __LINE__;                                    \
 	} while (0)
 
+/* CHILD_CHECK for the server: a thread of the test program (in-process)
+ * ends the program through exit(), so that its manager is stopped. */
+#define SRV_CHECK(cond)                                                        \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "%s:%d: server: check failed: %s\n",   \
+				__FILE__, __LINE__, #cond);                    \
+			if (cur == P_INPROC)                                   \
+				exit(1);                                       \
+			_exit(1);                                              \
+		}                                                              \
+	} while (0)
+
 static int want(void)
 {
-	return cur == P_SHM ? MESSIP_PATH_SHM : MESSIP_PATH_TCP;
+	return cur == P_SHM   ? MESSIP_PATH_SHM
+	       : cur == P_TCP ? MESSIP_PATH_TCP
+			      : MESSIP_PATH_INPROC;
+}
+
+/* The server's own generator (mp_test_rand is the client thread's). */
+static unsigned srv_rand(unsigned *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 17;
+	*x ^= *x << 5;
+	return *x;
 }
 
 static int32_t seq_of(const void *buf, int len)
@@ -76,10 +111,18 @@ static int32_t seq_of(const void *buf, int len)
 	return v;
 }
 
+/* A reply that fails with ESRCH: the client is gone (counted). */
+static void reply_check(int r, struct stats *st)
+{
+	if (r == -1 && errno == ESRCH)
+		st->gone++;
+	else if (r != 0)
+		SRV_BAD(st);
+}
+
 static void reply_held(messip_channel_t *ch, struct held *h, struct stats *st)
 {
-	if (messip_reply(ch, h->index, h->seq, &h->seq, 4, 2000) != 0)
-		SRV_BAD(st);
+	reply_check(messip_reply(ch, h->index, h->seq, &h->seq, 4, 2000), st);
 }
 
 static void server(void *p)
@@ -87,21 +130,23 @@ static void server(void *p)
 	struct srv_arg *a = p;
 	static char buf[MESSIP_MAX_MSGLEN];
 	static struct held held[MAXHELD];
-	struct stats st = {0, 0, 0, 0};
+	struct stats st = {0, 0, 0, 0, 0, 0};
 	int nheld = 0;
 	int32_t last = -1;
+	unsigned rnd = 2463534242u;
 	messip_cnx_t *cnx = api_connect("asrv");
 	messip_channel_t *ch;
 
-	CHILD_CHECK(cnx);
+	SRV_CHECK(cnx);
+	a->cnx = cnx;
 	ch = messip_channel_create(cnx, a->name, 5000, 0);
-	CHILD_CHECK(ch);
-	CHILD_CHECK(messip_channel_path(ch) == want());
-	CHILD_CHECK(messip_channel_option(ch, MESSIP_OPT_CANCELED, a->opt) ==
-		    0);
-	CHILD_CHECK(messip_channel_option(ch, 99, 1) == -1 && errno == EINVAL);
-	CHILD_CHECK(messip_channel_option(ch, MESSIP_OPT_GATHER, 1) == -1 &&
-		    errno == EINVAL);
+	SRV_CHECK(ch);
+	SRV_CHECK(messip_channel_path(ch) ==
+		  (cur == P_TCP ? MESSIP_PATH_TCP : MESSIP_PATH_SHM));
+	SRV_CHECK(messip_channel_option(ch, MESSIP_OPT_CANCELED, a->opt) == 0);
+	SRV_CHECK(messip_channel_option(ch, 99, 1) == -1 && errno == EINVAL);
+	SRV_CHECK(messip_channel_option(ch, MESSIP_OPT_GATHER, 1) == -1 &&
+		  errno == EINVAL);
 	api_gate_signal(&a->ready);
 	for (;;) {
 		int64_t now = api_now_ms(), next = now + 50;
@@ -122,7 +167,7 @@ static void server(void *p)
 				   wait > 0 ? wait : 0);
 		if (r == MESSIP_MSG_TIMEOUT)
 			continue;
-		CHILD_CHECK(r != -1);
+		SRV_CHECK(r != -1);
 		if (r == MESSIP_MSG_CANCELED) {
 			int i;
 
@@ -137,6 +182,10 @@ static void server(void *p)
 			st.canceled++;
 			continue;
 		}
+		if (r == MESSIP_MSG_DISCONNECT)
+			st.events++;
+		if (r == MESSIP_MSG_DISMISSED)
+			st.events += 100;
 		if (r < 0)
 			continue; /* DISCONNECT, DISMISSED */
 		st.received++;
@@ -147,24 +196,31 @@ static void server(void *p)
 		switch (type) {
 		case T_HOLD:
 		case T_RACE:
-			CHILD_CHECK(nheld < MAXHELD);
+			SRV_CHECK(nheld < MAXHELD);
 			held[nheld].index = r;
 			held[nheld].seq = s;
 			held[nheld].told = false;
 			held[nheld].due =
 				type == T_HOLD
 					? 0
-					: api_now_ms() + mp_test_rand() % 3;
+					: api_now_ms() + srv_rand(&rnd) % 3;
 			nheld++;
 			break;
 		case T_BLOCK:
 			api_sleep_ms(300);
 			/* fall through */
 		case T_ECHO:
-			if (messip_reply(ch, r, s, buf, ch->datalenr, 2000) !=
-			    0)
+			reply_check(
+				messip_reply(ch, r, s, buf, ch->datalenr, 2000),
+				&st);
+			break;
+		case T_EVENT:
+			if (messip_reply(ch, r, st.events, NULL, 0, 2000) != 0)
 				SRV_BAD(&st);
 			break;
+		case T_EXIT:
+			/* Held requests and this one fail with ESRCH. */
+			pthread_exit(NULL);
 		case T_FLUSH: {
 			int n = 0;
 
@@ -182,8 +238,8 @@ static void server(void *p)
 		case T_QUIT:
 			for (int i = 0; i < nheld; i++)
 				reply_held(ch, &held[i], &st);
-			CHILD_CHECK(messip_reply(ch, r, 0, &st, sizeof(st),
-						 2000) == 0);
+			SRV_CHECK(messip_reply(ch, r, 0, &st, sizeof(st),
+					       2000) == 0);
 			messip_disconnect(cnx, 2000);
 			return;
 		default:
@@ -198,19 +254,33 @@ static void server(void *p)
 
 struct fixture {
 	struct srv_arg a;
-	pid_t pid;
+	pid_t pid;     /* the server's process, or */
+	pthread_t thr; /* in-process: its thread */
 	messip_cnx_t *cnx;
 	messip_channel_t *ch;
 };
 
+static void *server_thread(void *p)
+{
+	server(p);
+	return NULL;
+}
+
 static void start(struct fixture *f, const char *tag, int opt)
 {
+	static const char *const names[] = {"shm", "tcp", "inp"};
+
 	memset(f, 0, sizeof(*f));
-	snprintf(f->a.name, sizeof(f->a.name), "as-%s-%s-%d", tag,
-		 cur == P_SHM ? "shm" : "tcp", opt);
+	snprintf(f->a.name, sizeof(f->a.name), "as-%s-%s-%d", tag, names[cur],
+		 opt);
 	f->a.opt = opt;
 	api_gate_init(&f->a.ready);
-	f->pid = api_fork(server, &f->a);
+	if (cur == P_INPROC) {
+		CU_ASSERT_FATAL(pthread_create(&f->thr, NULL, server_thread,
+					       &f->a) == 0);
+	} else {
+		f->pid = api_fork(server, &f->a);
+	}
 	CU_ASSERT_FATAL(api_gate_wait(&f->a.ready, 10000));
 	f->cnx = api_connect("acli");
 	CU_ASSERT_FATAL(f->cnx != NULL);
@@ -263,10 +333,18 @@ static int32_t sync_send(struct fixture *f, int32_t type)
 	return answer;
 }
 
+/* The server has ended (its process or thread): true if it went well. */
+static bool server_ended(struct fixture *f)
+{
+	if (cur == P_INPROC)
+		return pthread_join(f->thr, NULL) == 0;
+	return api_child_ok(f->pid, 10000);
+}
+
 /* End the server; its counts. */
 static struct stats finish(struct fixture *f)
 {
-	struct stats st = {-1, -1, -1, 0};
+	struct stats st = {-1, -1, -1, 0, -1, -1};
 	int32_t s = seq++, answer = -1;
 
 	CU_ASSERT_EQUAL(messip_send(f->ch, T_QUIT, &s, 4, &answer, &st,
@@ -276,7 +354,7 @@ static struct stats finish(struct fixture *f)
 	if (st.bad)
 		fprintf(stderr, "server: %d bad, last at line %d\n", st.bad,
 			st.last_line);
-	CU_ASSERT(api_child_ok(f->pid, 10000));
+	CU_ASSERT(server_ended(f));
 	messip_disconnect(f->cnx, 2000);
 	api_gate_close(&f->a.ready);
 	return st;
@@ -614,8 +692,18 @@ static void case_server_killed(void)
 		CU_ASSERT_EQUAL(messip_request_wait(e, &answer, NULL, 0, 5000),
 				0);
 	}
-	kill(f.pid, SIGKILL);
-	CU_ASSERT_NOT_EQUAL(mp_test_wait(f.pid, 5000), -1);
+	if (cur == P_INPROC) {
+		/* The server thread ends holding them all (and this). */
+		s = seq++;
+		CU_ASSERT_EQUAL(messip_send(f.ch, T_EXIT, &s, 4, &answer, NULL,
+					    0, 5000),
+				-1);
+		CU_ASSERT_EQUAL(errno, ESRCH);
+		CU_ASSERT(server_ended(&f));
+	} else {
+		kill(f.pid, SIGKILL);
+		CU_ASSERT_NOT_EQUAL(mp_test_wait(f.pid, 5000), -1);
+	}
 	t0 = api_now_ms();
 	for (int i = 0; i < N; i++) {
 		CU_ASSERT_EQUAL(
@@ -623,13 +711,129 @@ static void case_server_killed(void)
 		CU_ASSERT_EQUAL(errno, ESRCH);
 	}
 	CU_ASSERT(api_now_ms() - t0 < 1000);
+	/* In-process, the channel lives on with no thread serving it
+	 * until its connection ends (this thread takes it over). */
+	if (cur == P_INPROC)
+		CU_ASSERT_EQUAL(messip_disconnect(f.a.cnx, 2000), 0);
 	CU_ASSERT_PTR_NULL(messip_send_async(f.ch, T_ECHO, &s, 4, 1000));
 	CU_ASSERT_EQUAL(errno, ESRCH);
 	messip_disconnect(f.cnx, 2000);
 	api_gate_close(&f.a.ready);
 }
 
-/* ---- the table, run on both paths ---------------------------------------- */
+/* Ask the server for the events it saw until `want` of them: true if
+ * they came within 5 s.  *asked counts the requests it took. */
+static bool events_reach(struct fixture *f, int32_t want, int *asked)
+{
+	int64_t end = api_now_ms() + 5000;
+	int32_t n = -1;
+
+	do {
+		if (n >= 0)
+			api_sleep_ms(10);
+		n = sync_send(f, T_EVENT);
+		(*asked)++;
+	} while (n < want && api_now_ms() < end);
+	return n == want;
+}
+
+/* The client handle is closed with requests outstanding: they are
+ * withdrawn (the ones not received never are), the server is told the
+ * client disconnected, and its replies to the held ones are dropped. */
+static void case_close_outstanding(void)
+{
+	enum { N = 3 };
+	struct fixture f;
+	messip_request_t *rq[N], *e;
+	int32_t s[N], se, answer;
+	struct stats st;
+	int asked = 0;
+
+	start(&f, "close", 0);
+	post_n(&f, T_HOLD, 4, rq, s, N);
+	e = post(&f, T_ECHO, 4, &se);
+	CU_ASSERT_FATAL(e != NULL);
+	CU_ASSERT_EQUAL(messip_request_wait(e, &answer, NULL, 0, 5000), 0);
+	CU_ASSERT_EQUAL(messip_channel_disconnect(f.ch, 2000), MESSIP_OK);
+	f.ch = messip_channel_connect(f.cnx, f.a.name, 5000);
+	CU_ASSERT_FATAL(f.ch != NULL);
+	CU_ASSERT_EQUAL(messip_channel_path(f.ch), want());
+	/* One DISCONNECT, no DISMISSED. */
+	CU_ASSERT(events_reach(&f, 1, &asked));
+	CU_ASSERT_EQUAL(sync_send(&f, T_FLUSH), N);
+	st = finish(&f);
+	CU_ASSERT_EQUAL(st.received, N + 1 + asked + 1 + 1);
+	if (cur != P_TCP) /* over TCP a reply may meet the closed link */
+		CU_ASSERT_EQUAL(st.gone, 0);
+}
+
+/* In-process only: a client thread ends with requests outstanding.  They
+ * are withdrawn (held ones reported canceled, queued ones never
+ * received), the server gets one MESSIP_MSG_DISMISSED for the client and
+ * ESRCH for its replies, and a thread that takes the handle over gets
+ * ESRCH from each.  (On the other paths a thread's end changes nothing.)
+ */
+struct exiter {
+	struct fixture *f;
+	messip_request_t *rq[8];
+	int n;
+};
+
+static void *exiter_thread(void *p)
+{
+	struct exiter *x = p;
+	messip_request_t *e;
+	int32_t s, answer = -1;
+
+	for (int i = 0; i < 3; i++)
+		x->rq[x->n++] = post(x->f, T_HOLD, 4, &s);
+	e = post(x->f, T_ECHO, 4, &s);
+	if (messip_request_wait(e, &answer, NULL, 0, 5000) != 0 || answer != s)
+		return NULL; /* n stays 3: the main thread sees it */
+	x->rq[x->n++] = post(x->f, T_BLOCK, 4, &s);
+	api_sleep_ms(50); /* the server sleeps in T_BLOCK */
+	x->rq[x->n++] = post(x->f, T_HOLD, 4, &s);
+	x->rq[x->n++] = post(x->f, T_HOLD, 4, &s);
+	return NULL; /* ends with all six outstanding */
+}
+
+static void case_thread_exit(void)
+{
+	struct fixture f;
+	struct exiter x = {&f, {NULL}, 0};
+	pthread_t t;
+	int32_t answer;
+	struct stats st;
+	int asked = 0;
+
+	start(&f, "texit", 1);
+	CU_ASSERT_FATAL(pthread_create(&t, NULL, exiter_thread, &x) == 0);
+	CU_ASSERT_FATAL(pthread_join(t, NULL) == 0);
+	CU_ASSERT_EQUAL_FATAL(x.n, 6);
+	for (int i = 0; i < x.n; i++)
+		CU_ASSERT_FATAL(x.rq[i] != NULL);
+	/* Taken over by this thread: each has its outcome, ESRCH. */
+	CU_ASSERT_EQUAL(messip_request_cancel(x.rq[0]), 1);
+	for (int i = 0; i < x.n; i++) {
+		CU_ASSERT_EQUAL(
+			messip_request_wait(x.rq[i], &answer, NULL, 0, 0), -1);
+		CU_ASSERT_EQUAL(errno, ESRCH);
+	}
+	CU_ASSERT(events_reach(&f, 100, &asked));   /* one DISMISSED */
+	CU_ASSERT_EQUAL(sync_send(&f, T_FLUSH), 3); /* the three held */
+	/* The handle serves on. */
+	CU_ASSERT_EQUAL(sync_send(&f, T_ECHO), seq - 1);
+	st = finish(&f);
+	/* 3 HOLD, ECHO, BLOCK (unless withdrawn before the server took it:
+	 * then its reply did not fail), the EVENT polls, FLUSH, ECHO, QUIT;
+	 * the last two HOLDs never. */
+	CU_ASSERT_EQUAL(st.received, 3 + 1 + (st.gone - 3) + asked + 3);
+	CU_ASSERT(st.gone == 3 || st.gone == 4);
+	CU_ASSERT_EQUAL(st.canceled, 3);
+	CU_ASSERT_EQUAL(st.events, 100);
+}
+
+/* ---- the table, run on every path ---------------------------------------- */
 
 #define BOTH(fn)                                                               \
 	static void fn##_shm(void)                                             \
@@ -644,6 +848,12 @@ static void case_server_killed(void)
 		setenv("MESSIP_NO_SHM", "1", 1);                               \
 		fn();                                                          \
 		unsetenv("MESSIP_NO_SHM");                                     \
+	}                                                                      \
+	static void fn##_inproc(void)                                          \
+	{                                                                      \
+		cur = P_INPROC;                                                \
+		unsetenv("MESSIP_NO_SHM");                                     \
+		fn();                                                          \
 	}
 
 BOTH(case_wait)
@@ -656,11 +866,19 @@ BOTH(case_cancel_classic)
 BOTH(case_race_opt)
 BOTH(case_race_classic)
 BOTH(case_server_killed)
+BOTH(case_close_outstanding)
+
+static void case_thread_exit_inproc(void)
+{
+	cur = P_INPROC;
+	unsetenv("MESSIP_NO_SHM");
+	case_thread_exit();
+}
 
 #define ROW(fn, what)                                                          \
-	{"shm: " what, fn##_shm},                                              \
+	{"shm: " what, fn##_shm}, {"tcp: " what, fn##_tcp},                    \
 	{                                                                      \
-		"tcp: " what, fn##_tcp                                         \
+		"inproc: " what, fn##_inproc                                   \
 	}
 
 static const struct mp_test_case tests[] = {
@@ -675,6 +893,9 @@ static const struct mp_test_case tests[] = {
 	ROW(case_race_opt, "cancel racing the reply: one outcome (opted in)"),
 	ROW(case_race_classic, "cancel racing the reply: classic server"),
 	ROW(case_server_killed, "server killed: ESRCH for each request"),
+	ROW(case_close_outstanding, "handle closed with requests outstanding"),
+	{"inproc: client thread ends with requests outstanding: DISMISSED",
+	 case_thread_exit_inproc},
 	MP_TEST_END};
 
 int main(void)
