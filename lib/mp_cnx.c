@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "messip.h"
+#include "mp_alloc.h"
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
@@ -893,7 +894,7 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 	struct messip_cnx *cnx;
 	int port, rc, n = 0;
 
-	cnx = calloc(1, sizeof(*cnx));
+	cnx = mp_calloc(1, sizeof(*cnx));
 	if (!cnx)
 		return mp_fail_ptr(-ENOMEM);
 	cnx->magic = MP_CNX_MAGIC;

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mp_alloc.h"
 #include "mp_link.h"
 #include "mp_sock.h"
 #include "mp_time.h"
@@ -71,7 +72,7 @@ static int reserve(struct mp_link *l, size_t need)
 		cap = MP_LINK_FRAME_MAX(l->max_data);
 	if (cap - l->in_len < need)
 		return -EMSGSIZE;
-	p = realloc(l->in, cap);
+	p = mp_realloc(l->in, cap);
 	if (!p)
 		return -ENOMEM;
 	l->in = p;
@@ -301,7 +302,7 @@ static int stash(struct mp_link *l, const struct iovec *iov, int cnt,
 		 size_t done, size_t total)
 {
 	size_t left = total - done, pos = 0;
-	uint8_t *p = malloc(left);
+	uint8_t *p = mp_alloc(left);
 
 	if (!p)
 		return -ENOMEM;

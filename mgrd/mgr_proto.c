@@ -14,6 +14,7 @@
 #include "mgr_deliver.h"
 #include "mgr_log.h"
 #include "mgr_proto.h"
+#include "mp_alloc.h"
 #include "mp_time.h"
 
 #define PARK             1
@@ -217,7 +218,7 @@ static int locate_add(struct mgr_worker *w, struct mgr_conn *c,
 
 	if (c->nlocate >= MAX_LOCATES_CONN)
 		return -ENOSPC;
-	l = calloc(1, sizeof(*l));
+	l = mp_calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
 	l->conn = c;
