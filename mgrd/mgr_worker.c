@@ -408,6 +408,10 @@ static void tick(struct mgr_worker *w)
 	if (w->locates)
 		mgr_proto_locates(w, 0);
 	mgr_state_housekeep(w->st, w->now);
+	if (w->deliver_blocked) {
+		w->deliver_blocked = 0;
+		mgr_deliver_all(w);
+	}
 	if (w->events_blocked)
 		mgr_deliver_events(w);
 	if (getppid() != w->master_pid)

@@ -54,6 +54,7 @@ struct mgr_worker {
 	struct mgr_locate *locates;
 	uint32_t nparked;           /* connections with a parked BSEND */
 	int events_blocked;         /* an event waits for output room */
+	int deliver_blocked;        /* a record waits for memory */
 	struct mgr_ratelimit accept_rl;
 	struct mgr_ratelimit peer_rl;   /* per-peer warnings (bad input...) */
 };

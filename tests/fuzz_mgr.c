@@ -189,17 +189,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			if (act == MP_SCRIPT_EOF)
 				mp_mgrloop_feed(h, p->c, p->fd, NULL, 0, 1);
 			if (mp_mgrloop_alive(h, p->c)) {
-				/* Gone for good: the worker sees the hang-up
-				 * (or EOF) on its next look. */
-				mp_mgrloop_hangup(h, p->fd);
-				p->fd = -1;
-				mgr_worker_serve(&h->w, p->c,
-						 EPOLLIN | EPOLLHUP |
-							 EPOLLRDHUP);
-				mp_mgrloop_pass(h, 0);
-				if (mp_mgrloop_alive(h, p->c))
+				/* Gone for good: the worker must close it. */
+				if (mp_mgrloop_hangup(h, p->fd, p->c))
 					FZ_FAIL("fuzz_mgr",
 						"connection outlived its peer");
+				p->fd = -1;
 				p->c = NULL;
 			} else {
 				peer_gone(h, p);
@@ -228,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 	reap(h, peers);
 	for (int i = 0; i < MP_SCRIPT_CONNS; i++)
 		if (peers[i].fd >= 0)
-			mp_mgrloop_hangup(h, peers[i].fd);
+			mp_mgrloop_hangup(h, peers[i].fd, NULL);
 	mp_mgrloop_reset(h);
 	return 0;
 }

@@ -200,12 +200,18 @@ void mp_mgrloop_release(struct mp_mgrloop *h, int fd)
 	p->busy = 0;
 }
 
-void mp_mgrloop_hangup(struct mp_mgrloop *h, int fd)
+int mp_mgrloop_hangup(struct mp_mgrloop *h, int fd, struct mgr_conn *c)
 {
 	struct mp_mgrloop_pair *p = pair_of(h, fd);
 
 	if (p)
 		pair_close(p);
+	if (!c || !mp_mgrloop_alive(h, c))
+		return 0;
+	h->w.now = mp_time_now_ns();
+	mgr_worker_serve(&h->w, c, EPOLLIN | EPOLLHUP | EPOLLRDHUP);
+	mgr_worker_end_pass(&h->w, 0);
+	return mp_mgrloop_alive(h, c);
 }
 
 int mp_mgrloop_alive(struct mp_mgrloop *h, const struct mgr_conn *c)

@@ -83,9 +83,10 @@ int mp_mgrloop_connect(struct mp_mgrloop *h, struct mgr_conn **c);
  */
 void mp_mgrloop_release(struct mp_mgrloop *h, int fd);
 
-/* The peer closes fd at once (the worker sees the hang-up when it next
- * looks); fd is released. */
-void mp_mgrloop_hangup(struct mp_mgrloop *h, int fd);
+/* The peer closes fd at once and fd is released; if c (its connection)
+ * is still alive, the worker looks at it and sees the hang-up.  Returns 1
+ * if c survived that (a bug: the worker must close it). */
+int mp_mgrloop_hangup(struct mp_mgrloop *h, int fd, struct mgr_conn *c);
 
 /* 1 while c is still one of the worker's connections. */
 int mp_mgrloop_alive(struct mp_mgrloop *h, const struct mgr_conn *c);
