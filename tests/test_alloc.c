@@ -354,11 +354,187 @@ static void test_mgr_worker_every_allocation_fails(void)
 	mp_mgrloop_stop(&loop);
 }
 
+/* ---- the library ------------------------------------------------------------ */
+
+#define T_ECHO 1     /* echo it back */
+#define T_CALLME 2   /* reply, then send T_PING to the channel named */
+#define T_PING 3
+#define T_QUIT 99
+
+/* The server process (no hook armed in it): echoes, and calls back. */
+static void echo_server(void *arg)
+{
+	struct api_gate *ready = arg;
+	messip_cnx_t *cnx = api_connect("echo");
+	messip_channel_t *ch;
+
+	CHILD_CHECK(cnx != NULL);
+	ch = messip_channel_create(cnx, "alloc-echo", 2000, 0);
+	CHILD_CHECK(ch != NULL);
+	api_gate_signal(ready);
+	for (;;) {
+		char buf[256], name[64];
+		int32_t type = 0, ans;
+		int idx = messip_receive(ch, &type, buf, sizeof(buf) - 1, -1);
+
+		if (idx < 0)
+			continue;
+		if (type == T_QUIT) {
+			messip_reply(ch, idx, 0, NULL, 0, 1000);
+			break;
+		}
+		if (type != T_CALLME) {
+			messip_reply(ch, idx, type, buf, ch->datalenr, 1000);
+			continue;
+		}
+		buf[ch->datalenr < 63 ? ch->datalenr : 63] = 0;
+		memcpy(name, buf, 64);
+		messip_reply(ch, idx, 0, NULL, 0, 1000);
+		messip_channel_t *cc = messip_channel_connect(cnx, name, 1000);
+
+		if (cc) {
+			messip_send(cc, T_PING, "ping", 4, &ans, buf,
+				    sizeof(buf), 1000);
+			messip_channel_disconnect(cc, 1000);
+		}
+	}
+	messip_disconnect(cnx, 2000);
+}
+
+/* A step of the library session: stop at the first failure, which must
+ * be ENOMEM (errno is cleared before each step). */
+#define LSTEP(cond)                                                            \
+	do {                                                                   \
+		errno = 0;                                                     \
+		if (!(cond)) {                                                 \
+			if (errno != ENOMEM) {                                 \
+				fprintf(stderr, "library step %s: %s\n",       \
+					#cond, strerror(errno));               \
+				rc = -1;                                       \
+			}                                                      \
+			goto out;                                              \
+		}                                                              \
+	} while (0)
+
+/* 1 complete, 0 stopped by ENOMEM, -1 anything else. */
+static int lib_session(void)
+{
+	messip_cnx_t *cnx = NULL;
+	messip_channel_t *own = NULL, *echo = NULL;
+	char buf[64];
+	int32_t ans = 0, type = 0;
+	int rc = 0, idx = -1;
+
+	LSTEP((cnx = api_connect("alloc")) != NULL);
+	LSTEP((own = messip_channel_create(cnx, "alloc-own", 2000, 0)) !=
+	      NULL);
+	LSTEP((echo = messip_channel_connect(cnx, "alloc-echo", 2000)) !=
+	      NULL);
+	LSTEP(messip_send(echo, T_ECHO, "hello", 5, &ans, buf, sizeof(buf),
+			  2000) == 0);
+	if (ans != T_ECHO || echo->datalenr != 5 || memcmp(buf, "hello", 5)) {
+		fprintf(stderr, "library: wrong echo\n");
+		rc = -1;
+		goto out;
+	}
+	LSTEP(messip_buffered_send(echo, 5, "buffered", 8, 2000) >= 0);
+	LSTEP(messip_send(echo, T_CALLME, "alloc-own", 9, &ans, NULL, 0,
+			  2000) == 0);
+	idx = messip_receive(own, &type, buf, sizeof(buf), 3000);
+	if (idx == MESSIP_MSG_DISCONNECT && mp_alloc_failed()) {
+		/* The call-back never came: this server dropped the
+		 * caller's link when it could not take its request (out of
+		 * memory), the caller saw ESRCH and went away. */
+		goto out;
+	}
+	LSTEP(idx >= 0);
+	if (type != T_PING || own->datalenr != 4) {
+		fprintf(stderr, "library: received %d type %d\n", idx, type);
+		rc = -1;
+		goto out;
+	}
+	LSTEP(messip_reply(own, idx, 7, "pong", 4, 2000) == 0);
+	rc = 1;
+out:
+	/* Cleanup may meet the failure too: it must free all the same. */
+	if (echo)
+		messip_channel_disconnect(echo, 2000);
+	if (cnx)
+		messip_disconnect(cnx, 2000);
+	return rc;
+}
+
+static void lib_every_allocation_fails(const char *mode)
+{
+	struct api_gate ready;
+	messip_cnx_t *cnx;
+	messip_channel_t *echo;
+	pid_t srv;
+	uint64_t n;
+	int fired = 1, failures = 0, completed = 0;
+
+	api_start_mgr(1, NULL);
+	api_gate_init(&ready);
+	srv = api_fork(echo_server, &ready);
+	CU_ASSERT_FATAL(api_gate_wait(&ready, 5000));
+	for (n = 1; n <= MAX_N && fired; n++) {
+		int rc;
+
+		mp_alloc_fail_nth(n);
+		rc = lib_session();
+		fired = mp_alloc_failed();
+		mp_alloc_fail_nth(0);
+		if (rc < 0 || (!fired && rc != 1)) {
+			fprintf(stderr, "%s n=%llu: session %d (fired %d)\n",
+				mode, (unsigned long long)n, rc, fired);
+			failures++;
+		}
+		completed += rc == 1;
+	}
+	printf("library session (%s): %llu allocations, each failed once; "
+	       "%d sessions completed anyway\n",
+	       mode, (unsigned long long)(n - 2), completed);
+	CU_ASSERT(!fired);
+	CU_ASSERT(n > 3);
+	CU_ASSERT(failures == 0);
+	/* The server is unharmed and still answers. */
+	cnx = api_connect("alloc");
+	CU_ASSERT_FATAL(cnx != NULL);
+	echo = messip_channel_connect(cnx, "alloc-echo", 2000);
+	CU_ASSERT(echo != NULL);
+	if (echo)
+		CU_ASSERT(messip_send(echo, T_QUIT, NULL, 0, NULL, NULL, 0,
+				      2000) == 0);
+	messip_disconnect(cnx, 2000);
+	CU_ASSERT(api_child_ok(srv, 5000));
+	api_gate_close(&ready);
+	api_stop_mgr();
+}
+
+static void test_lib_every_allocation_fails_shm(void)
+{
+	unsetenv("MESSIP_NO_SHM");
+	lib_every_allocation_fails("same-host path");
+}
+
+static void test_lib_every_allocation_fails_tcp(void)
+{
+	setenv("MESSIP_NO_SHM", "1", 1);
+	lib_every_allocation_fails("TCP path");
+	unsetenv("MESSIP_NO_SHM");
+}
+
 static const struct mp_test_case tests[] = {
 	{"codec: encode and decode allocate nothing",
 	 test_codec_allocates_nothing},
 	{"manager worker: every allocation of a session fails in turn",
 	 test_mgr_worker_every_allocation_fails},
+	{"library: every allocation of connect/create/send/receive/reply "
+	 "fails in turn (same-host path)",
+	 test_lib_every_allocation_fails_shm},
+	{"library: every allocation of connect/create/send/receive/reply "
+	 "fails in turn (TCP path)",
+	 test_lib_every_allocation_fails_tcp},
 	MP_TEST_END,
 };
 
