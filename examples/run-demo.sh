@@ -1,6 +1,8 @@
 #!/bin/sh
 # run-demo.sh MGR_BINARY EXAMPLE... — run the examples against a manager
 # started here on a free loopback port; exit 1 if any example fails.
+# MP_DEMO_WRAP, if set, is a command put before each example (make
+# demo-valgrind runs them under valgrind's memcheck that way).
 set -u
 mgr=$1
 shift
@@ -64,7 +66,7 @@ for ex in "$@"; do
 	args=
 	[ "$name" = ex_throughput ] && args="-t 0.5 0 1024 65536"
 	echo "==== $name $args"
-	if ./"$ex" $args; then
+	if ${MP_DEMO_WRAP:-} ./"$ex" $args; then
 		echo "==== $name: ok"
 	else
 		echo "==== $name: FAILED"
@@ -72,7 +74,7 @@ for ex in "$@"; do
 	fi
 	if [ "$name" = ex_throughput ]; then
 		echo "==== $name -b $args"
-		if ./"$ex" -b $args; then
+		if ${MP_DEMO_WRAP:-} ./"$ex" -b $args; then
 			echo "==== $name -b: ok"
 		else
 			echo "==== $name -b: FAILED"

@@ -241,6 +241,27 @@ static int pidfd_open_(pid_t pid)
 #endif
 }
 
+/* 1 when pid is a zombie (exited, not yet reaped), from /proc. */
+static int pid_zombie(pid_t pid)
+{
+	char path[48], buf[256], *rp;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	/* "pid (comm) S ...": the state follows the last ')'. */
+	rp = strrchr(buf, ')');
+	return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
 /* 1 alive, 0 gone, for a pid with an optional pidfd on it. */
 static int pid_alive(pid_t pid, int pidfd)
 {
@@ -254,9 +275,12 @@ static int pid_alive(pid_t pid, int pidfd)
 			return 0;
 		return 1;
 	}
-	if (kill(pid, 0) == 0 || errno == EPERM)
-		return 1;
-	return 0;
+	if (kill(pid, 0) < 0 && errno != EPERM)
+		return 0;
+	/* Without a pidfd (a kernel before 5.3, or valgrind, which lacks
+	 * pidfd_open) kill() still finds a process that exited and was not
+	 * reaped yet: a zombie is gone too. */
+	return !pid_zombie(pid);
 }
 
 /* ---- layout --------------------------------------------------------- */
