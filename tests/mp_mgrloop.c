@@ -91,7 +91,7 @@ static void pair_close(struct mp_mgrloop_pair *p)
 	if (p->pfd >= 0)
 		close(p->pfd);
 	p->wfd = p->pfd = -1;
-	p->busy = p->burned = p->used = 0;
+	p->busy = p->burned = p->next_fd = 0;
 }
 
 void mp_mgrloop_stop(struct mp_mgrloop *h)
@@ -122,54 +122,66 @@ void mp_mgrloop_reset(struct mp_mgrloop *h)
 	st->self_epoch = __atomic_load_n(&st->workers[0].epoch,
 					 __ATOMIC_ACQUIRE);
 	memset(reg_conn, 0, st->lay.max_regs * sizeof(*reg_conn));
-	/* The epoll set still holds the connections of reused pairs (a
+	/* The epoll set still holds the connections of pooled pairs (a
 	 * registration lasts as long as its socket): start a new one. */
 	close(h->w.epfd);
 	h->w0.epfd = epoll_create1(EPOLL_CLOEXEC);
 	h->w = h->w0;
 	h->w.reg_conn = reg_conn;
 	for (int i = 0; i < MP_MGRLOOP_POOL; i++)
-		h->pool[i].used = 0;
+		h->pool[i].next_fd = 0;
+}
+
+/* A new socketpair for place p. */
+static int pair_open(struct mp_mgrloop_pair *p)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		       sv) < 0)
+		return -errno;
+	p->wfd = sv[0];
+	p->pfd = sv[1];
+	p->next_fd = 0;
+	return 0;
 }
 
 int mp_mgrloop_connect(struct mp_mgrloop *h, struct mgr_conn **c)
 {
 	struct mp_mgrloop_pair *p = NULL;
-	int sv[2], wfd;
+	int wfd, rc;
 
-	/* A clean pair; else an empty place; else a used one (its socket
-	 * is closed for good, and with it its epoll registration). */
+	/* A pair to reuse, else an empty place. */
 	for (int i = 0; i < MP_MGRLOOP_POOL && !p; i++)
-		if (!h->pool[i].busy && !h->pool[i].used &&
-		    h->pool[i].wfd >= 0)
+		if (!h->pool[i].busy && h->pool[i].wfd >= 0)
 			p = &h->pool[i];
 	for (int i = 0; i < MP_MGRLOOP_POOL && !p; i++)
 		if (h->pool[i].wfd < 0)
 			p = &h->pool[i];
-	for (int i = 0; i < MP_MGRLOOP_POOL && !p; i++)
-		if (!h->pool[i].busy) {
-			p = &h->pool[i];
-			pair_close(p);
-		}
 	if (!p)
 		return -EMFILE;
-	if (p->wfd < 0) {
-		if (socketpair(AF_UNIX,
-			       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-			       sv) < 0)
+	if (p->wfd < 0 && (rc = pair_open(p)) < 0)
+		return rc;
+	/* The worker's epoll set keeps a registration per (descriptor
+	 * number, socket) until the socket closes, which a pooled one does
+	 * not: each dup of it gets a number above the ones it had since
+	 * the set was made, so that adding it again cannot collide.  Out
+	 * of numbers: a new pair. */
+	wfd = fcntl(p->wfd, F_DUPFD_CLOEXEC, p->next_fd);
+	if (wfd < 0) {
+		pair_close(p);
+		if ((rc = pair_open(p)) < 0)
+			return rc;
+		wfd = fcntl(p->wfd, F_DUPFD_CLOEXEC, 0);
+		if (wfd < 0)
 			return -errno;
-		p->wfd = sv[0];
-		p->pfd = sv[1];
 	}
-	wfd = fcntl(p->wfd, F_DUPFD_CLOEXEC, 0);
-	if (wfd < 0)
-		return -errno;
+	p->next_fd = wfd + 1;
 	h->w.now = mp_time_now_ns();
 	*c = mgr_worker_adopt(&h->w, wfd, "fuzz");
 	if (!*c)
 		return -ENOMEM;
 	p->busy = 1;
-	p->used = 1;
 	return p->pfd;
 }
 

@@ -31,9 +31,9 @@ struct mp_mgrloop_pair {
 	int wfd, pfd;   /* worker side (original), peer side; -1: none */
 	int busy;       /* handed out */
 	int burned;     /* shut down or hung up: not reusable */
-	int used;       /* handed out since the last reset: its socket may
-			   still be in the worker's epoll set, so it is not
-			   handed out again before the next reset */
+	int next_fd;    /* lowest descriptor number for its next dup (the
+			   ones below may still be in the worker's epoll
+			   set, see mp_mgrloop_connect) */
 };
 
 struct mp_mgrloop {
