@@ -1,6 +1,10 @@
 #!/bin/sh
 # run-demo.sh MGR_BINARY EXAMPLE... — run the examples against a manager
 # started here on a free loopback port; exit 1 if any example fails.
+# MP_DEMO_WRAP, if set, is a command put before each example, and
+# MP_DEMO_MGR_VALGRIND one (valgrind and its options) put before the
+# manager, whose processes then log to $tmp/vg-mgr.<pid>.log: anything
+# logged fails the demo (make demo-valgrind runs both under memcheck).
 set -u
 mgr=$1
 shift
@@ -17,9 +21,21 @@ cleanup() {
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 	fi
+	pid=
+	if [ -n "${MP_DEMO_MGR_VALGRIND:-}" ]; then
+		sleep 1 # workers exit after the master
+		for f in "$tmp"/vg-mgr.*.log; do
+			[ -s "$f" ] || continue
+			echo "demo: memcheck on the manager ($f):" >&2
+			cat "$f" >&2
+			mgr_bad=1
+		done
+	fi
 	rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+mgr_bad=0
+trap 'cleanup; [ $mgr_bad = 0 ] || exit 1' EXIT
+trap 'exit 1' INT TERM
 
 # A port nobody listens on: try a few until the manager comes up.
 started=0
@@ -31,7 +47,9 @@ status_listen off
 workers 2
 log_level info
 CONF
-	"$mgr" -f -c "$tmp/mgr.conf" 2> "$tmp/mgr.log" &
+	${MP_DEMO_MGR_VALGRIND:+$MP_DEMO_MGR_VALGRIND \
+		--log-file=$tmp/vg-mgr.%p.log} \
+		"$mgr" -f -c "$tmp/mgr.conf" 2> "$tmp/mgr.log" &
 	pid=$!
 	i=0
 	while [ $i -lt 50 ]; do
@@ -64,7 +82,7 @@ for ex in "$@"; do
 	args=
 	[ "$name" = ex_throughput ] && args="-t 0.5 0 1024 65536"
 	echo "==== $name $args"
-	if ./"$ex" $args; then
+	if ${MP_DEMO_WRAP:-} ./"$ex" $args; then
 		echo "==== $name: ok"
 	else
 		echo "==== $name: FAILED"
@@ -72,7 +90,7 @@ for ex in "$@"; do
 	fi
 	if [ "$name" = ex_throughput ]; then
 		echo "==== $name -b $args"
-		if ./"$ex" -b $args; then
+		if ${MP_DEMO_WRAP:-} ./"$ex" -b $args; then
 			echo "==== $name -b: ok"
 		else
 			echo "==== $name -b: FAILED"

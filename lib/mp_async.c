@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "messip.h"
+#include "mp_alloc.h"
 #include "mp_async.h"
 #include "mp_chan.h"
 #include "mp_chseg.h"
@@ -114,7 +115,7 @@ static void own_reply(struct messip_request *q, int fail)
 		q->answer = q->r.answer;
 		q->rlen = q->r.rlen;
 		if (q->rlen) {
-			copy = malloc(q->rlen);
+			copy = mp_alloc(q->rlen);
 			if (copy)
 				memcpy(copy, q->r.rdata, q->rlen);
 		}
@@ -159,7 +160,7 @@ bool mp_async_stash(struct messip_channel_priv *c, const struct mp_wire_msg *m)
 		q->answer = m->a;
 		q->rlen = m->datalen;
 		if (m->datalen) {
-			q->reply = malloc(m->datalen);
+			q->reply = mp_alloc(m->datalen);
 			if (!q->reply) {
 				q->state = RQ_FAILED;
 				q->err = -ENOMEM;
@@ -215,7 +216,7 @@ static int ip_settle(struct messip_request *q)
 	if (rc == -ETIMEDOUT)
 		return rc;
 	if (rc == 0 && len) {
-		q->reply = malloc(len);
+		q->reply = mp_alloc(len);
 		if (q->reply)
 			memcpy(q->reply, data, len);
 		else
@@ -391,7 +392,7 @@ static messip_request_t *post(messip_channel_t *ch, int32_t type,
 	rc = mp_inproc_cli_active(c) ? 0 : mp_local_cli_ready(c, msec_timeout);
 	if (rc < 0)
 		return mp_fail_ptr(rc);
-	q = calloc(1, sizeof(*q));
+	q = mp_calloc(1, sizeof(*q));
 	if (!q)
 		return mp_fail_ptr(-ENOMEM);
 	if (mp_inproc_cli_active(c)) {

@@ -16,6 +16,7 @@
 
 #include "messip.h"
 #include "mp_async.h"
+#include "mp_alloc.h"
 #include "mp_chan.h"
 #include "mp_cli.h"
 #include "mp_cnx.h"
@@ -62,7 +63,7 @@ int mp_chan_check_name(const char *name)
 static struct messip_channel_priv *chan_new(struct messip_cnx *cnx,
 					    const char *name, bool server)
 {
-	struct mp_chan_block *b = calloc(1, sizeof(*b));
+	struct mp_chan_block *b = mp_calloc(1, sizeof(*b));
 	struct messip_channel_priv *c;
 
 	if (!b)

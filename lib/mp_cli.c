@@ -126,6 +126,8 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 				;
 		}
 		try_read = true;
+		if (rc == -ENOMEM)
+			return rc; /* nothing was read: the link is intact */
 		if (rc < 0) {
 			link_gone(c, rc == -EPIPE ? NULL : "bad frame");
 			return rc == -EPIPE ? -ESRCH : -EPROTO;
@@ -161,6 +163,8 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 			 * at when it times out, every MP_READ_WAIT_MS. */
 			rc = cli_fill(l, d, true);
 			waited = true;
+			if (rc == -ENOMEM)
+				return rc;
 			if (rc < 0) {
 				link_gone(c, rc == -EPIPE ? NULL : "bad frame");
 				return rc == -EPIPE ? -ESRCH : -EPROTO;
@@ -469,10 +473,10 @@ static int cli_send(struct messip_channel_priv *c, int32_t type,
 	}
 	rc = cli_wait_into(c, MP_OP_REPLY, reqid, &m, deadline,
 			   use_direct ? &direct : NULL);
-	if (rc == -ETIMEDOUT) {
+	if (rc == -ETIMEDOUT || rc == -ENOMEM) {
 		/* Withdraw it; its reply, if any, is dropped by reqid. */
 		mp_cli_cancel(c, reqid);
-		return -ETIMEDOUT;
+		return rc;
 	}
 	if (rc < 0)
 		return rc;

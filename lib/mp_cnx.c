@@ -30,6 +30,7 @@
 
 #include "messip.h"
 #include "mp_auth.h"
+#include "mp_alloc.h"
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
@@ -692,7 +693,7 @@ static int pipe_room(struct mp_pipe *p, size_t n)
 		p->off = 0;
 	}
 	if (!p->fr) {
-		p->fr = calloc(PIPE_MAX_FRAMES, sizeof(*p->fr));
+		p->fr = mp_calloc(PIPE_MAX_FRAMES, sizeof(*p->fr));
 		if (!p->fr)
 			return -ENOMEM;
 	}
@@ -701,7 +702,7 @@ static int pipe_room(struct mp_pipe *p, size_t n)
 	cap = p->cap ? p->cap : 64 * 1024;
 	while (cap - p->len < n)
 		cap *= 2;
-	b = realloc(p->buf, cap);
+	b = mp_realloc(p->buf, cap);
 	if (!b)
 		return -ENOMEM;
 	p->buf = b;
@@ -1689,7 +1690,7 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 	struct messip_cnx *cnx;
 	int port, rc, n = 0;
 
-	cnx = calloc(1, sizeof(*cnx));
+	cnx = mp_calloc(1, sizeof(*cnx));
 	if (!cnx)
 		return mp_fail_ptr(-ENOMEM);
 	cnx->magic = MP_CNX_MAGIC;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "messip.h"
+#include "mp_alloc.h"
 #include "mp_cnx.h"
 #include "mp_futex.h"
 #include "mp_inproc.h"
@@ -151,7 +152,7 @@ static bool thr_key_ok;
 
 static struct mp_inproc_req *req_new(int kind, size_t cap)
 {
-	struct mp_inproc_req *r = malloc(sizeof(*r) + cap);
+	struct mp_inproc_req *r = mp_alloc(sizeof(*r) + cap);
 
 	if (!r)
 		return NULL;
@@ -288,7 +289,7 @@ static void hold(struct mp_inproc_req *r, int w)
 		return;
 	t = pthread_getspecific(thr_key);
 	if (!t) {
-		t = calloc(1, sizeof(*t));
+		t = mp_calloc(1, sizeof(*t));
 		if (!t || pthread_setspecific(thr_key, t) != 0) {
 			free(t);
 			return;
@@ -463,7 +464,7 @@ static bool disabled(void)
 
 static struct mp_inproc *state_new(struct messip_channel_priv *c)
 {
-	struct mp_inproc *P = calloc(1, sizeof(*P));
+	struct mp_inproc *P = mp_calloc(1, sizeof(*P));
 
 	if (P) {
 		P->server = c->server;
@@ -481,7 +482,7 @@ int mp_inproc_srv_open(struct messip_channel_priv *c, int32_t maxbuf)
 	if (disabled())
 		return 0;
 	pthread_once(&reg_once, reg_init);
-	b = calloc(1, sizeof(*b));
+	b = mp_calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	if (pthread_mutex_init(&b->lock, NULL) != 0) {
@@ -903,7 +904,7 @@ static int put_reply(struct mp_inproc_req *r, const struct iovec *iov,
 	}
 	if (total && !one) {
 		/* Several pieces: gather them once. */
-		tmp = malloc(total);
+		tmp = mp_alloc(total);
 		if (!tmp)
 			return -ENOMEM;
 		for (int i = 0, off = 0; i < iovcnt; i++) {
@@ -926,7 +927,7 @@ static int put_reply(struct mp_inproc_req *r, const struct iovec *iov,
 		r->rcap = total;
 	} else if (total) {
 		if (r->rcap < total || !r->rbuf) {
-			void *nb = malloc(total);
+			void *nb = mp_alloc(total);
 
 			if (!nb)
 				return -ENOMEM;
@@ -978,7 +979,7 @@ void *mp_inproc_reply_loan(struct messip_channel_priv *c, int index, size_t len)
 	 * until the reply publishes it. */
 	if (r->rbuf && r->rcap >= len)
 		return r->rbuf;
-	nb = malloc(len ? len : 1);
+	nb = mp_alloc(len ? len : 1);
 	if (!nb) {
 		errno = ENOMEM;
 		return NULL;

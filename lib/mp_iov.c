@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_alloc.h"
 #include "mp_iov.h"
 #include "mp_priv.h"
 
@@ -45,7 +46,7 @@ int mp_iov_put(const struct mp_iov_sink *s, const void *data, uint32_t len,
 	if (s->maxlen == 0 && s->buf) {
 		/* Dynamic mode: at least one byte, so the pointer is never
 		 * NULL and always free()-able. */
-		void *copy = malloc(len ? len : 1);
+		void *copy = mp_alloc(len ? len : 1);
 
 		if (!copy)
 			return -ENOMEM;

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mp_alloc.h"
 #include "mp_link.h"
 #include "mp_sock.h"
 #include "mp_time.h"
@@ -72,7 +73,7 @@ static int reserve(struct mp_link *l, size_t need)
 		cap = MP_LINK_FRAME_MAX(l->max_data);
 	if (cap - l->in_len < need)
 		return -EMSGSIZE;
-	p = realloc(l->in, cap);
+	p = mp_realloc(l->in, cap);
 	if (!p)
 		return -ENOMEM;
 	l->in = p;
@@ -302,7 +303,7 @@ static int stash(struct mp_link *l, const struct iovec *iov, int cnt,
 		 size_t done, size_t total)
 {
 	size_t left = total - done, pos = 0;
-	uint8_t *p = malloc(left);
+	uint8_t *p = mp_alloc(left);
 
 	if (!p)
 		return -ENOMEM;
@@ -413,7 +414,7 @@ int mp_link_queue(struct mp_link *l, const struct mp_wire_msg *m,
 
 		while (cap < need)
 			cap *= 2;
-		p = realloc(l->out, cap);
+		p = mp_realloc(l->out, cap);
 		if (!p)
 			return -ENOMEM;
 		l->out = p;

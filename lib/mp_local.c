@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "messip.h"
+#include "mp_alloc.h"
 #include "mp_chan.h"
 #include "mp_chseg.h"
 #include "mp_cli.h"
@@ -181,7 +182,7 @@ static struct mp_local *local_get(struct messip_channel_priv *c)
 
 	if (L)
 		return L;
-	L = calloc(1, sizeof(*L));
+	L = mp_calloc(1, sizeof(*L));
 	if (!L)
 		return NULL;
 	L->server = c->server;
@@ -198,7 +199,7 @@ static struct mp_local *local_get(struct messip_channel_priv *c)
 static uint8_t *scratch(struct mp_local *L)
 {
 	if (!L->scratch)
-		L->scratch = malloc(MESSIP_MAX_MSGLEN);
+		L->scratch = mp_alloc(MESSIP_MAX_MSGLEN);
 	return L->scratch;
 }
 
@@ -274,7 +275,7 @@ static void reg_add(const char *name)
 	pthread_mutex_lock(&reg_mu);
 	if (nreg == capreg) {
 		int n = capreg ? capreg * 2 : 8;
-		struct reg_ent *r = realloc(reg, sizeof(*r) * (size_t)n);
+		struct reg_ent *r = mp_realloc(reg, sizeof(*r) * (size_t)n);
 
 		if (!r)
 			goto out;
@@ -306,7 +307,7 @@ static void reg_remove(const char *name)
  * is stale and may go); 0 means a live server has it. */
 static int probe(const char *name)
 {
-	mp_chseg_t *t = malloc(sizeof(*t));
+	mp_chseg_t *t = mp_alloc(sizeof(*t));
 	int rc;
 
 	if (!t)
@@ -590,7 +591,7 @@ int mp_local_srv_open(struct messip_channel_priv *c, int32_t maxbuf)
 	L = local_get(c);
 	if (!L)
 		return -ENOMEM;
-	L->seg = calloc(1, sizeof(*L->seg));
+	L->seg = mp_calloc(1, sizeof(*L->seg));
 	if (!L->seg)
 		return -ENOMEM;
 	memset(&cfg, 0, sizeof(cfg));
@@ -749,7 +750,7 @@ static int deliver(struct messip_channel_priv *c, struct mp_local *L, int slot,
  * reset and reused: move it aside (its reply then fails with ESRCH). */
 static void orphan(struct messip_channel_priv *c, struct mp_local_held *h)
 {
-	struct mp_local_held *o = malloc(sizeof(*o));
+	struct mp_local_held *o = mp_alloc(sizeof(*o));
 
 	if (o) {
 		*o = *h;
@@ -1193,7 +1194,7 @@ int mp_local_reply(struct messip_channel_priv *c, int index, int32_t answer,
 			gather(b, iov, iovcnt);
 			data = b;
 		} else {
-			tmp = malloc(total);
+			tmp = mp_alloc(total);
 			if (!tmp)
 				return -ENOMEM;
 			gather(tmp, iov, iovcnt);
@@ -1272,7 +1273,7 @@ static bool cli_map(struct messip_channel_priv *c, struct mp_local *L)
 	if (seg_name(name, sizeof(name), L->srv_host, L->srv_pid, port,
 		     c->pub->name) < 0)
 		return false;
-	L->seg = calloc(1, sizeof(*L->seg));
+	L->seg = mp_calloc(1, sizeof(*L->seg));
 	if (!L->seg)
 		return false;
 	rc = mp_chseg_open(L->seg, name);
@@ -1794,7 +1795,7 @@ MESSIP_EXPORT void *messip_buffer_loan(messip_channel_t *ch, size_t len,
 		ln->buf = ln->r.buf;
 	} else {
 		ln->seg = false;
-		ln->buf = malloc(len ? len : 1);
+		ln->buf = mp_alloc(len ? len : 1);
 		if (!ln->buf)
 			return mp_fail_ptr(-ENOMEM);
 	}
@@ -1847,7 +1848,7 @@ static int send_loan(struct messip_channel_priv *c, struct mp_local *L,
 	/* TCP: the classic call, copying. */
 	if (view) {
 		if (!L->view_buf)
-			L->view_buf = malloc(MESSIP_MAX_MSGLEN);
+			L->view_buf = mp_alloc(MESSIP_MAX_MSGLEN);
 		if (!L->view_buf) {
 			loan_put(L, ln);
 			return -ENOMEM;
@@ -2028,11 +2029,11 @@ MESSIP_EXPORT void *messip_reply_loan(messip_channel_t *ch, int index,
 		 * reply is dropped. */
 	}
 	rloan_free(L, index); /* a loan of an earlier request there */
-	r = realloc(L->rloans, sizeof(*r) * (size_t)(L->nrloans + 1));
+	r = mp_realloc(L->rloans, sizeof(*r) * (size_t)(L->nrloans + 1));
 	if (!r)
 		return mp_fail_ptr(-ENOMEM);
 	L->rloans = r;
-	b = malloc(len ? len : 1);
+	b = mp_alloc(len ? len : 1);
 	if (!b)
 		return mp_fail_ptr(-ENOMEM);
 	r[L->nrloans].index = index;

@@ -37,6 +37,7 @@
 
 #include "messip.h"
 #include "mp_async.h"
+#include "mp_alloc.h"
 #include "mp_chan.h"
 #include "mp_cnx.h"
 #include "mp_export.h"
@@ -119,7 +120,7 @@ static struct mp_item *item_new(int kind, const void *data, uint32_t len,
 
 	if (from && len >= MP_STEAL_MIN)
 		owned = mp_link_steal_input(from);
-	it = malloc(sizeof(*it) + (owned ? 0 : len));
+	it = mp_alloc(sizeof(*it) + (owned ? 0 : len));
 	if (!it) {
 		free(owned);
 		return NULL;
@@ -248,11 +249,11 @@ static int slots_grow(struct messip_channel_priv *c)
 
 	if (n > (1 << 20))
 		return -ENOMEM;
-	ns = realloc(s->slots, sizeof(*ns) * (size_t)n);
+	ns = mp_realloc(s->slots, sizeof(*ns) * (size_t)n);
 	if (!ns)
 		return -ENOMEM;
 	s->slots = ns;
-	na = realloc(c->pub->receive_allmsg, sizeof(*na) * (size_t)n);
+	na = mp_realloc(c->pub->receive_allmsg, sizeof(*na) * (size_t)n);
 	if (!na)
 		return -ENOMEM;
 	c->pub->receive_allmsg = na;
@@ -615,7 +616,7 @@ static void accept_all(struct messip_channel_priv *c)
 			       strerror(-fd));
 			return;
 		}
-		p = calloc(1, sizeof(*p));
+		p = mp_calloc(1, sizeof(*p));
 		if (!p) {
 			close(fd);
 			return;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "messip.h"
+#include "mp_alloc.h"
 #include "mp_chan.h"
 #include "mp_export.h"
 #include "mp_srv.h"
@@ -101,7 +102,7 @@ static int timer_create_in(struct messip_channel_priv *c, int32_t type,
 	struct mp_timer *t;
 	int rc;
 
-	t = calloc(1, sizeof(*t));
+	t = mp_calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->src.kind = MP_SRC_TIMER;

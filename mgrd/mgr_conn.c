@@ -15,13 +15,14 @@
 #include <unistd.h>
 
 #include "mgr_conn.h"
+#include "mp_alloc.h"
 
 #define IN_INITIAL  4096
 #define OUT_INITIAL 4096
 
 struct mgr_conn *mgr_conn_new(int fd, const char *peer)
 {
-	struct mgr_conn *c = calloc(1, sizeof(*c));
+	struct mgr_conn *c = mp_calloc(1, sizeof(*c));
 
 	if (!c)
 		return NULL;
@@ -75,7 +76,7 @@ static int buf_room(struct mgr_buf *b, size_t need, size_t initial,
 		cap *= 2;
 	if (max && cap > max)
 		cap = max;
-	p = realloc(b->p, cap);
+	p = mp_realloc(b->p, cap);
 	if (!p)
 		return -ENOMEM;
 	b->p = p;
@@ -212,7 +213,7 @@ int mgr_conn_link_add(struct mgr_conn *c, int slot, uint32_t gen)
 	}
 	if (c->nlinks == c->caplinks) {
 		uint32_t cap = c->caplinks ? 2 * c->caplinks : 4;
-		struct mgr_chref *p = realloc(c->links, cap * sizeof(*p));
+		struct mgr_chref *p = mp_realloc(c->links, cap * sizeof(*p));
 
 		if (!p)
 			return -ENOMEM;
@@ -250,14 +251,14 @@ struct mgr_srvch *mgr_conn_srv_add(struct mgr_conn *c, int slot,
 		mgr_conn_srv_del(c, i);
 	if (c->nsrv == c->capsrv) {
 		uint32_t cap = c->capsrv ? 2 * c->capsrv : 4;
-		struct mgr_srvch **p = realloc(c->srv, cap * sizeof(*p));
+		struct mgr_srvch **p = mp_realloc(c->srv, cap * sizeof(*p));
 
 		if (!p)
 			return NULL;
 		c->srv = p;
 		c->capsrv = cap;
 	}
-	s = calloc(1, sizeof(*s));
+	s = mp_calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
 	s->slot = slot;

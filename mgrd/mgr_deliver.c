@@ -42,6 +42,12 @@ static int send_one(struct mgr_worker *w, struct mgr_conn *c,
 	int len, hl;
 
 	p = mgr_conn_out_reserve(c, BDELIVER_HEAD_MAX + maxp);
+	if (!p && !mgr_conn_out_pending(c)) {
+		/* Not the peer's backlog (no EPOLLOUT will come to resume
+		 * us) but no memory: retry on the tick. */
+		w->deliver_blocked = 1;
+		return -EAGAIN;
+	}
 	if (!p)
 		return -EAGAIN;
 	/* Peek the payload straight into the output, behind room for the

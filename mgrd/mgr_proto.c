@@ -16,6 +16,7 @@
 #include "mgr_proto.h"
 #include "mgr_sec.h"
 #include "mp_auth.h"
+#include "mp_alloc.h"
 #include "mp_time.h"
 
 #define PARK             1
@@ -321,7 +322,7 @@ static int locate_add(struct mgr_worker *w, struct mgr_conn *c,
 
 	if (c->nlocate >= MAX_LOCATES_CONN)
 		return -ENOSPC;
-	l = calloc(1, sizeof(*l));
+	l = mp_calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
 	l->conn = c;

@@ -21,6 +21,7 @@
 
 #include "mgr_log.h"
 #include "mgr_state.h"
+#include "mp_alloc.h"
 #include "mp_time.h"
 
 #define HOUSEKEEP_NS   (100 * 1000000LL)
@@ -301,9 +302,9 @@ int mgr_state_attach_worker(struct mgr_state *st, int self,
 	memset(st->wake, 0, sizeof(st->wake));
 	st->resume_grace_ms = c->resume_grace_ms;
 	st->default_buffered = (uint32_t)c->default_buffered;
-	st->ringh = calloc(st->lay.max_channels, sizeof(*st->ringh));
-	st->ringh_gen = calloc(st->lay.max_channels, sizeof(*st->ringh_gen));
-	st->evblocked = calloc(st->lay.max_channels, 1);
+	st->ringh = mp_calloc(st->lay.max_channels, sizeof(*st->ringh));
+	st->ringh_gen = mp_calloc(st->lay.max_channels, sizeof(*st->ringh_gen));
+	st->evblocked = mp_calloc(st->lay.max_channels, 1);
 	if (!st->ringh || !st->ringh_gen || !st->evblocked)
 		return -ENOMEM;
 	return 0;
@@ -1319,7 +1320,7 @@ static int ev_add(struct mgr_state *st, size_t *n, uint64_t seq,
 	if (*n == st->evcap) {
 		size_t cap = st->evcap ? 2 * st->evcap : 64;
 
-		v = realloc(st->evbuf, cap * sizeof(*v));
+		v = mp_realloc(st->evbuf, cap * sizeof(*v));
 		if (!v)
 			return -ENOMEM;
 		st->evbuf = v;

@@ -26,6 +26,7 @@
 #include "mgr_proto.h"
 #include "mgr_sec.h"
 #include "mgr_worker.h"
+#include "mp_alloc.h"
 #include "mp_time.h"
 
 #define MAX_EVENTS   256
@@ -186,7 +187,6 @@ static void refuse(struct mgr_worker *w, int fd, const char *msgid,
 static void accept_some(struct mgr_worker *w)
 {
 	for (int i = 0; i < ACCEPT_BURST; i++) {
-		struct epoll_event ev;
 		struct mgr_conn *c;
 		char peer[64];
 		int fd, pidx;
@@ -231,31 +231,41 @@ static void accept_some(struct mgr_worker *w)
 			       w->cfg.max_connections_per_peer, peer);
 			continue;
 		}
-		c = mgr_conn_new(fd, peer);
+		c = mgr_worker_adopt(w, fd, peer);
 		if (!c) {
 			mgr_sec_peer_put((unsigned)w->index, pidx);
-			close(fd);
 			continue;
 		}
 		c->peer_idx = pidx;
-		c->out_hard = (size_t)w->cfg.max_conn_output;
-		c->deadline_ns =
-			w->now + w->cfg.handshake_timeout_ms * 1000000LL;
-		c->epoll_mask = EPOLLIN | EPOLLRDHUP;
-		ev.events = c->epoll_mask;
-		ev.data.ptr = c;
-		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			mgr_sec_peer_put((unsigned)w->index, pidx);
-			mgr_conn_free(c);
-			continue;
-		}
-		c->next = w->conns;
-		if (w->conns)
-			w->conns->prev = c;
-		w->conns = c;
-		__atomic_add_fetch(&w->st->workers[w->index].connections, 1,
-				   __ATOMIC_RELAXED);
 	}
+}
+
+struct mgr_conn *mgr_worker_adopt(struct mgr_worker *w, int fd,
+				  const char *peer)
+{
+	struct epoll_event ev;
+	struct mgr_conn *c = mgr_conn_new(fd, peer);
+
+	if (!c) {
+		close(fd);
+		return NULL;
+	}
+	c->out_hard = (size_t)w->cfg.max_conn_output;
+	c->deadline_ns = w->now + w->cfg.handshake_timeout_ms * 1000000LL;
+	c->epoll_mask = EPOLLIN | EPOLLRDHUP;
+	ev.events = c->epoll_mask;
+	ev.data.ptr = c;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		mgr_conn_free(c);
+		return NULL;
+	}
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	__atomic_add_fetch(&w->st->workers[w->index].connections, 1,
+			   __ATOMIC_RELAXED);
+	return c;
 }
 
 /* Input is ready on c: read what fits and handle it. */
@@ -452,6 +462,10 @@ static void tick(struct mgr_worker *w)
 	if (w->locates)
 		mgr_proto_locates(w, 0);
 	mgr_state_housekeep(w->st, w->now);
+	if (w->deliver_blocked) {
+		w->deliver_blocked = 0;
+		mgr_deliver_all(w);
+	}
 	if (w->events_blocked)
 		mgr_deliver_events(w);
 	if (getppid() != w->master_pid)
@@ -475,11 +489,10 @@ static int setup(struct mgr_worker *w)
 	ev.data.ptr = TAG_EVENTFD;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) < 0)
 		return -errno;
-	w->reg_conn = calloc(w->st->lay.max_regs, sizeof(*w->reg_conn));
+	w->reg_conn = mp_calloc(w->st->lay.max_regs, sizeof(*w->reg_conn));
 	if (!w->reg_conn)
 		return -ENOMEM;
-	w->in_limit = MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX +
-		      (size_t)w->cfg.max_message_size + 65536;
+	w->in_limit = mgr_worker_in_limit(&w->cfg);
 	return 0;
 }
 
@@ -543,16 +556,9 @@ int mgr_worker_run(struct mgr_state *st, const struct mgr_config *cfg,
 					/* EAGAIN: another pass drained it */
 				}
 			} else {
-				struct mgr_conn *c = p;
-				uint32_t e = evs[i].events;
-
 				/* Only c's own handling can close c, so c
 				 * is valid for each of its events here. */
-				if ((e & EPOLLOUT) && !conn_writable(w, c))
-					continue;
-				if (e & (EPOLLIN | EPOLLERR | EPOLLHUP |
-					 EPOLLRDHUP))
-					conn_readable(w, c, e);
+				mgr_worker_serve(w, p, evs[i].events);
 			}
 		}
 		handle_hints(w);
@@ -571,9 +577,35 @@ int mgr_worker_run(struct mgr_state *st, const struct mgr_config *cfg,
 	}
 	/* Leave registrations as they are: if the manager goes on, they are
 	 * orphaned and resumed elsewhere. */
-	while (w->conns)
-		conn_close(w, w->conns, CLOSE_KEEP);
+	mgr_worker_close_all(w, CLOSE_KEEP);
 	free(w->reg_conn);
 	close(w->epfd);
 	return 0;
+}
+
+/* ---- the loop's steps, for a harness that plays the loop -------------- */
+
+void mgr_worker_serve(struct mgr_worker *w, struct mgr_conn *c,
+		      uint32_t events)
+{
+	if ((events & EPOLLOUT) && !conn_writable(w, c))
+		return;
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+		conn_readable(w, c, events);
+}
+
+void mgr_worker_end_pass(struct mgr_worker *w, int tick_too)
+{
+	handle_hints(w);
+	flush_dirty(w);
+	if (tick_too) {
+		tick(w);
+		flush_dirty(w);
+	}
+}
+
+void mgr_worker_close_all(struct mgr_worker *w, int ending)
+{
+	while (w->conns)
+		conn_close(w, w->conns, ending);
 }

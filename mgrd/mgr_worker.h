@@ -56,6 +56,7 @@ struct mgr_worker {
 	int pipe_more; /* the frame after the current one is a pipelined
 			  BSEND (mgr_proto: its RESULT answers both) */
 	int events_blocked;         /* an event waits for output room */
+	int deliver_blocked;        /* a record waits for memory */
 	struct mgr_ratelimit accept_rl;
 	struct mgr_ratelimit peer_rl;   /* per-peer warnings (bad input...) */
 };
@@ -69,10 +70,41 @@ int mgr_worker_run(struct mgr_state *st, const struct mgr_config *cfg,
 		   int index, int lfd, int efd, pid_t master,
 		   uint64_t host_token);
 
+/* Input bytes buffered per connection: one maximal frame and a read's
+ * worth behind it (see mgr_conn.h). */
+static inline size_t mgr_worker_in_limit(const struct mgr_config *cfg)
+{
+	return MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX +
+	       (size_t)cfg->max_message_size + 65536;
+}
+
 /* Put c on the flush list (its output is written at the end of the pass). */
 void mgr_worker_dirty(struct mgr_worker *w, struct mgr_conn *c);
 
 /* Forget registration of c (after BYE or when it ends). */
 void mgr_worker_unbind(struct mgr_worker *w, struct mgr_conn *c);
+
+/*
+ * The loop's steps, so that a harness can play the loop over connections
+ * it made itself (the fuzz target, the allocation-failure tests): the
+ * caller fills w as mgr_worker_run would (index, cfg, st after
+ * mgr_state_attach_worker, epfd, efd, reg_conn, in_limit; lfd -1).
+ *
+ * mgr_worker_adopt: take fd (a connected stream socket) as a new
+ *   connection, as accept does; NULL (fd closed) on ENOMEM or when
+ *   epoll_ctl fails.
+ * mgr_worker_serve: what the loop does for epoll events `events` on c;
+ *   c may be closed (freed) by it.
+ * mgr_worker_end_pass: the end of a pass: wake-up hints, then flush; with
+ *   tick_too, also the tick's timers (deadlines, housekeeping).
+ * mgr_worker_close_all: close every connection; ending: as an unclean end
+ *   of their registrations (else they are left to be orphaned).
+ */
+struct mgr_conn *mgr_worker_adopt(struct mgr_worker *w, int fd,
+				  const char *peer);
+void mgr_worker_serve(struct mgr_worker *w, struct mgr_conn *c,
+		      uint32_t events);
+void mgr_worker_end_pass(struct mgr_worker *w, int tick_too);
+void mgr_worker_close_all(struct mgr_worker *w, int ending);
 
 #endif
