@@ -86,10 +86,19 @@ fail_efd:
 
 static void pair_close(struct mp_mgrloop_pair *p)
 {
+	char sink[4096];
+
 	if (p->wfd >= 0)
 		close(p->wfd);
-	if (p->pfd >= 0)
+	if (p->pfd >= 0) {
+		/* Read what the worker wrote first: a socket closed with
+		 * unread input resets its peer, and the manager holds the
+		 * registration of a link that failed (protocol.md); a hang-up
+		 * here is an orderly end. */
+		while (recv(p->pfd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+			;
 		close(p->pfd);
+	}
 	p->wfd = p->pfd = -1;
 	p->busy = p->burned = p->next_fd = 0;
 }
