@@ -481,7 +481,7 @@ static void fl_write(struct messip_cnx *cnx, int64_t now)
 		rc = mp_link_send_raw(&cnx->mgr, p->buf + p->wr,
 				      p->len - p->wr, now);
 	if (rc == -ETIMEDOUT) {
-		p->armed_ns = now;
+		__atomic_store_n(&p->armed_ns, now, __ATOMIC_RELAXED);
 		return;
 	}
 	if (rc == 0)
@@ -500,13 +500,19 @@ static void *fl_main(void *arg)
 		for (struct messip_cnx *c = fl_list; c; c = c->pipe.fnext) {
 			struct mp_pipe *p = &c->pipe;
 
+			int64_t since;
+
 			/* The acquire pairs with the user's release of
-			 * armed: armed_ns is read after it. */
+			 * armed: armed_ns is read after it.  Read without
+			 * p->lock, so atomic: the user may disarm and arm
+			 * again meanwhile; a stale (older) value only makes
+			 * this flush early, under the lock. */
 			if (!__atomic_load_n(&p->armed, __ATOMIC_ACQUIRE))
 				continue;
-			if (now - p->armed_ns < PIPE_HOLD_NS) {
-				if (p->armed_ns + PIPE_HOLD_NS < next)
-					next = p->armed_ns + PIPE_HOLD_NS;
+			since = __atomic_load_n(&p->armed_ns, __ATOMIC_RELAXED);
+			if (now - since < PIPE_HOLD_NS) {
+				if (since + PIPE_HOLD_NS < next)
+					next = since + PIPE_HOLD_NS;
 				continue;
 			}
 			if (pthread_mutex_trylock(&p->lock) == 0) {
@@ -890,7 +896,8 @@ int mp_cnx_bsend(struct messip_cnx *cnx, int32_t handle, int32_t type,
 	if (pipe_has_unwritten(p) && cnx->state == MP_CNX_UP && !cnx->rereg &&
 	    !cnx->in_rereg && !p->armed) {
 		/* The release publishes armed_ns to the flusher. */
-		p->armed_ns = p->unwritten_ns;
+		__atomic_store_n(&p->armed_ns, p->unwritten_ns,
+				 __ATOMIC_RELAXED);
 		__atomic_store_n(&p->armed, 1, __ATOMIC_RELEASE);
 		kick = true;
 	}
