@@ -528,6 +528,19 @@ static int helper_start(struct mp_local *L, int epfd)
 	return 0;
 }
 
+/* Close the helper's descriptors (ours: a forked child's copies, or the
+ * server's own after the helper stopped). */
+static void helper_fds_close(struct mp_local *L)
+{
+	if (L->hep >= 0)
+		close(L->hep);
+	if (L->ctlfd >= 0)
+		close(L->ctlfd);
+	if (L->localfd >= 0)
+		close(L->localfd);
+	L->hep = L->ctlfd = L->localfd = -1;
+}
+
 static void helper_stop(struct mp_local *L)
 {
 	if (L->thr_started) {
@@ -539,13 +552,7 @@ static void helper_stop(struct mp_local *L)
 	}
 	if (L->localfd >= 0 && L->epfd >= 0)
 		epoll_ctl(L->epfd, EPOLL_CTL_DEL, L->localfd, NULL);
-	if (L->hep >= 0)
-		close(L->hep);
-	if (L->ctlfd >= 0)
-		close(L->ctlfd);
-	if (L->localfd >= 0)
-		close(L->localfd);
-	L->hep = L->ctlfd = L->localfd = -1;
+	helper_fds_close(L);
 }
 
 /* ------------------------------------------------------------------ */
@@ -641,12 +648,7 @@ void mp_local_close(struct messip_channel_priv *c)
 		if (L->seg && L->seg->shm.base)
 			munmap(L->seg->shm.base, L->seg->shm.size);
 		/* Our copies only: the parent's epoll keeps its entries. */
-		if (L->hep >= 0)
-			close(L->hep);
-		if (L->ctlfd >= 0)
-			close(L->ctlfd);
-		if (L->localfd >= 0)
-			close(L->localfd);
+		helper_fds_close(L);
 		if (L->seg && L->seg->srv_pidfd >= 0)
 			close(L->seg->srv_pidfd);
 		for (int i = 0; i < L->nrloans; i++)

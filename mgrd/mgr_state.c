@@ -22,6 +22,7 @@
 #include "mgr_log.h"
 #include "mgr_state.h"
 #include "mp_alloc.h"
+#include "mp_proc.h"
 #include "mp_time.h"
 
 #define HOUSEKEEP_NS   (100 * 1000000LL)
@@ -184,25 +185,16 @@ static void bind_arrays(struct mgr_state *st)
  * killed a moment ago and not yet reaped by its parent). */
 static int manager_alive(pid_t pid)
 {
-	char path[64], buf[256], *rp;
-	char state = '?';
-	FILE *f;
+	char buf[256], *rp;
 
 	if (pid <= 0 || pid == getpid())
 		return 0;
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-	f = fopen(path, "re");
-	if (!f)
+	rp = mp_proc_stat(pid, buf, sizeof(buf));
+	if (!rp)
 		return 1; /* cannot tell: assume it is */
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = 0;
-	fclose(f);
-	rp = strrchr(buf, ')');
-	if (rp)
-		sscanf(rp + 1, " %c", &state);
-	if (state == 'Z' || state == 'X')
+	if (rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
 		return 0;
 	return strstr(buf, "(messip-mgr)") != NULL;
 }
@@ -733,26 +725,12 @@ int mgr_state_reg_resume(struct mgr_state *st, uint64_t token,
  */
 static int pid_alive(int32_t pid)
 {
-	char path[40], buf[512], *p;
-	ssize_t n;
-	int fd;
+	int s;
 
 	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno != ENOENT;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 1;
-	buf[n] = '\0';
-	/* "pid (comm) S ...": the state follows the last ')'. */
-	p = strrchr(buf, ')');
-	if (!p || p[1] != ' ')
-		return 1;
-	return p[2] != 'Z' && p[2] != 'X';
+	s = mp_proc_state(pid);
+	return s != -ESRCH && s != 'Z' && s != 'X';
 }
 
 void mgr_state_reg_same_host(struct mgr_state *st, int reg, int same_host)

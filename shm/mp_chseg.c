@@ -37,6 +37,7 @@
 #include "mp_chseg.h"
 #include "mp_futex.h"
 #include "mp_lock.h"
+#include "mp_proc.h"
 #include "mp_time.h"
 
 #define ST_MASK	    MP_CHSEG_ST_MASK
@@ -190,34 +191,10 @@ static void tunables_init(mp_chseg_t *seg)
 
 /* ---- process identity ---------------------------------------------- */
 
-/* Read /proc/<pid>/stat (pid <= 0: self) into buf; returns its last ')',
- * which ends the command name (field 2, which may hold spaces and
- * parentheses: fields are counted from there), or NULL. */
-static char *proc_stat(pid_t pid, char *buf, size_t size)
-{
-	char path[64];
-	ssize_t n;
-	int fd;
-
-	if (pid > 0)
-		snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/stat");
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n <= 0)
-		return NULL;
-	buf[n] = '\0';
-	return strrchr(buf, ')');
-}
-
 /* Field 22 of /proc/<pid>/stat (start time in clock ticks), 0 unknown. */
 static uint64_t proc_start_time(pid_t pid)
 {
-	char buf[1024], *p = proc_stat(pid, buf, sizeof(buf));
+	char buf[1024], *p = mp_proc_stat(pid, buf, sizeof(buf));
 	unsigned long long v = 0;
 	int field;
 
@@ -249,15 +226,6 @@ static int pidfd_open_(pid_t pid)
 #endif
 }
 
-/* 1 when pid is a zombie (exited, not yet reaped), from /proc: field 3,
- * the state, follows the command name. */
-static int pid_zombie(pid_t pid)
-{
-	char buf[1024], *p = proc_stat(pid, buf, sizeof(buf));
-
-	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
-}
-
 /* 1 alive, 0 gone, for a pid with an optional pidfd on it. */
 static int pid_alive(pid_t pid, int pidfd)
 {
@@ -276,7 +244,7 @@ static int pid_alive(pid_t pid, int pidfd)
 	/* Without a pidfd (a kernel before 5.3, or valgrind, which lacks
 	 * pidfd_open) kill() still finds a process that exited and was not
 	 * reaped yet: a zombie is gone too. */
-	return !pid_zombie(pid);
+	return !mp_proc_zombie(pid);
 }
 
 /* ---- layout --------------------------------------------------------- */
