@@ -619,8 +619,8 @@ static int try_claim(mp_chseg_t *seg, uint32_t i, struct mp_chseg_req *r)
 	       !__atomic_compare_exchange_n(&h->hiwater, &hw, i + 1, 0,
 					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 		;
-	/* Who holds it, for the reaper: the pid first (a reaper that sees
-	 * pid 0 in CLAIMED leaves the slot alone). */
+	/* Who holds it, for the reaper: the pid first (until it is stored
+	 * the slot shows pid 0, which the reaper never blames). */
 	st(&s->pid, (uint32_t)seg->pid);
 	st(&s->uid, (uint32_t)seg->uid);
 	st(&s->gid, (uint32_t)seg->gid);
@@ -906,7 +906,9 @@ void mp_chseg_done(mp_chseg_t *seg, struct mp_chseg_req *r)
 	r->phase = PH_NONE;
 	r->rdata = NULL;
 	/* pid 0 first: a FREE slot names nobody, so a reaper never blames
-	 * the next claimer, between its claim and its pid store, for us. */
+	 * the next claimer, between its claim and its pid store, for us.
+	 * Between this store and the next, our REPLIED or CLAIMED slot
+	 * names nobody either, which the reaper leaves alone as well. */
 	st(&s->pid, 0);
 	/* Release: our reads of the reply happen before anyone can claim
 	 * and overwrite the slot.  A plain store, and no barrier before the
@@ -1031,46 +1033,60 @@ static int cred_check(mp_chseg_t *seg, uint32_t i, pid_t pid, uid_t uid,
 	return hd->cred_ok;
 }
 
+/* The server holds slot i, taken over at generation gen (state CLAIMED:
+ * no client writes it, none can claim it): clear the owner's pid and
+ * free it.  The pid is cleared only now, while the slot is ours: a
+ * store made before the take-over could land after a new claimer's own
+ * pid store and erase it, and a claimer without a pid is one the reaper
+ * can never tell from a dead one.  Seq_cst: the pid store is released
+ * to the next claimer (whose claim CAS acquires FREE), and the store is
+ * ordered before free_notify's load of free_waiters (Dekker with
+ * mp_chseg_loan).  wake: someone may sleep on the old word. */
+static void release_slot(mp_chseg_t *seg, uint32_t i, uint32_t gen, int wake)
+{
+	struct mp_chseg_slot *s = slot_ctl(seg, i);
+
+	st(&s->pid, 0);
+	__atomic_store_n(&s->state, word(gen, ST_FREE), __ATOMIC_SEQ_CST);
+	/* Whoever slept on the old word (its client, if it is still
+	 * there) sees a new generation. */
+	if (wake)
+		wake_word(&s->state);
+	free_notify(seg->hdr);
+}
+
 /* Free a slot the server is entitled to free (CANCELED, or a dead
- * client's), from the exact word seen.  1 done, 0 the word moved. */
+ * client's), from the exact word seen.  1 done, 0 the word moved.  The
+ * slot is first taken over with one CAS from that word (CLAIMED at the
+ * next generation, as a client's claim would), so nothing is written to
+ * it unless the word still was w: a client that moved on meanwhile (or a
+ * new claimer) keeps its slot and every field of it. */
 static int reclaim(mp_chseg_t *seg, uint32_t i, uint32_t w)
 {
 	struct mp_chseg_slot *s = slot_ctl(seg, i);
-	uint32_t pid = ld(&s->pid);
+	uint32_t gen = gen_of(w) + 1;
 
-	/* Clear pid only if the word is still w: tentatively, then put it
-	 * back if the CAS loses (the slot's owner is then still alive and
-	 * wrote pid itself before changing the word). */
-	st(&s->pid, 0);
-	if (!__atomic_compare_exchange_n(&s->state, &w,
-					 word(gen_of(w) + 1, ST_FREE), 0,
-					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-		uint32_t z = 0;
-
-		__atomic_compare_exchange_n(&s->pid, &z, pid, 0,
-					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	if (!__atomic_compare_exchange_n(&s->state, &w, word(gen, ST_CLAIMED),
+					 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 		return 0;
-	}
-	if (w & ST_WAIT)
-		wake_word(&s->state);
-	free_notify(seg->hdr);
+	release_slot(seg, i, gen, w & ST_WAIT);
 	return 1;
 }
 
-/* A slot holds an impossible word or request: reset it whatever it is,
- * and wake its client (who sees a new generation: -EBADMSG). */
+/* A slot holds an impossible word or request: reset it whatever it is
+ * (taken over unconditionally, at the generation after w's, then freed
+ * as by reclaim), and wake its client (who sees a new generation:
+ * -EBADMSG). */
 static void reset_slot(mp_chseg_t *seg, uint32_t i, uint32_t w)
 {
-	struct mp_chseg_slot *s = slot_ctl(seg, i);
+	uint32_t gen = gen_of(w) + 1;
 
-	st(&s->pid, 0);
-	__atomic_store_n(&s->state, word(gen_of(w) + 1, ST_FREE),
-			 __ATOMIC_SEQ_CST);
-	wake_word(&s->state);
+	__atomic_exchange_n(&slot_ctl(seg, i)->state, word(gen, ST_CLAIMED),
+			    __ATOMIC_SEQ_CST);
+	release_slot(seg, i, gen, 1);
 	/* Whatever ticket we had on it is dead now. */
 	if (seg->held[i].status != HS_NONE)
 		seg->held[i].status = HS_RESET;
-	free_notify(seg->hdr);
 }
 
 /* Does the server hold slot i at the generation of w, with status st? */
@@ -1561,7 +1577,10 @@ int mp_chseg_reap(mp_chseg_t *seg, int force)
 	for (uint32_t i = 0; i < n; i++) {
 		hd = &seg->held[i];
 		c = slot_ctl(seg, i);
-		w = ld(&c->state);
+		/* Acquire: the pid read below is at least the one the word's
+		 * writer stored before it (a newer one belongs to a word
+		 * that moved, and reclaim's CAS then fails). */
+		w = ld_acq(&c->state);
 		if (w != hd->last_word) {
 			hd->last_word = w;
 			hd->since_ns = now;
@@ -1582,8 +1601,15 @@ int mp_chseg_reap(mp_chseg_t *seg, int force)
 			continue;
 		/* For a held request, the pid copied when it was taken. */
 		pid = held ? hd->pid : (pid_t)ld(&c->pid);
-		if (pid == 0 && s == ST_CLAIMED)
-			continue; /* a claimer that has not said who it is */
+		/* pid 0 names nobody, and is never blamed: a live client
+		 * shows it between its claim and its pid store, and between
+		 * clearing its pid and freeing the slot (mp_chseg_done), in
+		 * a state word that does not move at either store.  Taking
+		 * that for a death reclaimed live clients' slots under them
+		 * (issue 5).  A client that dies within one of those two
+		 * stores leaves its slot taken until the segment closes. */
+		if (pid == 0)
+			continue;
 		if (client_alive(seg, i, pid))
 			continue;
 		if (seg->evq_len >= MP_CHSEG_EVQ)

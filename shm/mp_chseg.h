@@ -41,6 +41,12 @@
  *   any state of a dead client --reap (server)--> FREE
  *   an impossible state word --reset (server)--> FREE, -EBADMSG reported
  *
+ * The server frees a slot (reap, reclaim of a withdrawn request, reset)
+ * in two steps: it takes the slot over first (CAS, or for a reset an
+ * exchange, to CLAIMED at the next generation: no client writes or
+ * claims it then), clears the pid, and only then stores FREE.  It never
+ * writes a field of a slot it does not hold.
+ *
  * The server does not mark a request it has taken in the slot: that would
  * cost one more round of the slot's cache line between the two CPUs on
  * every request, and the race that matters (reply against cancel) is
@@ -100,7 +106,13 @@
  *   a slot whose word has not moved for reap_ns has its client checked
  *   (pidfd, else kill(pid, 0) -- which cannot tell a zombie that its
  *   parent has not reaped from a live process; a pidfd can), and a dead
- *   client's slot is reclaimed and reported (MP_CHSEG_GONE).  The check
+ *   client's slot is reclaimed and reported (MP_CHSEG_GONE).  A slot
+ *   that shows pid 0 is never blamed: a live client shows it just after
+ *   its claim (before its pid store) and while it frees the slot (pid
+ *   cleared, FREE not yet stored), without its state word moving.  So a
+ *   client killed within one of those two stores leaves its slot taken
+ *   until the segment closes (a correct client spends nanoseconds
+ *   there).  The check
  *   runs from mp_chseg_server_wait
  *   while it sleeps (in slices of reap_ns / 2 whenever a slot is in use),
  *   every 1024 mp_chseg_next calls if reap_ns / 2 has passed, and on

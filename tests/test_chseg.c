@@ -823,6 +823,157 @@ static void test_client_killed(void)
 	CU_ASSERT(!shm_exists(name));
 }
 
+/* ---- the reaper and live clients (issue 5) --------------------------- */
+
+/*
+ * A live client shows pid 0 in its slot twice without its state word
+ * moving: between its claim and its pid store, and in mp_chseg_done
+ * between clearing its pid and storing FREE.  The reaper must leave the
+ * slot alone then: reclaiming it freed a live client's slot under it
+ * (its own FREE store then put an older generation back over the
+ * server's, and a new claimer's publish failed with -EBADMSG: the
+ * test_fault_race failure under TSan).  Here the client is stopped, by
+ * hand, right after each of those first stores.
+ */
+static void test_reap_spares_pid0(void)
+{
+	const char *name = new_name();
+	struct mp_chseg_msg m, g;
+	struct mp_chseg_req r;
+	mp_chseg_t srv, cl;
+	uint32_t w;
+
+	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, NULL) == 0);
+	CU_ASSERT_FATAL(mp_chseg_open(&cl, name) == 0);
+	srv.reap_ns = 1; /* the periodic check too: every slot is due */
+
+	/* Claimed, pid not stored yet. */
+	CU_ASSERT_FATAL(mp_chseg_loan(&cl, &r, 0) == 0);
+	__atomic_store_n(&ctl(&srv, r.slot)->pid, 0, __ATOMIC_RELAXED);
+	w = slot_state(&srv, r.slot);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 0), 0);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 0), 0);
+	CU_ASSERT_EQUAL(slot_state(&srv, r.slot), w);
+	__atomic_store_n(&ctl(&srv, r.slot)->pid, (uint32_t)getpid(),
+			 __ATOMIC_RELAXED);
+
+	/* A round trip up to the reply, then the client is stopped inside
+	 * mp_chseg_done: pid cleared, the slot still REPLIED. */
+	memcpy(r.buf, "abcd", 4);
+	CU_ASSERT_FATAL(mp_chseg_send(&cl, &r, T_COPY, 1, 4) == 0);
+	CU_ASSERT_FATAL(mp_chseg_next(&srv, &m) == 1);
+	CU_ASSERT_FATAL(m.kind == MP_CHSEG_REQUEST);
+	CU_ASSERT_EQUAL(m.pid, getpid());
+	CU_ASSERT_EQUAL(serve_one(&srv, &m), 0);
+	CU_ASSERT_FATAL(mp_chseg_wait(&cl, &r, mp_time_deadline(1000)) == 0);
+	__atomic_store_n(&ctl(&srv, r.slot)->pid, 0, __ATOMIC_RELAXED);
+	w = slot_state(&srv, r.slot);
+	CU_ASSERT_EQUAL(w & MP_CHSEG_ST_MASK, MP_CHSEG_ST_REPLIED);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 0), 0);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 0), 0);
+	CU_ASSERT_EQUAL(mp_chseg_next(&srv, &g), 0); /* no GONE event */
+	/* Untouched: the client's reply is still there, and its own FREE
+	 * store follows the word it holds. */
+	CU_ASSERT_EQUAL(slot_state(&srv, r.slot), w);
+	CU_ASSERT_EQUAL(r.rlen, 4);
+	CU_ASSERT(memcmp(r.rdata, "bcde", 4) == 0);
+	mp_chseg_done(&cl, &r);
+	CU_ASSERT_EQUAL(slot_state(&srv, r.slot),
+			(w & ~MP_CHSEG_ST_MASK) | MP_CHSEG_ST_FREE);
+	/* And the slot works on. */
+	CU_ASSERT_EQUAL(mp_chseg_loan(&cl, &r, 0), 0);
+	CU_ASSERT_EQUAL(r.gen, (w >> MP_CHSEG_GEN_SHIFT) + 1);
+	mp_chseg_done(&cl, &r);
+	mp_chseg_close(&cl);
+	mp_chseg_close(&srv);
+	CU_ASSERT(!shm_exists(name));
+}
+
+/*
+ * The same race at full speed: client processes make round trips as fast
+ * as they can while the server reaps every slot (force) after each
+ * request and whenever idle.  No live client may be taken for dead (no
+ * GONE event), and every call must get its own reply (a slot reclaimed
+ * under its client fails it with -EBADMSG).
+ */
+#define REAP_RACE_PROCS 3
+#define REAP_RACE_CALLS 4000
+
+static void test_reap_race_stress(void)
+{
+	const char *name = new_name();
+	struct mp_chseg_msg m;
+	pid_t pid[REAP_RACE_PROCS];
+	uint32_t *left;
+	mp_chseg_t srv;
+	long served = 0, gone = 0, reaps = 0, idle = 0;
+	int64_t dl;
+	int rc;
+
+	left = mmap(NULL, sizeof(*left), PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CU_ASSERT_FATAL(left != MAP_FAILED);
+	*left = REAP_RACE_PROCS;
+	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, NULL) == 0);
+	for (int p = 0; p < REAP_RACE_PROCS; p++) {
+		pid[p] = mp_test_fork();
+		if (pid[p] == 0) {
+			uint8_t req[64], rep[64];
+			mp_chseg_t cl;
+			int32_t ans;
+			int code = 0;
+
+			if (mp_chseg_open(&cl, name))
+				_exit(10);
+			for (uint32_t i = 0; i < REAP_RACE_CALLS && !code;
+			     i++) {
+				uint32_t len = 1 + i % 64;
+
+				fill(req, len, i + (uint32_t)p);
+				rc = mp_chseg_call(&cl, T_COPY, req, len, &ans,
+						   rep, sizeof(rep),
+						   mp_time_deadline(10000));
+				if (rc == -EBADMSG)
+					code = 11; /* reclaimed under us */
+				else if (rc != (int)len || ans != (int)len ||
+					 !check(rep, len, i + (uint32_t)p, 1))
+					code = 12;
+			}
+			__atomic_sub_fetch(left, 1, __ATOMIC_SEQ_CST);
+			mp_chseg_kick(&cl);
+			mp_chseg_close(&cl);
+			_exit(code);
+		}
+		CU_ASSERT_FATAL(pid[p] > 0);
+	}
+	dl = mp_time_deadline(60000);
+	while (__atomic_load_n(left, __ATOMIC_SEQ_CST) &&
+	       mp_time_now_ns() < dl) {
+		rc = mp_chseg_next(&srv, &m);
+		if (rc == 1 && m.kind == MP_CHSEG_REQUEST) {
+			CU_ASSERT(serve_one(&srv, &m) == 0);
+			served++;
+		} else if (rc == 0 && ++idle % 64 == 0) {
+			/* Mostly reap while idle: the window is a client's
+			 * mp_chseg_done, just after a reply. */
+			mp_chseg_server_wait(&srv, mp_time_deadline(10));
+		}
+		gone += mp_chseg_reap(&srv, 1);
+		reaps++;
+	}
+	for (int p = 0; p < REAP_RACE_PROCS; p++)
+		CU_ASSERT_EQUAL(child_status(pid[p], 5000), 0);
+	fprintf(stderr, "[%ld served, %ld forced reaps, %ld gone] ", served,
+		reaps, gone);
+	CU_ASSERT_EQUAL(gone, 0);
+	CU_ASSERT_EQUAL(served, (long)REAP_RACE_PROCS * REAP_RACE_CALLS);
+	munmap(left, sizeof(*left));
+	mp_chseg_close(&srv);
+	CU_ASSERT(!shm_exists(name));
+}
+
 /* ---- the server dies ------------------------------------------------- */
 
 /* Child: a client that blocks (what: 0 reply, 1 free slot, 2 ring room)
@@ -1517,6 +1668,9 @@ static const struct mp_test_case tests[] = {
 	{"timeouts racing replies: one outcome each",
 	 test_cancel_reply_race_stress},
 	{"client killed holding a slot", test_client_killed},
+	{"reaper spares a live client showing pid 0", test_reap_spares_pid0},
+	{"forced reaps racing live clients' round trips",
+	 test_reap_race_stress},
 	{"server killed while clients wait", test_server_killed},
 	{"server closes while a client waits", test_server_closes},
 	{"server's creating thread exits", test_creator_thread_exits},
