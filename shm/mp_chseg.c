@@ -186,6 +186,7 @@ static void tunables_init(mp_chseg_t *seg)
 	seg->spin_ns = env_ns("MESSIP_SPIN_NS", MP_CHSEG_SPIN_NS_DEFAULT);
 	seg->yield_ns = env_ns("MESSIP_YIELD_NS", MP_CHSEG_YIELD_NS_DEFAULT);
 	seg->reap_ns = MP_CHSEG_REAP_NS_DEFAULT;
+	seg->live_ns = MP_CHSEG_LIVE_SLICE_MS * 1000000LL;
 	seg->spin_cur = seg->spin_ns;
 }
 
@@ -668,9 +669,9 @@ int mp_chseg_loan(mp_chseg_t *seg, struct mp_chseg_req *r, int64_t deadline_ns)
 		if (deadline_ns != MP_TIME_FOREVER && now >= deadline_ns)
 			return -ETIMEDOUT;
 		if (!check_at) {
-			check_at = now + MP_CHSEG_LIVE_SLICE_MS * 1000000LL;
+			check_at = now + seg->live_ns;
 		} else if (now >= check_at) {
-			check_at = now + MP_CHSEG_LIVE_SLICE_MS * 1000000LL;
+			check_at = now + seg->live_ns;
 			rc = server_check(seg);
 			if (rc)
 				return rc;
@@ -841,8 +842,7 @@ int mp_chseg_wait(mp_chseg_t *seg, struct mp_chseg_req *r, int64_t deadline_ns)
 				continue;
 			w |= ST_WAIT;
 		}
-		end = slice_end(deadline_ns,
-				MP_CHSEG_LIVE_SLICE_MS * 1000000LL);
+		end = slice_end(deadline_ns, seg->live_ns);
 		rc = mp_futex_wait(&s->state, w, end);
 		if (rc == -ETIMEDOUT && end != deadline_ns &&
 		    server_check(seg)) {
@@ -984,8 +984,7 @@ int mp_chseg_bsend(mp_chseg_t *seg, int32_t type, const void *data,
 	 * read.  Otherwise wait in slices that check the server lives. */
 	rc = mp_ring_push(&seg->ring, &meta, data, len, 0);
 	while (rc == -ETIMEDOUT) {
-		end = slice_end(deadline_ns,
-				MP_CHSEG_LIVE_SLICE_MS * 1000000LL);
+		end = slice_end(deadline_ns, seg->live_ns);
 		rc = mp_ring_push(&seg->ring, &meta, data, len, end);
 		if (rc != -ETIMEDOUT)
 			break;

@@ -92,7 +92,8 @@
  *   its lifetime, from the thread that created the segment; and the
  *   header records its pid, its start time and its PID namespace.  A
  *   client blocked on a reply, a free slot or a full ring sleeps in slices
- *   of at most MP_CHSEG_LIVE_SLICE_MS and between slices asks: alive flag
+ *   of at most MP_CHSEG_LIVE_SLICE_MS (the handle's live_ns, which a
+ *   test may lengthen) and between slices asks: alive flag
  *   cleared (clean close) -> gone; alive lock busy -> alive, without a
  *   system call; otherwise (EOWNERDEAD: the holder thread died) the pid is
  *   checked through a pidfd opened at attach (exact, immune to pid reuse;
@@ -321,6 +322,8 @@ typedef struct mp_chseg {
 	int64_t  spin_ns;
 	int64_t  yield_ns;
 	int64_t  reap_ns;
+	int64_t  live_ns;      /* client: server liveness check slice
+				  (MP_CHSEG_LIVE_SLICE_MS; > 0) */
 
 	/* Client side. */
 	pid_t    pid;          /* own identity, cached at open */

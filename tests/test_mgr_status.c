@@ -1105,13 +1105,36 @@ static void test_master_death(void)
 	mp_mgrproc_stop(&mgr); /* config file and segment */
 }
 
-/* status_listen off (mp_mgrproc's default): no status process, no page. */
+/*
+ * status_listen off (mp_mgrproc's default): no status process, no page.
+ * The master forks its workers, then the status process if it has one,
+ * then enters its loop, which alone reaps and respawns workers: a worker
+ * killed and respawned proves the master got past the point where it
+ * would have started the status process (no timing involved).
+ */
 static void test_status_off(void)
 {
-	pid_t k[MAX_KIDS];
+	pid_t k[MAX_KIDS], k2[MAX_KIDS];
+	int64_t t0;
+	int n, respawned = 0;
 
 	CU_ASSERT_FATAL(mp_mgrproc_start(&mgr, 2, NULL) == 0);
-	usleep(100000);
+	t0 = mp_time_now_ns();
+	while ((n = kids(mgr.pid, "messip-mgr", k, MAX_KIDS)) < 2 &&
+	       ms_since(t0) < 10000)
+		usleep(5000);
+	CU_ASSERT_FATAL(n == 2);
+	CU_ASSERT_FATAL(kill(k[0], SIGKILL) == 0);
+	t0 = mp_time_now_ns();
+	while (!respawned && ms_since(t0) < 10000) {
+		n = kids(mgr.pid, "messip-mgr", k2, MAX_KIDS);
+		respawned = n >= 2 && k2[0] != k[0] && k2[1] != k[0];
+		if (!respawned)
+			usleep(5000);
+	}
+	CU_ASSERT_FATAL(respawned);
+	/* Two workers, and nothing else (a status process would show as
+	 * messip-mgr until it names itself). */
 	CU_ASSERT(kids(mgr.pid, "messip-mgr", k, MAX_KIDS) == 2);
 	CU_ASSERT(kids(mgr.pid, "messip-mgr-stat", k, MAX_KIDS) == 0);
 	CU_ASSERT(mp_mgrproc_stop(&mgr) == 0);
