@@ -209,8 +209,9 @@ void mp_local_req_done(struct messip_channel_priv *c, struct mp_chseg_req *r);
 int mp_local_ping(struct messip_channel_priv *c, int64_t deadline);
 
 /* Buffered message into the segment's ring, waiting up to msec_timeout
- * (a timeout, not a deadline: while there is room no clock is read): the
- * count queued before it, or -ETIMEDOUT, -ESRCH, -EMSGSIZE, -EBADMSG. */
+ * (a timeout, not a deadline: while there is room no clock is read): an
+ * upper bound of the count queued before it (mp_chseg_bsend), or
+ * -ETIMEDOUT, -ESRCH, -EMSGSIZE, -EBADMSG. */
 int mp_local_bsend(struct messip_channel_priv *c, int32_t type,
 		   const void *data, uint32_t len, int msec_timeout);
 

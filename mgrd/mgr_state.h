@@ -445,8 +445,9 @@ int mgr_state_ch_live(struct mgr_state *st, int slot, uint32_t gen);
 
 /*
  * Push a record from registration reg into channel (slot, gen)'s ring
- * without waiting, for the BSEND with request id reqid.  Returns the
- * number queued before it (>= 0) and wakes the consumer, or -ETIMEDOUT
+ * without waiting, for the BSEND with request id reqid.  Returns an upper
+ * bound of the number queued before it (>= 0, mp_ring_push) and wakes
+ * the consumer (whatever that number), or -ETIMEDOUT
  * (ring full: park and retry), -ESRCH (channel gone), -EMSGSIZE, -EBADMSG
  * (corrupt ring), -ENOTRECOVERABLE.  A reqid that is not above the last
  * one reg queued (serial order, so ids may wrap) is a re-sent request:

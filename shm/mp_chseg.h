@@ -464,8 +464,10 @@ int mp_chseg_call(mp_chseg_t *seg, int32_t type, const void *req,
 /*
  * Buffered message: push to the ring (waiting up to deadline_ns for room,
  * in slices that check the server is alive) and ring the doorbell if the
- * server sleeps.  Returns the number of messages queued before this one,
- * or -ETIMEDOUT (not queued), -ESRCH, -EMSGSIZE, -EBADMSG.
+ * server sleeps.  Returns an upper bound of the messages queued before
+ * this one (mp_ring_push: this handle's last reading of the server's
+ * position), or -ETIMEDOUT (not queued), -ESRCH, -EMSGSIZE, -EBADMSG.
+ * The doorbell does not depend on that count: it follows srv_waiters.
  */
 int mp_chseg_bsend(mp_chseg_t *seg, int32_t type, const void *data,
 		   uint32_t len, int64_t deadline_ns);

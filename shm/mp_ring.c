@@ -149,9 +149,11 @@ struct mp_ring_sh {
 	_Atomic uint64_t head_cache; /* a head value the consumer has seen */
 	uint8_t pad4[RING_LINE - 16];
 
-	/* Line 5: written by the consumer, read by every push (the count
-	 * it returns): apart, so that those reads do not take line 4 from
-	 * the consumer. */
+	/* Line 5: written by the consumer, read by producers with tail
+	 * (when their cached pair shows too little room) and by counts
+	 * taken without the lock (mp_ring_count, mp_ring_room): apart, so
+	 * that such reads of the count do not take line 4 from the
+	 * consumer. */
 	_Atomic uint64_t tail_seq; /* seq of the record at tail */
 	uint8_t pad5[RING_LINE - 8];
 
@@ -358,6 +360,33 @@ static void handle_fill(mp_ring_t *r, void *mem, uint32_t data_bytes,
 	r->plain_commit = mp_fence_register();
 }
 
+/*
+ * Attach: start the producer's cached pair at the consumer's position, so
+ * that the first pushes of a handle attached to a ring in service return
+ * counts near the truth instead of counting everything ever consumed.
+ * Only a pair that is consistent with head is taken (each value only
+ * grows, so whatever was read is a lower bound later on, as for the pair
+ * mp_ring_pushv reads); otherwise 0, 0 stays and the first push reads the
+ * segment itself (and reports what is wrong with it).  Acquire on tail:
+ * as in mp_ring_pushv, the consumer's reads of the bytes before it are
+ * done before a push judged by it overwrites them.
+ */
+static void cache_tail(mp_ring_t *r)
+{
+	struct mp_ring_sh *sh = r->sh;
+	uint64_t h, hs, t, ts;
+
+	h = atomic_load_explicit(&sh->head, memory_order_relaxed);
+	hs = atomic_load_explicit(&sh->head_seq, memory_order_relaxed);
+	t = atomic_load_explicit(&sh->tail, memory_order_acquire);
+	ts = atomic_load_explicit(&sh->tail_seq, memory_order_relaxed);
+	if ((t & 7) || h - t > r->data_bytes ||
+	    hs - ts > r->max_records + RING_SEQ_SLACK)
+		return;
+	atomic_store_explicit(&r->tail_seq_seen, ts, memory_order_relaxed);
+	atomic_store_explicit(&r->tail_seen, t, memory_order_release);
+}
+
 int mp_ring_init(mp_ring_t *r, void *mem, size_t memsize, uint32_t data_bytes,
 		 uint32_t max_records, uint32_t max_payload)
 {
@@ -403,6 +432,7 @@ int mp_ring_attach(mp_ring_t *r, void *mem, size_t memsize)
 	    memsize < mp_ring_size(data_bytes))
 		return -EBADMSG;
 	handle_fill(r, mem, data_bytes, max_records, max_payload);
+	cache_tail(r);
 	return 0;
 }
 
@@ -560,7 +590,7 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		  const struct iovec *iov, int iovcnt, int64_t deadline_ns)
 {
 	struct mp_ring_sh *sh = r->sh;
-	uint64_t head, hs, t, ts, ts_count, pos;
+	uint64_t head, hs, t, ts, pos;
 	size_t total = 0;
 	uint32_t len, need;
 	int rc;
@@ -625,13 +655,6 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 			return rc;
 	}
 
-	/* The count returned: tail_seq, from a line the consumer writes on
-	 * every record, so a miss.  Read here, after the lock's locked
-	 * instruction and before the commit's, so that the miss is
-	 * outstanding together with the misses the commit waits for (our
-	 * record's and head's lines) rather than on its own.  (Read before
-	 * the lock, tests/bench_ring spent a quarter of each push there.) */
-	ts_count = atomic_load_explicit(&sh->tail_seq, memory_order_relaxed);
 	hdr_write(r, head, len, meta, hs);
 	pos = head + REC_HDR;
 	for (int i = 0; i < iovcnt; i++) {
@@ -652,12 +675,14 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 
 	meta->seq = hs;
 	meta->len = len;
-	/* The records queued before ours, from the consumer's count read
-	 * above (not the possibly old pair the room was judged by).  Never
-	 * more than that pair admitted (< max_records): a tail_seq put back
-	 * after a consumer's death, or scribbled, cannot make it more (found
-	 * by tests/fuzz_ring). */
-	return (int)(hs - ts_count < hs - ts ? hs - ts_count : hs - ts);
+	/* The records queued before ours as far as this handle knows: the
+	 * pair it judged room by is older than the consumer's position, so
+	 * this is an upper bound (mp_ring.h), exact when this push had to
+	 * refresh the pair and the consumer did not release meanwhile.  Not
+	 * the consumer's own tail_seq: that line is written on every record,
+	 * and reading it cost every push a miss (a third of its time in
+	 * tests/bench_ring).  Below max_records, as the admission said. */
+	return (int)(hs - ts);
 
 corrupt:
 	mp_lock_release(&sh->pl.lock);
@@ -973,6 +998,11 @@ int mp_ring_reset(mp_ring_t *r)
 	 * producer (the flag set so that wake() does not skip them). */
 	atomic_store_explicit(&sh->prod_waiting, 1, memory_order_relaxed);
 	commit_tail(r, h, hs);
+	/* This handle's producer side knows the new position: its pushes
+	 * count from the empty ring, not from what was discarded.  (Other
+	 * handles' pairs are older, so still lower bounds.) */
+	atomic_store_explicit(&r->tail_seq_seen, hs, memory_order_relaxed);
+	atomic_store_explicit(&r->tail_seen, h, memory_order_release);
 	mp_lock_release(&sh->pl.lock);
 	return n;
 }

@@ -16,7 +16,8 @@
  * nothing to repair.  The consumer owns the tail and needs no lock.
  * A producer reads the consumer's position only when the one it saw last
  * leaves too little room, so a stream of pushes into a ring with room
- * does not bounce the consumer's cache line.
+ * does not bounce the consumer's cache line; the queue length a push
+ * returns is therefore an upper bound, from that same reading.
  * Waiting spins briefly (tunable, per handle) and then sleeps on a futex;
  * the producer or consumer on the other side wakes sleepers only when a
  * waiter count says someone sleeps, so the uncontended path makes no
@@ -64,11 +65,12 @@ typedef struct mp_ring {
 	uint32_t  max_payload;
 	size_t    memsize;
 	unsigned  spin;        /* busy-wait iterations before sleeping */
-	/* Producer: a (tail, tail_seq) pair read from the segment, kept so
-	 * that a push with room to spare does not read the consumer's
+	/* Producer: a (tail, tail_seq) pair read from the segment (at
+	 * attach, then by a push that finds too little room by it), kept
+	 * so that a push with room to spare does not read the consumer's
 	 * cache line.  Both only grow, so an old pair under-states the
-	 * room: stale is safe.  Atomic (relaxed) because threads may share
-	 * a handle. */
+	 * room and over-states the count a push returns: stale is safe.
+	 * Atomic (relaxed) because threads may share a handle. */
 	_Atomic uint64_t tail_seen;
 	_Atomic uint64_t tail_seq_seen;
 	/* Consumer: commit without a locked instruction (this process can
@@ -88,16 +90,31 @@ uint32_t mp_ring_min_data_bytes(uint32_t max_payload);
 int mp_ring_init(mp_ring_t *r, void *mem, size_t memsize, uint32_t data_bytes,
 		 uint32_t max_records, uint32_t max_payload);
 
-/* Attach to a formatted ring; validates its header.  0 or -EBADMSG. */
+/* Attach to a formatted ring; validates its header and reads the
+ * consumer's position once (the producer's starting point, above).
+ * 0 or -EBADMSG. */
 int mp_ring_attach(mp_ring_t *r, void *mem, size_t memsize);
 
 /*
  * Append a record (meta->type, ->sender, ->id; len bytes of data) waiting
  * up to deadline_ns (mp_time.h) for room.  On success meta->seq and
- * meta->len are set and the number of records that were queued before
- * this one is returned (>= 0).  Errors: -ETIMEDOUT (still full at the
- * deadline; nothing queued), -EMSGSIZE (len > max_payload), -EBADMSG
- * (corrupt ring header), -ENOTRECOVERABLE (lock unusable).
+ * meta->len are set and an upper bound of the number of records queued
+ * before this one is returned: meta->seq minus the consumer's sequence
+ * number as this handle last read it (at attach, at its own
+ * mp_ring_reset, or in a push that found too little room by its previous
+ * reading).  So the value is >= the exact count and < max_records; it
+ * over-states by the records the consumer took since that reading, and
+ * is exact when this push had to read the consumer's position again and
+ * the consumer took nothing before the record was published (0 is always
+ * exact: the ring was empty).  Why not exact: reading the consumer's
+ * position on every push costs a cache miss on a line the consumer writes
+ * per record.  (After a consumer died mid-release, banner of mp_ring.c,
+ * it may be one low until the next reading.)  Not for wake-up decisions:
+ * the ring wakes its own sleepers, and callers with their own waiters use
+ * their own flags.
+ * Errors: -ETIMEDOUT (still full at the deadline; nothing queued),
+ * -EMSGSIZE (len > max_payload), -EBADMSG (corrupt ring header),
+ * -ENOTRECOVERABLE (lock unusable).
  */
 int mp_ring_push(mp_ring_t *r, struct mp_ring_rec *meta, const void *data,
 		 uint32_t len, int64_t deadline_ns);
@@ -145,7 +162,9 @@ uint64_t mp_ring_head(mp_ring_t *r);
 int mp_ring_count(mp_ring_t *r);
 
 /* Consumer only: discard everything queued after corruption, wake
- * producers.  Returns the number of records discarded, or -errno. */
+ * producers; this handle's pushes then count from the empty ring (other
+ * handles' keep over-stating by what was discarded until they re-read).
+ * Returns the number of records discarded, or -errno. */
 int mp_ring_reset(mp_ring_t *r);
 
 #endif

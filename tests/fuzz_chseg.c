@@ -30,7 +30,9 @@
  * agree with a model: a request arrives once, with its type, id, length
  * and bytes; a reply arrives with its answer and bytes, or -ECANCELED
  * after a withdrawal; no request is lost; buffered messages come out in
- * order, and bsend is refused only when the ring is full.
+ * order, bsend is refused only when the ring is full, and its count is
+ * the queue plus what was taken since the client last read the server's
+ * position (the upper bound mp_ring_push documents, modelled).
  *
  * Out of scope: the alive lock and the ring's lock (pthread mutexes) are
  * never scribbled, as for fuzz_ring.  The slot and header layout is the
@@ -114,6 +116,12 @@ static struct state {
 	} fifo[FIFO];
 	unsigned fifo_n;
 	uint32_t fifo_bytes;
+	/* What the client's ring handle read last of the server's position
+	 * (mp_ring_push): the messages and bytes taken since.  A bsend's
+	 * count includes them (an upper bound) until a bsend finds too
+	 * little room by that reading and reads again. */
+	unsigned v_behind;
+	uint32_t v_bytes;
 } S;
 
 /* ---- pointer checks ---- */
@@ -393,6 +401,8 @@ static void do_bpop(struct fz *f)
 			    (n && memcmp(buf, x->data, n) != 0))
 				FAIL("bpop: not the message sent first");
 			S.fifo_bytes -= rec_size(x->len);
+			S.v_behind++;
+			S.v_bytes += rec_size(x->len);
 			memmove(&S.fifo[0], &S.fifo[1],
 				--S.fifo_n * sizeof(S.fifo[0]));
 		}
@@ -613,11 +623,15 @@ static void do_bsend(struct fz *f)
 
 	fz_bytes(f, data, len);
 	if (S.clean) {
+		if (len <= S.max_msg &&
+		    (S.fifo_n + S.v_behind >= S.ring_records ||
+		     S.fifo_bytes + S.v_bytes + rec_size(len) > S.ring_bytes))
+			S.v_behind = S.v_bytes = 0; /* reads the position */
 		if (len > S.max_msg)
 			expect = -EMSGSIZE;
 		else if (S.fifo_n < S.ring_records &&
 			 S.fifo_bytes + rec_size(len) <= S.ring_bytes)
-			expect = (int)S.fifo_n;
+			expect = (int)(S.fifo_n + S.v_behind);
 		else
 			expect = -ETIMEDOUT;
 	}

@@ -23,7 +23,10 @@
  *     part of the data area, to padding, or to the wait flags and futex
  *     words do not count), the ring behaves exactly as a FIFO model of it:
  *     each record comes back with its fields, sequence number and payload,
- *     and a push is refused only when the model is full;
+ *     a push is refused only when the model is full, and its count is the
+ *     model's records plus those taken since the handle last read the
+ *     consumer's position (the upper bound mp_ring.h documents: that
+ *     reading is modelled too);
  *   - after mp_ring_reset the ring serves again (the model restarts from
  *     the ring's tail).
  *
@@ -116,11 +119,17 @@ struct mrec {
 	uint8_t data[MAXPAY];
 };
 
+/* The producer side of the handle is modelled too (mp_ring.h): the
+ * consumer position it read last, as the tail then and the records taken
+ * since, which a push's count includes.  Valid while `clean`: only a
+ * reset (it sets the handle's reading) or an attach makes a model. */
 static struct model {
 	int clean;
 	int seq_known;
 	uint64_t tail, next_seq;
 	unsigned n;
+	uint64_t v_tail;   /* tail as the handle read it */
+	unsigned v_behind; /* records taken since that reading */
 	struct mrec rec[MAXREC];
 } M;
 
@@ -144,7 +153,15 @@ static void m_drop(unsigned k)
 {
 	memmove(&M.rec[0], &M.rec[k], (M.n - k) * sizeof(M.rec[0]));
 	M.n -= k;
+	M.v_behind += k;
 	M.tail = M.n ? M.rec[0].pos : M.tail;
+}
+
+/* The handle reads the consumer's position now. */
+static void m_view(void)
+{
+	M.v_tail = M.tail;
+	M.v_behind = 0;
 }
 
 static void m_restart(mp_ring_t *r, int keep_seq)
@@ -153,6 +170,7 @@ static void m_restart(mp_ring_t *r, int keep_seq)
 	M.seq_known = keep_seq;
 	M.tail = mp_ring_tail(r);
 	M.n = 0;
+	m_view(); /* a reset's and an init's handle know the position */
 }
 
 /* A popped or peeked record equals model record k. */
@@ -220,11 +238,17 @@ static void do_push(mp_ring_t *r, struct fz *f, int vec)
 	if (M.clean) {
 		uint64_t used = m_head() - M.tail;
 
+		/* The count of a push: from the handle's last reading while
+		 * that shows room, else from a new one (exact). */
+		if (len <= r->max_payload &&
+		    (m_head() - M.v_tail + rec_size(len) > r->data_bytes ||
+		     M.n + M.v_behind >= r->max_records))
+			m_view();
 		if (len > r->max_payload)
 			expect = -EMSGSIZE;
 		else if (used + rec_size(len) <= r->data_bytes &&
 			 M.n < r->max_records)
-			expect = (int)M.n;
+			expect = (int)(M.n + M.v_behind);
 		else
 			expect = -ETIMEDOUT;
 	}
@@ -409,6 +433,7 @@ static void do_release(mp_ring_t *r, struct fz *f, uint64_t pc)
 				FAIL("release at record boundary %d: %d", k,
 				     rc);
 			if (k == (int)M.n) {
+				M.v_behind += M.n;
 				M.n = 0;
 				M.tail = c;
 			} else {
@@ -531,6 +556,8 @@ static void do_attach(mp_ring_t *r, void *mem, size_t memsize)
 		M.clean = 0;
 	r2.spin = 0;
 	*r = r2;
+	if (M.clean)
+		m_view(); /* the new handle read the consumer's position */
 }
 
 /* A producer that dies holding the lock: a thread that takes it and
