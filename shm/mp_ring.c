@@ -355,6 +355,7 @@ static void handle_fill(mp_ring_t *r, void *mem, uint32_t data_bytes,
 	 * The first push that needs more reads the segment. */
 	atomic_store_explicit(&r->tail_seen, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->tail_seq_seen, 0, memory_order_relaxed);
+	atomic_store_explicit(&r->tail_reread, 0, memory_order_relaxed);
 	/* A consumer in a process that sleeping producers can fence from
 	 * afar commits without a locked instruction (see wake()). */
 	r->plain_commit = mp_fence_register();
@@ -470,7 +471,7 @@ static inline int magic_ok(const mp_ring_t *r)
  * pending stores to reach lines that producers read, which profiles of
  * messip-bench shm-buffered showed as half of the receiving side's time.
  */
-static void wake(_Atomic uint32_t *flag, _Atomic uint32_t *word)
+static int wake(_Atomic uint32_t *flag, _Atomic uint32_t *word)
 {
 	if (atomic_load_explicit(flag, memory_order_seq_cst) &&
 	    atomic_exchange_explicit(flag, 0, memory_order_relaxed)) {
@@ -478,7 +479,9 @@ static void wake(_Atomic uint32_t *flag, _Atomic uint32_t *word)
 		/* All: several producers may sleep, and a consumer woken
 		 * for nothing goes back to sleep by itself. */
 		mp_futex_wake((uint32_t *)word, INT32_MAX);
+		return 1;
 	}
+	return 0;
 }
 
 /* Wait on word (read as w before the flag was set) until woken. */
@@ -630,7 +633,11 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		ts = atomic_load_explicit(&r->tail_seq_seen,
 					  memory_order_relaxed);
 		if (head - t + need <= r->data_bytes &&
-		    hs - ts < r->max_records)
+		    hs - ts < r->max_records &&
+		    !(atomic_load_explicit(&r->tail_reread,
+					   memory_order_relaxed) &&
+		      atomic_exchange_explicit(&r->tail_reread, 0,
+					       memory_order_relaxed)))
 			break;
 		/* Acquire: the consumer's reads of the bytes before tail
 		 * are done before we overwrite them.  tail_seq is stored
@@ -671,7 +678,13 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 	atomic_store_explicit(&sh->head_seq, hs + 1, memory_order_release);
 	atomic_store_explicit(&sh->head, head + need, memory_order_seq_cst);
 	mp_lock_release(&sh->pl.lock);
-	wake(&sh->cons_waiting, &sh->data_futex);
+	/* A consumer that slept had taken everything: its line is quiet
+	 * now, so the next push reads it (cheaply) and counts exactly -
+	 * a producer that sends now and then to an idle consumer does
+	 * not see a count that only grows. */
+	if (wake(&sh->cons_waiting, &sh->data_futex))
+		atomic_store_explicit(&r->tail_reread, 1,
+				      memory_order_relaxed);
 
 	meta->seq = hs;
 	meta->len = len;

@@ -73,6 +73,9 @@ typedef struct mp_ring {
 	 * Atomic (relaxed) because threads may share a handle. */
 	_Atomic uint64_t tail_seen;
 	_Atomic uint64_t tail_seq_seen;
+	/* Producer: the last push woke a sleeping consumer, so the next
+	 * one reads the consumer's position again (mp_ring_push). */
+	_Atomic uint32_t tail_reread;
 	/* Consumer: commit without a locked instruction (this process can
 	 * be fenced by a sleeping producer; mp_futex.h mp_fence_*). */
 	int plain_commit;
@@ -102,7 +105,10 @@ int mp_ring_attach(mp_ring_t *r, void *mem, size_t memsize);
  * before this one is returned: meta->seq minus the consumer's sequence
  * number as this handle last read it (at attach, at its own
  * mp_ring_reset, or in a push that found too little room by its previous
- * reading).  So the value is >= the exact count and < max_records; it
+ * reading, or in the push after one that woke a sleeping consumer:
+ * a consumer sleeps only once it took everything, so a producer that
+ * sends now and then to an idle consumer gets exact counts).  So the
+ * value is >= the exact count and < max_records; it
  * over-states by the records the consumer took since that reading, and
  * is exact when this push had to read the consumer's position again and
  * the consumer took nothing before the record was published (0 is always

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "mp_lock.h"
+#include "mp_proc.h"
 #include "mp_ring.h"
 #include "mp_test.h"
 #include "mp_time.h"
@@ -460,6 +461,58 @@ static void test_push_returns_queued_before(void)
 	CU_ASSERT(mp_ring_push(&p, &m, buf, 8, 0) == 0);
 	CU_ASSERT(m.seq == 66);
 	CU_ASSERT(mp_ring_count(&t.r) == 1);
+	tring_free(&t);
+}
+
+/* A producer that sends now and then to a consumer asleep on the empty
+ * ring: the push after one that woke the consumer reads its position
+ * again, so every such push counts exactly 0 (the handle's reading is
+ * otherwise from its attach and would only grow). */
+static void test_trickle_to_sleeping_consumer_is_exact(void)
+{
+	enum { BURST = 20, TRICKLE = 6 };
+	struct tring t;
+	struct mp_ring_rec m;
+	uint8_t buf[64];
+	int fds[2];
+	pid_t pid;
+	mp_ring_t p;
+	char c;
+
+	CU_ASSERT_FATAL(tring_make(&t, 8192, 64, 64, 1) == 0);
+	CU_ASSERT_FATAL(pipe(fds) == 0);
+	CU_ASSERT_FATAL(mp_ring_attach(&p, t.mem, t.size) == 0);
+	pid = mp_test_fork();
+	if (pid == 0) {
+		t.r.spin = 0; /* sleeps as soon as the ring is empty */
+		for (int i = 0; i < BURST + TRICKLE; i++) {
+			if (mp_ring_pop(&t.r, &m, buf, sizeof(buf),
+					in_ms(20000)) != 8 ||
+			    write(fds[1], "x", 1) != 1)
+				_exit(3);
+		}
+		_exit(0);
+	}
+	for (int i = 0; i < BURST; i++)
+		CU_ASSERT(push_rec(&p, 0, i, 8, in_ms(5000), buf) >= 0);
+	for (int i = 0; i < BURST; i++)
+		CU_ASSERT_FATAL(read(fds[0], &c, 1) == 1);
+	for (int k = 0; k < TRICKLE; k++) {
+		int64_t until = in_ms(10000);
+		int rc;
+
+		/* the consumer took everything and is asleep on the futex */
+		while (mp_proc_state(pid) != 'S' && mp_time_now_ns() < until)
+			usleep(1000);
+		CU_ASSERT_FATAL(mp_proc_state(pid) == 'S');
+		rc = push_rec(&p, 0, BURST + k, 8, in_ms(5000), buf);
+		if (k > 0)
+			CU_ASSERT(rc == 0);
+		CU_ASSERT_FATAL(read(fds[0], &c, 1) == 1);
+	}
+	CU_ASSERT(mp_test_wait(pid, 5000) == 0);
+	close(fds[0]);
+	close(fds[1]);
 	tring_free(&t);
 }
 
@@ -1248,6 +1301,8 @@ static const struct mp_test_case tests[] = {
 	 test_capacity_records_and_bytes},
 	{"push returns the records queued before",
 	 test_push_returns_queued_before},
+	{"a trickle to a sleeping consumer counts exactly",
+	 test_trickle_to_sleeping_consumer_is_exact},
 	{"wrap-around with varied sizes, every byte checked",
 	 test_wraparound_varied_sizes},
 	{"0-byte and 64 KiB records", test_empty_and_64k_records},
