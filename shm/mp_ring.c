@@ -1016,6 +1016,7 @@ int mp_ring_reset(mp_ring_t *r)
 	 * handles' pairs are older, so still lower bounds.) */
 	atomic_store_explicit(&r->tail_seq_seen, hs, memory_order_relaxed);
 	atomic_store_explicit(&r->tail_seen, h, memory_order_release);
+	atomic_store_explicit(&r->tail_reread, 0, memory_order_relaxed);
 	mp_lock_release(&sh->pl.lock);
 	return n;
 }

@@ -65,6 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 #define OFF_TAIL       256
 #define OFF_HEAD_CACHE 264
 #define OFF_TAIL_SEQ   320
+#define OFF_CONS_WAITING 384
 
 /* clang-format off */
 static const struct field {
@@ -130,8 +131,17 @@ static struct model {
 	unsigned n;
 	uint64_t v_tail;   /* tail as the handle read it */
 	unsigned v_behind; /* records taken since that reading */
+	int reread;        /* the last push woke a sleeper: read again */
 	struct mrec rec[MAXREC];
 } M;
+
+static uint32_t u32_at(const void *base, size_t off)
+{
+	uint32_t v;
+
+	memcpy(&v, (const uint8_t *)base + off, 4);
+	return v;
+}
 
 static uint64_t m_head(void)
 {
@@ -171,6 +181,7 @@ static void m_restart(mp_ring_t *r, int keep_seq)
 	M.tail = mp_ring_tail(r);
 	M.n = 0;
 	m_view(); /* a reset's and an init's handle know the position */
+	M.reread = 0;
 }
 
 /* A popped or peeked record equals model record k. */
@@ -228,6 +239,7 @@ static void do_push(mp_ring_t *r, struct fz *f, int vec)
 	uint32_t cut1, cut2;
 	uint8_t *data = fz_alloc(len);
 	int rc, expect = 0, idlen;
+	uint32_t cons_waiting = 0;
 
 	memset(&meta, 0, sizeof(meta));
 	meta.type = (int8_t)fz_u8(f);
@@ -239,11 +251,20 @@ static void do_push(mp_ring_t *r, struct fz *f, int vec)
 		uint64_t used = m_head() - M.tail;
 
 		/* The count of a push: from the handle's last reading while
-		 * that shows room, else from a new one (exact). */
-		if (len <= r->max_payload &&
-		    (m_head() - M.v_tail + rec_size(len) > r->data_bytes ||
-		     M.n + M.v_behind >= r->max_records))
-			m_view();
+		 * that shows room and the push before did not wake a
+		 * sleeping consumer (here: a scribbled cons_waiting), else
+		 * from a new one (exact). */
+		if (len <= r->max_payload) {
+			if (m_head() - M.v_tail + rec_size(len) >
+				    r->data_bytes ||
+			    M.n + M.v_behind >= r->max_records) {
+				m_view();
+			} else if (M.reread) {
+				M.reread = 0;
+				m_view();
+			}
+		}
+		cons_waiting = u32_at(r->sh, OFF_CONS_WAITING);
 		if (len > r->max_payload)
 			expect = -EMSGSIZE;
 		else if (used + rec_size(len) <= r->data_bytes &&
@@ -283,6 +304,8 @@ static void do_push(mp_ring_t *r, struct fz *f, int vec)
 	if (M.clean) {
 		if (rc != expect)
 			FAIL("push of %u: %d, model says %d", len, rc, expect);
+		if (rc >= 0 && cons_waiting)
+			M.reread = 1;
 		if (rc >= 0) {
 			struct mrec *x = &M.rec[M.n];
 
