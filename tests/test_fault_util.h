@@ -268,15 +268,16 @@ static inline int fault_raw_send(int fd, const struct mp_wire_msg *m)
 	return n > 0 && write(fd, buf, (size_t)n) == n ? 0 : -1;
 }
 
-/* Read one frame without data (answers) within timeout_ms: 0 or -1. */
+/* Read one answer within timeout_ms: 0 or -1.  Its data (a CH_INFO's
+ * ticket) is not kept: m->data must not be used. */
 static inline int fault_raw_recv(int fd, struct mp_wire_msg *m, int timeout_ms)
 {
-	uint8_t buf[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	uint8_t buf[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX + 64];
 	size_t have = 0;
 
 	while (have < sizeof(buf)) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int n = mp_wire_decode(buf, have, 0, m);
+		int n = mp_wire_decode(buf, have, 64, m);
 		ssize_t r;
 
 		if (n > 0)
