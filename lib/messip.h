@@ -322,7 +322,9 @@ int messip_reply(messip_channel_t *ch, int index, int32_t answer,
  * its length, ch->datalenr what was stored); dynamic mode as in receive.
  * MESSIP_MSG_TIMEOUT (errno ETIMEDOUT: the request is withdrawn and a
  * late reply dropped); -1 with ESRCH (the server ended or is
- * unreachable), EMSGSIZE, EINVAL, ENOMEM, EPROTO. */
+ * unreachable), EACCES (the direct link failed its ticket exchange:
+ * refused by the server, or the server could not prove the ticket),
+ * EMSGSIZE, EINVAL, ENOMEM, EPROTO. */
 int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
 		int send_len, int32_t *answer, void *reply_buffer,
 		int reply_maxlen, int msec_timeout);

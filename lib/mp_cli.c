@@ -252,7 +252,7 @@ static int start_link(struct messip_channel_priv *c, const struct sockaddr *sa,
  * (doc/protocol.md, "Direct link authentication"; the exchange is
  * mp_prove's, the same as on the manager link).  The server challenges
  * as soon as it accepts.  A deadline that passes midway leaves the
- * exchange where it is, for the next call.  0, -ETIMEDOUT, -EACCES
+ * exchange where it is, for the next call.  0, -ETIMEDOUT, -ENOMEM, -EACCES
  * (refused, or not the channel's server: the link is closed and every
  * later call says EACCES), -ESRCH (closed), -EPROTO.
  */
@@ -265,8 +265,8 @@ static int cli_prove(struct messip_channel_priv *c, int64_t deadline)
 	snprintf(who, sizeof(who), "the server of channel %s", c->pub->name);
 	while (c->cli.auth.stage != MP_PROVE_DONE) {
 		rc = mp_link_recv(&c->cli.link, &m, deadline);
-		if (rc == -ETIMEDOUT)
-			return rc;
+		if (rc == -ETIMEDOUT || rc == -ENOMEM)
+			return rc; /* nothing consumed: the next call goes on */
 		if (rc > 0)
 			rc = mp_prove_step(&c->cli.auth, &c->ticket,
 					   &c->cli.link, &m, 0,

@@ -45,7 +45,7 @@ void mp_cli_defer(struct messip_channel_priv *c);
 /* Make sure the link is up (opening it, proving the channel ticket and
  * sending HELLO, if it was deferred): 0, -ESRCH (server gone or
  * unreachable), -EACCES (the server refused our ticket, or could not
- * prove it holds it), -EPROTO, -ETIMEDOUT (the connect or the exchange
+ * prove it holds it), -EPROTO, -ENOMEM, -ETIMEDOUT (the connect or the exchange
  * is still in progress; try again). */
 int mp_cli_link(struct messip_channel_priv *c, int64_t deadline);
 
