@@ -3,8 +3,9 @@
  * and the allocation that holds a messip_channel_t with its private half.
  *
  * A client connection asks the manager for the channel (CH_CONNECT ->
- * CH_INFO with the server's address); its own TCP link to the server, and
- * the HELLO there, wait for its first send or ping (mp_cli.h), so that a
+ * CH_INFO with the server's address and the channel ticket); its own TCP
+ * link to the server, the ticket's proof and the HELLO there, wait for
+ * its first send or ping (mp_cli.h), so that a
  * look-up is one manager round trip.  One connection holds one client
  * handle per channel name: connecting again returns it with a reference
  * more, and only the last disconnect tells the manager and closes the

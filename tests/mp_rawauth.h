@@ -48,6 +48,20 @@ static inline int rawauth_send(int fd, const struct mp_wire_msg *m)
 	return n > 0 && write(fd, buf, (size_t)n) == n ? 0 : -EPIPE;
 }
 
+/* Send HELLO reqid name id (name empty: to a manager).  0 or -EPIPE. */
+static inline int rawauth_hello(int fd, uint32_t reqid, const char *name,
+				const char *id)
+{
+	struct mp_wire_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_HELLO;
+	m.reqid = reqid;
+	snprintf(m.name, sizeof(m.name), "%s", name);
+	snprintf(m.id, sizeof(m.id), "%s", id);
+	return rawauth_send(fd, &m);
+}
+
 /*
  * Read exactly one frame (byte by byte: never a byte past it) within
  * timeout_ms; its data (at most 64 bytes) is copied into dbuf and m->data
@@ -103,11 +117,7 @@ static inline int rawauth_locate(int mgr_port, const char *name,
 
 	if (fd < 0)
 		return -1;
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 1;
-	strcpy(m.id, "raw");
-	if (rawauth_send(fd, &m) == 0 &&
+	if (rawauth_hello(fd, 1, "", "raw") == 0 &&
 	    rawauth_recv(fd, &m, d, 2000, NULL, NULL) == 0 &&
 	    m.op == MP_OP_WELCOME && m.a == 0) {
 		memset(&m, 0, sizeof(m));

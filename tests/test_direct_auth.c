@@ -211,12 +211,8 @@ static void test_raw_peers_refused(void)
 	/* HELLO without proof: closed, never welcomed. */
 	fd = mp_tcp_connect_local(port);
 	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT(rawauth_hello(fd, 1, "d-raw", "intrude") == 0);
 	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 1;
-	strcpy(m.name, "d-raw");
-	strcpy(m.id, "intrude");
-	CU_ASSERT(rawauth_send(fd, &m) == 0);
 	m.op = MP_OP_SEND;
 	m.reqid = 2;
 	m.data = "x";
@@ -239,12 +235,7 @@ static void test_raw_peers_refused(void)
 	 * proof is recorded. */
 	fd = mp_tcp_connect_local(port);
 	CU_ASSERT(rawauth_prove(fd, ticket, NULL, recorded, NULL, NULL) == 0);
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 3;
-	strcpy(m.name, "d-raw");
-	strcpy(m.id, "honest");
-	CU_ASSERT(rawauth_send(fd, &m) == 0);
+	CU_ASSERT(rawauth_hello(fd, 3, "d-raw", "honest") == 0);
 	{
 		uint8_t d[64];
 
@@ -296,7 +287,6 @@ static void test_policy_denied_knows_port(void)
 	struct api_gate ready;
 	struct echo_arg ea = {"d-pol", NULL, -1};
 	uint8_t guess[MP_AUTH_NONCE], unused[MP_AUTH_NONCE];
-	struct mp_wire_msg m;
 	int pfd[2], port = -1, fd, welcomed;
 	pid_t srv, cli;
 
@@ -318,10 +308,7 @@ static void test_policy_denied_knows_port(void)
 
 	/* The port alone: no HELLO without proof, no guessed ticket. */
 	fd = mp_tcp_connect_local(port);
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	strcpy(m.name, "d-pol");
-	CU_ASSERT(rawauth_send(fd, &m) == 0);
+	CU_ASSERT(rawauth_hello(fd, 1, "d-pol", "denied") == 0);
 	CU_ASSERT(closed_without_welcome(fd, 3000, &welcomed));
 	CU_ASSERT(!welcomed);
 	close(fd);
@@ -330,8 +317,7 @@ static void test_policy_denied_knows_port(void)
 	CU_ASSERT(rawauth_prove(fd, guess, NULL, NULL, NULL, NULL) == -EACCES);
 	close(fd);
 
-	/* The server is not disturbed: stop it with a signal-free path is
-	 * impossible here (connect is denied to everyone), so kill it. */
+	/* Nobody may connect to it, not even to say quit: kill it. */
 	mp_test_kill(srv);
 	api_gate_close(&ready);
 }
@@ -409,11 +395,7 @@ static void test_client_checks_server(void)
 	/* A raw registration creates the channel at our address. */
 	mfd = mp_tcp_connect_local(api_mgr.port);
 	CU_ASSERT_FATAL(mfd >= 0);
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 1;
-	strcpy(m.id, "fake");
-	CU_ASSERT(rawauth_send(mfd, &m) == 0);
+	CU_ASSERT(rawauth_hello(mfd, 1, "", "fake") == 0);
 	CU_ASSERT(rawauth_recv(mfd, &m, d, 2000, NULL, NULL) == 0 &&
 		  m.op == MP_OP_WELCOME && m.a == 0);
 	memset(&m, 0, sizeof(m));
