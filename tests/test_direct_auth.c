@@ -385,7 +385,7 @@ static void test_client_checks_server(void)
 	uint8_t ticket[MP_AUTH_NONCE], ns[MP_AUTH_NONCE], d[64];
 	struct mp_auth_key key;
 	struct mp_wire_msg m;
-	int lfd, port, mfd, fd;
+	int lfd, port = -1, mfd, fd;
 	pid_t cli;
 
 	lfd = listen_any(&port);
