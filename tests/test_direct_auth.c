@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include "mp_host.h"
 #include "mp_rawauth.h"
 #include "mp_wire.h"
 #include "test_api_util.h"
@@ -107,23 +108,26 @@ static int echo_quit(const char *name)
 struct cli_arg {
 	const char *name;
 	int count;
+	int shm; /* on the same-host segment (no proof), else TCP */
 };
 
-static void tcp_client(void *p)
+static void echo_client(void *p)
 {
 	struct cli_arg *a = p;
 	messip_cnx_t *cnx;
 	messip_channel_t *ch;
 	char buf[64];
 
-	setenv("MESSIP_NO_SHM", "1", 1);
+	if (!a->shm)
+		setenv("MESSIP_NO_SHM", "1", 1);
 	cnx = api_connect("dcli");
 	CHILD_CHECK(cnx);
 	ch = messip_channel_connect(cnx, a->name, 5000);
 	CHILD_CHECK(ch);
 	for (int i = 0; i < a->count; i++) {
 		if (i == 1) /* the path is known once the link is up */
-			CHILD_CHECK(messip_channel_path(ch) == MESSIP_PATH_TCP);
+			CHILD_CHECK(messip_channel_path(ch) ==
+				    (a->shm ? MESSIP_PATH_SHM : MESSIP_PATH_TCP));
 		int32_t answer = -1;
 		char msg[32];
 		int n = snprintf(msg, sizeof(msg), "m%d", i);
@@ -169,17 +173,20 @@ static int closed_without_welcome(int fd, int timeout_ms, int *welcomed)
 
 /* ---- tests -------------------------------------------------------------- */
 
-/* A client that got the ticket from the manager talks over TCP. */
+/* A client that got the ticket from the manager talks over TCP; a
+ * same-host client on the segment as before. */
 static void test_ticket_holder_served(void)
 {
 	struct api_gate ready;
 	struct echo_arg ea = {"d-echo", NULL, -1};
-	struct cli_arg ca = {"d-echo", 20};
+	struct cli_arg ca = {"d-echo", 20, 0}, cs = {"d-echo", 20, 1};
 	pid_t srv, cli;
 
 	api_gate_init(&ready);
 	srv = start_echo(&ea, &ready);
-	cli = api_fork(tcp_client, &ca);
+	cli = api_fork(echo_client, &ca);
+	CU_ASSERT(api_child_ok(cli, 10000));
+	cli = api_fork(echo_client, &cs);
 	CU_ASSERT(api_child_ok(cli, 10000));
 	CU_ASSERT(echo_quit("d-echo") == 0);
 	CU_ASSERT(api_child_ok(srv, 5000));
@@ -195,18 +202,19 @@ static void test_raw_peers_refused(void)
 {
 	struct api_gate ready;
 	struct echo_arg ea = {"d-raw", NULL, -1};
-	struct cli_arg ca = {"d-raw", 200};
+	struct cli_arg ca = {"d-raw", 200, 0};
 	uint8_t ticket[MP_AUTH_NONCE], wrong[MP_AUTH_NONCE];
 	uint8_t recorded[MP_AUTH_NONCE + MP_AUTH_MAC];
 	struct mp_wire_msg m;
 	int port, fd, welcomed, rc;
+	uint64_t host;
 	pid_t srv, cli;
 
 	api_gate_init(&ready);
 	srv = start_echo(&ea, &ready);
 	port = rawauth_locate(api_mgr.port, "d-raw", ticket);
 	CU_ASSERT_FATAL(port > 0);
-	cli = api_fork(tcp_client, &ca); /* served throughout */
+	cli = api_fork(echo_client, &ca); /* served throughout */
 
 	/* HELLO without proof: closed, never welcomed. */
 	fd = mp_tcp_connect_local(port);
@@ -251,6 +259,38 @@ static void test_raw_peers_refused(void)
 		  -EACCES);
 	CU_ASSERT(closed_without_welcome(fd, 3000, &welcomed));
 	CU_ASSERT(!welcomed);
+	close(fd);
+
+	/* A peer that claims to use the segment (HELLO u=host token, no
+	 * proof) is welcomed, but may not send a request over TCP. */
+	CU_ASSERT_FATAL(mp_host_token(&host) == 0);
+	fd = mp_tcp_connect_local(port);
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_HELLO;
+	m.reqid = 4;
+	m.u = host;
+	strcpy(m.name, "d-raw");
+	strcpy(m.id, "claims");
+	CU_ASSERT(rawauth_send(fd, &m) == 0);
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_SEND;
+	m.reqid = 5;
+	m.data = "x";
+	m.datalen = 1;
+	CU_ASSERT(rawauth_send(fd, &m) == 0);
+	{
+		uint8_t d[64];
+		int replied = 0;
+
+		CU_ASSERT(rawauth_recv(fd, &m, d, 3000, NULL, NULL) == 0 &&
+			  m.op == MP_OP_CHALLENGE);
+		CU_ASSERT(rawauth_recv(fd, &m, d, 3000, NULL, NULL) == 0 &&
+			  m.op == MP_OP_WELCOME && m.a == 0);
+		while ((rc = rawauth_recv(fd, &m, d, 3000, NULL, NULL)) == 0)
+			replied |= m.op == MP_OP_REPLY;
+		CU_ASSERT(rc == -EPIPE);
+		CU_ASSERT(!replied);
+	}
 	close(fd);
 
 	/* A frame header announcing 1 MB before any proof: closed on the
@@ -446,9 +486,10 @@ static void test_client_checks_server(void)
 }
 
 static const struct mp_test_case tests[] = {
-	{"ticket holder served over TCP", test_ticket_holder_served},
-	{"raw peers: no proof, wrong ticket, replayed proof, oversized frame "
-	 "refused while a client is served",
+	{"ticket holder served over TCP, same-host client on the segment",
+	 test_ticket_holder_served},
+	{"raw peers: no proof, wrong ticket, replayed proof, request after a "
+	 "segment claim, oversized frame refused while a client is served",
 	 test_raw_peers_refused},
 	{"client denied by the policy cannot reach the channel knowing its "
 	 "port",
