@@ -184,8 +184,8 @@ static inline int rawauth_prove(int fd, const uint8_t *ticket,
 		rc = -EPROTO;
 	if (rc == 0 && m.a)
 		rc = m.a == EACCES ? -EACCES : -EPROTO;
-	if (rc == 0 && mp_auth_check(&key, MP_AUTH_SERVER, ns, pay, m.data,
-				     m.datalen) < 0)
+	if (rc == 0 &&
+	    mp_auth_check(&key, MP_AUTH_SERVER, ns, pay, m.data, m.datalen) < 0)
 		rc = -EBADMSG;
 	mp_auth_key_clear(&key);
 	return rc;

@@ -78,8 +78,8 @@ static void echo_server(void *p)
 		CHILD_CHECK(idx != MESSIP_MSG_TIMEOUT);
 		if (idx < 0)
 			continue; /* events */
-		CHILD_CHECK(messip_reply(ch, idx, type, buf,
-					 (int)ch->datalen, 2000) == 0);
+		CHILD_CHECK(messip_reply(ch, idx, type, buf, (int)ch->datalen,
+					 2000) == 0);
 		if (type == T_QUIT)
 			break;
 	}
@@ -126,8 +126,9 @@ static void echo_client(void *p)
 	CHILD_CHECK(ch);
 	for (int i = 0; i < a->count; i++) {
 		if (i == 1) /* the path is known once the link is up */
-			CHILD_CHECK(messip_channel_path(ch) ==
-				    (a->shm ? MESSIP_PATH_SHM : MESSIP_PATH_TCP));
+			CHILD_CHECK(
+				messip_channel_path(ch) ==
+				(a->shm ? MESSIP_PATH_SHM : MESSIP_PATH_TCP));
 		int32_t answer = -1;
 		char msg[32];
 		int n = snprintf(msg, sizeof(msg), "m%d", i);
@@ -234,8 +235,7 @@ static void test_raw_peers_refused(void)
 	for (size_t i = 0; i < sizeof(wrong); i++)
 		wrong[i] = (uint8_t)(ticket[i] ^ 0x5a);
 	fd = mp_tcp_connect_local(port);
-	CU_ASSERT(rawauth_prove(fd, wrong, NULL, NULL, NULL, NULL) ==
-		  -EACCES);
+	CU_ASSERT(rawauth_prove(fd, wrong, NULL, NULL, NULL, NULL) == -EACCES);
 	CU_ASSERT(closed_without_welcome(fd, 3000, &welcomed));
 	close(fd);
 
