@@ -24,7 +24,9 @@
  *   ECONNREFUSED  no manager at that address
  *   ESHUTDOWN     the manager stayed unreachable past the grace period
  *   EPROTO        the peer spoke a protocol we do not understand
- *   EACCES        refused by the manager
+ *   EACCES        refused by the manager (authentication, access
+ *                 policy), or the direct link to a server failed its
+ *                 ticket exchange (doc/protocol.md)
  *   EPERM         not the creator of the channel
  *   ENOMEM        out of memory
  *   EBADMSG       the same-host segment held garbage for this message
@@ -274,7 +276,7 @@ int messip_channel_disconnect(messip_channel_t *ch, int msec_timeout);
 
 /* Client: 0 when the server answered (from inside its receive: the
  * server program never sees pings); MESSIP_MSG_TIMEOUT (errno
- * ETIMEDOUT); -1 with ESRCH, EPROTO, EINVAL. */
+ * ETIMEDOUT); -1 with ESRCH, EACCES (as messip_send), EPROTO, EINVAL. */
 int messip_channel_ping(messip_channel_t *ch, int msec_timeout);
 
 /*
@@ -322,7 +324,9 @@ int messip_reply(messip_channel_t *ch, int index, int32_t answer,
  * its length, ch->datalenr what was stored); dynamic mode as in receive.
  * MESSIP_MSG_TIMEOUT (errno ETIMEDOUT: the request is withdrawn and a
  * late reply dropped); -1 with ESRCH (the server ended or is
- * unreachable), EMSGSIZE, EINVAL, ENOMEM, EPROTO. */
+ * unreachable), EACCES (the direct link failed its ticket exchange:
+ * refused by the server, or the server could not prove the ticket),
+ * EMSGSIZE, EINVAL, ENOMEM, EPROTO. */
 int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
 		int send_len, int32_t *answer, void *reply_buffer,
 		int reply_maxlen, int msec_timeout);
@@ -382,7 +386,8 @@ int messip_death_notify(messip_cnx_t *cnx, int msec_timeout, int status);
  * one handle; the server receives them in the order they were posted and
  * may reply in any order; each reply is matched to its request by id.
  * NULL with EINVAL (bad or server handle, bad length), EMSGSIZE,
- * ETIMEDOUT (not posted), ESRCH (the server is gone), ENOMEM.
+ * ETIMEDOUT (not posted), ESRCH (the server is gone), EACCES (as
+ * messip_send), ENOMEM.
  *
  * A request belongs to its handle: disconnecting the handle withdraws and
  * frees its requests (their handles are then invalid), and the rules of

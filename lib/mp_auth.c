@@ -107,6 +107,16 @@ out:
 	return rc;
 }
 
+int mp_auth_key_set(struct mp_auth_key *key, const void *k, size_t len)
+{
+	mp_auth_key_clear(key);
+	if (!k || len < MP_AUTH_KEY_MIN || len > MP_AUTH_KEY_MAX)
+		return -EINVAL;
+	memcpy(key->k, k, len);
+	key->len = len;
+	return 0;
+}
+
 void mp_auth_key_clear(struct mp_auth_key *key)
 {
 	OPENSSL_cleanse(key, sizeof(*key));
@@ -152,5 +162,21 @@ int mp_auth_check(const struct mp_auth_key *key, enum mp_auth_role role,
 	if (rc == 0 && CRYPTO_memcmp(want, proof, MP_AUTH_MAC) != 0)
 		rc = -EACCES;
 	OPENSSL_cleanse(want, sizeof(want));
+	return rc;
+}
+
+int mp_auth_verify(const struct mp_auth_key *key,
+		   const uint8_t ns[MP_AUTH_NONCE], const void *data,
+		   size_t len, uint8_t out[MP_AUTH_MAC])
+{
+	const uint8_t *d = data;
+	int rc;
+
+	if (len != MP_AUTH_NONCE + MP_AUTH_MAC || !d)
+		return -EACCES;
+	rc = mp_auth_check(key, MP_AUTH_CLIENT, ns, d, d + MP_AUTH_NONCE,
+			   MP_AUTH_MAC);
+	if (rc == 0)
+		rc = mp_auth_proof(key, MP_AUTH_SERVER, ns, d, out);
 	return rc;
 }

@@ -55,6 +55,13 @@ struct mp_auth_key {
 int mp_auth_key_load(const char *path, struct mp_auth_key *key, char *err,
 		     size_t errlen);
 
+/*
+ * Use len raw bytes as the key (a channel ticket, drawn with
+ * mp_auth_nonce by the channel's server): 0, or -EINVAL when len is
+ * outside MP_AUTH_KEY_MIN..MP_AUTH_KEY_MAX (*key is then cleared).
+ */
+int mp_auth_key_set(struct mp_auth_key *key, const void *k, size_t len);
+
 /* Wipe *key (OPENSSL_cleanse). */
 void mp_auth_key_clear(struct mp_auth_key *key);
 
@@ -75,5 +82,17 @@ int mp_auth_check(const struct mp_auth_key *key, enum mp_auth_role role,
 		  const uint8_t ns[MP_AUTH_NONCE],
 		  const uint8_t nc[MP_AUTH_NONCE], const void *proof,
 		  size_t len);
+
+/*
+ * The verifier's step: data is what the prover's AUTH carries (its nonce
+ * nc then its proof over (ns, nc), MP_AUTH_NONCE + MP_AUTH_MAC bytes).
+ * When it verifies, our own proof over (ns, nc) is written into out.
+ * 0; -EACCES when len is wrong or the proof does not verify; -EIO on a
+ * libcrypto failure.  Used by the manager and by a channel's server, so
+ * both check AUTH the same way.
+ */
+int mp_auth_verify(const struct mp_auth_key *key,
+		   const uint8_t ns[MP_AUTH_NONCE], const void *data,
+		   size_t len, uint8_t out[MP_AUTH_MAC]);
 
 #endif

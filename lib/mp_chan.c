@@ -92,6 +92,7 @@ static void chan_free(struct messip_channel_priv *c)
 		mp_srv_close(c);
 	else
 		mp_cli_close(c);
+	mp_auth_key_clear(&c->ticket);
 	c->magic = 0;
 	free(c->pub); /* the block starts with pub */
 }
@@ -100,6 +101,22 @@ void mp_chan_destroy(struct messip_channel_priv *c)
 {
 	mp_cnx_remove_chan(c->cnx, c);
 	chan_free(c);
+}
+
+size_t mp_chan_ticket_iov(struct messip_channel_priv *c, struct iovec *iov)
+{
+	iov->iov_base = c->ticket.k;
+	iov->iov_len = c->ticket.len;
+	return c->ticket.len;
+}
+
+int mp_chan_take_ticket(struct messip_channel_priv *c,
+			const struct mp_wire_msg *ans)
+{
+	if (ans->datalen != MP_AUTH_NONCE ||
+	    mp_auth_key_set(&c->ticket, ans->data, ans->datalen) < 0)
+		return -EPROTO;
+	return 0;
 }
 
 static int status_rc(int32_t a)
@@ -112,6 +129,8 @@ static int chan_create(struct messip_cnx *cnx, const char *name, int32_t maxbuf,
 {
 	struct messip_channel_priv *c;
 	struct mp_wire_msg req, ans;
+	uint8_t ticket[MP_AUTH_NONCE];
+	struct iovec tiov;
 	int lfd, rc;
 
 	rc = mp_cnx_wait_up(cnx, deadline);
@@ -137,13 +156,23 @@ static int chan_create(struct messip_cnx *cnx, const char *name, int32_t maxbuf,
 	 * channel is simply TCP only. */
 	mp_inproc_srv_open(c, maxbuf);
 	mp_local_srv_open(c, maxbuf);
+	/* The channel ticket: only clients the manager lets connect get
+	 * it, and a direct link must prove it (mp_srv.c). */
+	rc = mp_auth_nonce(ticket, sizeof(ticket));
+	if (rc == 0)
+		rc = mp_auth_key_set(&c->ticket, ticket, sizeof(ticket));
+	if (rc < 0) {
+		chan_free(c);
+		return rc;
+	}
 	memset(&req, 0, sizeof(req));
 	req.op = MP_OP_CH_CREATE;
 	strcpy(req.name, name);
 	req.a = maxbuf;
 	strcpy(req.addr, c->addr);
 	req.u = cnx->my_host;
-	rc = mp_cnx_rpc(cnx, &req, NULL, 0, &ans, deadline, 0);
+	req.datalen = (uint32_t)mp_chan_ticket_iov(c, &tiov);
+	rc = mp_cnx_rpc(cnx, &req, &tiov, 1, &ans, deadline, 0);
 	if (rc == 0 && ans.a != 0)
 		rc = status_rc(ans.a);
 	if (rc < 0) {
@@ -248,7 +277,7 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 	if (ans.a != 0)
 		return status_rc(ans.a);
 	srv_pid = mp_local_split_addr(ans.addr); /* "ip:port/pid" */
-	if (ans.op != MP_OP_CH_INFO ||
+	if (ans.op != MP_OP_CH_INFO || ans.datalen != MP_AUTH_NONCE ||
 	    mp_sock_parse_addr(ans.addr, &sa, &salen) < 0)
 		return -EPROTO;
 	if (fresh) {
@@ -256,6 +285,7 @@ static int chan_connect(struct messip_cnx *cnx, const char *name, bool locate,
 		if (!c)
 			return -ENOMEM;
 	}
+	mp_chan_take_ticket(c, &ans); /* its size was checked above */
 	snprintf(c->addr, sizeof(c->addr), "%s", ans.addr);
 	/* The direct link waits for the first send or ping (mp_cli.h): a
 	 * look-up is this one manager round trip, and the address was
@@ -316,7 +346,8 @@ int mp_chan_cli_handle(struct messip_channel_priv *c, int64_t deadline)
 		return -ESRCH;
 	}
 	c->relocate_by = 0;
-	if (ans.a != 0 || ans.op != MP_OP_CH_INFO)
+	if (ans.a != 0 || ans.op != MP_OP_CH_INFO ||
+	    mp_chan_take_ticket(c, &ans) < 0)
 		return -ESRCH;
 	/* As when the channels are declared again at once: the name, not
 	 * the server's address, identifies the channel (a proxy or a NAT

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "messip.h"
@@ -23,6 +24,7 @@
 #include "mp_iov.h"
 #include "mp_local.h"
 #include "mp_log.h"
+#include "mp_prove.h"
 #include "mp_time.h"
 
 #define MP_BSEND_SLACK_MS 2000 /* the manager answers BSEND at its deadline */
@@ -101,6 +103,8 @@ static int cli_wait_loop(struct messip_channel_priv *c, unsigned op,
 				link_gone(c, NULL);
 				return -ESRCH;
 			}
+			if (m->op == MP_OP_CHALLENGE && !c->cli.auth.stage)
+				continue; /* a same-host link proves nothing */
 			if (m->op != MP_OP_REPLY && m->op != MP_OP_PONG) {
 				link_gone(c, "unexpected frame from server");
 				return -EPROTO;
@@ -211,6 +215,8 @@ void mp_cli_defer(struct messip_channel_priv *c)
 	c->cli.late_possible = false;
 	c->cli.blocking = false;
 	c->cli.hello_reqid = 0;
+	c->cli.proving = false;
+	c->cli.refused = false;
 }
 
 bool mp_cli_usable(struct messip_channel_priv *c)
@@ -236,12 +242,59 @@ static int start_link(struct messip_channel_priv *c, const struct sockaddr *sa,
 		return -ESRCH;
 	mp_link_init(&c->cli.link, fd, MP_MAX_DATA);
 	c->cli.connecting = rc == 1;
+	c->cli.proving = true;
+	mp_prove_reset(&c->cli.auth);
 	return 0;
 }
 
-/* The connect completed: say HELLO.  It is pipelined: the WELCOME is
- * checked by the first wait (cli_wait), so connecting never depends on
- * the server being in its receive loop right now. */
+/*
+ * Prove the channel ticket to the server, and check its proof
+ * (doc/protocol.md, "Direct link authentication"; the exchange is
+ * mp_prove's, the same as on the manager link).  The server challenges
+ * as soon as it accepts.  A deadline that passes midway leaves the
+ * exchange where it is, for the next call.  0, -ETIMEDOUT, -ENOMEM, -EACCES
+ * (refused, or not the channel's server: the link is closed and every
+ * later call says EACCES), -ESRCH (closed), -EPROTO.
+ */
+static int cli_prove(struct messip_channel_priv *c, int64_t deadline)
+{
+	char who[MESSIP_CHANNEL_NAME_MAXLEN + 32];
+	struct mp_wire_msg m;
+	int rc;
+
+	snprintf(who, sizeof(who), "the server of channel %s", c->pub->name);
+	while (c->cli.auth.stage != MP_PROVE_DONE) {
+		rc = mp_link_recv(&c->cli.link, &m, deadline);
+		if (rc == -ETIMEDOUT || rc == -ENOMEM)
+			return rc; /* nothing consumed: the next call goes on */
+		if (rc > 0)
+			rc = mp_prove_step(&c->cli.auth, &c->ticket,
+					   &c->cli.link, &m, 0,
+					   m.op == MP_OP_CHALLENGE
+						   ? next_reqid(&c->cli)
+						   : 0,
+					   deadline, who);
+		if (rc == -EACCES) {
+			link_gone(c, NULL);
+			c->cli.refused = true;
+			return rc;
+		}
+		if (rc == -EPIPE || rc == -ETIMEDOUT) {
+			/* Closed, or our AUTH could not even be written. */
+			link_gone(c, NULL);
+			return -ESRCH;
+		}
+		if (rc <= 0) {
+			link_gone(c, "bad authentication exchange");
+			return -EPROTO;
+		}
+	}
+	c->cli.proving = false;
+	return 0;
+}
+
+/* The link is proven: say HELLO.  It is pipelined: the WELCOME is
+ * checked by the first wait (cli_wait). */
 static int send_hello(struct messip_channel_priv *c, int64_t deadline)
 {
 	struct mp_wire_msg m;
@@ -281,17 +334,15 @@ int mp_cli_link(struct messip_channel_priv *c, int64_t deadline)
 		rc = start_link(c, (struct sockaddr *)&sa, salen);
 		if (rc < 0)
 			return rc;
-		if (!c->cli.connecting)
-			return send_hello(c, deadline);
 	}
 	if (c->cli.link.fd < 0)
-		return -ESRCH;
-	if (!c->cli.connecting)
-		return 0;
-	for (;;) {
+		return c->cli.refused ? -EACCES : -ESRCH;
+	while (c->cli.connecting) {
 		rc = mp_sock_connect_finish(c->cli.link.fd);
-		if (rc == 0)
+		if (rc == 0) {
+			c->cli.connecting = false;
 			break;
+		}
 		if (rc != -EINPROGRESS) {
 			link_gone(c, NULL);
 			return -ESRCH;
@@ -306,8 +357,18 @@ int mp_cli_link(struct messip_channel_priv *c, int64_t deadline)
 			return -ESRCH;
 		}
 	}
-	c->cli.connecting = false;
-	return send_hello(c, deadline);
+	if (!c->cli.proving)
+		return 0;
+	/* A same-host client on the segment proves nothing here: its
+	 * requests go through the segment (guarded by /dev/shm permissions),
+	 * its link only says HELLO and BYE, and a buffered send must not
+	 * wait for the server's receive loop to answer a CHALLENGE. */
+	if (mp_local_cli_active(c)) {
+		c->cli.proving = false;
+		return send_hello(c, deadline);
+	}
+	rc = cli_prove(c, deadline);
+	return rc < 0 ? rc : send_hello(c, deadline);
 }
 
 int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,
@@ -326,7 +387,7 @@ void mp_cli_close(struct messip_channel_priv *c)
 {
 	struct mp_wire_msg m;
 
-	if (c->cli.link.fd >= 0 && !c->cli.connecting) {
+	if (c->cli.link.fd >= 0 && !c->cli.connecting && !c->cli.proving) {
 		memset(&m, 0, sizeof(m));
 		m.op = MP_OP_BYE;
 		mp_link_send_msg(&c->cli.link, &m, mp_time_now_ns());
@@ -362,7 +423,7 @@ int mp_cli_post(struct messip_channel_priv *c, int32_t type,
 	m.reqid = *reqid = next_reqid(&c->cli);
 	m.a = type;
 	m.datalen = total;
-	if (gather && !c->cli.connecting &&
+	if (gather && !c->cli.connecting && !c->cli.proving &&
 	    l->out_len - l->out_off + total <= MP_GATHER_MAX &&
 	    mp_link_queue(l, &m, iov, iovcnt) == 0) {
 		/* A batch of MP_GATHER_BATCH bytes leaves at once, so the
@@ -416,7 +477,7 @@ int mp_cli_drain(struct messip_channel_priv *c)
 
 	if (c->cli.link.fd < 0)
 		return -ESRCH;
-	if (c->cli.connecting)
+	if (c->cli.connecting || c->cli.proving)
 		return 0;
 	if (mp_link_pending_out(&c->cli.link)) {
 		rc = cli_flush(c, mp_time_now_ns());

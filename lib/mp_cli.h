@@ -42,9 +42,11 @@
 /* Forget any link; the next mp_cli_link() opens one to c->addr. */
 void mp_cli_defer(struct messip_channel_priv *c);
 
-/* Make sure the link is up (opening it, and sending HELLO, if it was
- * deferred): 0, -ESRCH (server gone or unreachable), -ETIMEDOUT (the
- * connect is still in progress; try again). */
+/* Make sure the link is up (opening it, proving the channel ticket and
+ * sending HELLO, if it was deferred): 0, -ESRCH (server gone or
+ * unreachable), -EACCES (the server refused our ticket, or could not
+ * prove it holds it), -EPROTO, -ENOMEM, -ETIMEDOUT (the connect or the exchange
+ * is still in progress; try again). */
 int mp_cli_link(struct messip_channel_priv *c, int64_t deadline);
 
 /* Could the handle still reach its server?  false once its link closed
@@ -52,8 +54,7 @@ int mp_cli_link(struct messip_channel_priv *c, int64_t deadline);
 bool mp_cli_usable(struct messip_channel_priv *c);
 
 /* Open the link to the server at sa and send HELLO now (its WELCOME is
- * checked by the first request that waits): 0, -ESRCH (cannot reach
- * it), -ETIMEDOUT. */
+ * checked by the first request that waits): as mp_cli_link. */
 int mp_cli_open(struct messip_channel_priv *c, const struct sockaddr *sa,
 		socklen_t salen, int64_t deadline);
 

@@ -30,6 +30,7 @@
 
 #include "messip.h"
 #include "mp_auth.h"
+#include "mp_prove.h"
 #include "mp_alloc.h"
 #include "mp_chan.h"
 #include "mp_cnx.h"
@@ -245,64 +246,33 @@ static int peer_status(int32_t a)
 
 /*
  * A frame of the authentication exchange on a fresh manager link
- * (doc/protocol.md, "Authentication"): CHALLENGE is answered with our
- * nonce and proof, the manager's AUTH is checked (it must prove the
- * secret too) and answered with the HELLO again.  Returns 1 (handled:
- * wait for the next frame), 0 (not an authentication frame), or -EACCES
- * (refused by the manager, we have no secret, or its proof is wrong),
- * -EPROTO, or a send error.
+ * (doc/protocol.md, "Authentication"; the exchange itself is mp_prove's,
+ * shared with the direct links): once the manager proved the secret too,
+ * the HELLO goes again.  Returns 1 (handled: wait for the next frame), 0
+ * (not an authentication frame), or -EACCES (refused by the manager, we
+ * have no secret, or its proof is wrong), -EPROTO, or a send error.
  */
 static int auth_step(struct messip_cnx *cnx, const struct mp_wire_msg *m,
 		     int64_t deadline)
 {
-	uint8_t proof[MP_AUTH_MAC];
-	struct iovec iov[2];
 	struct mp_wire_msg r;
+	char who[sizeof(cnx->where) + 16];
 	int rc;
 
-	if (m->op == MP_OP_CHALLENGE) {
-		if (!cnx->key.len) {
-			mp_log(MESSIP_LOG_ERROR, "MESSIP-AUTH",
-			       "manager %s requires a secret and none is "
-			       "set (MESSIP_SECRET_FILE or %s)",
-			       cnx->where, SECRET_FILE);
-			return -EACCES;
-		}
-		if (cnx->auth_stage != 0 || m->reqid != cnx->hello_reqid ||
-		    m->datalen != MP_AUTH_NONCE)
-			return -EPROTO;
-		memcpy(cnx->auth_ns, m->data, MP_AUTH_NONCE);
-		if (mp_auth_nonce(cnx->auth_nc, MP_AUTH_NONCE) < 0 ||
-		    mp_auth_proof(&cnx->key, MP_AUTH_CLIENT, cnx->auth_ns,
-				  cnx->auth_nc, proof) < 0)
-			return -EACCES;
-		memset(&r, 0, sizeof(r));
-		r.op = MP_OP_AUTH;
-		r.reqid = cnx->auth_reqid = mp_cnx_reqid(cnx);
-		iov[0].iov_base = cnx->auth_nc;
-		iov[0].iov_len = MP_AUTH_NONCE;
-		iov[1].iov_base = proof;
-		iov[1].iov_len = MP_AUTH_MAC;
-		r.datalen = MP_AUTH_NONCE + MP_AUTH_MAC;
-		rc = mp_link_send(&cnx->mgr, &r, iov, 2, deadline);
-		if (rc < 0)
-			return rc;
-		cnx->auth_stage = 1;
-		return 1;
-	}
-	if (m->op != MP_OP_AUTH)
-		return 0;
-	if (cnx->auth_stage != 1 || m->reqid != cnx->auth_reqid)
-		return -EPROTO;
-	if (m->a != 0 ||
-	    mp_auth_check(&cnx->key, MP_AUTH_SERVER, cnx->auth_ns,
-			  cnx->auth_nc, m->data, m->datalen) < 0) {
-		mp_log(MESSIP_LOG_ERROR, "MESSIP-AUTH", "%s",
-		       m->a ? "the manager refused our proof (wrong secret?)"
-			    : "the manager's proof is wrong (wrong secret?)");
+	if (m->op == MP_OP_CHALLENGE && !cnx->key.len) {
+		mp_log(MESSIP_LOG_ERROR, "MESSIP-AUTH",
+		       "manager %s requires a secret and none is "
+		       "set (MESSIP_SECRET_FILE or %s)",
+		       cnx->where, SECRET_FILE);
 		return -EACCES;
 	}
-	cnx->auth_stage = 2;
+	snprintf(who, sizeof(who), "manager %s", cnx->where);
+	rc = mp_prove_step(&cnx->auth, &cnx->key, &cnx->mgr, m,
+			   cnx->hello_reqid,
+			   m->op == MP_OP_CHALLENGE ? mp_cnx_reqid(cnx) : 0,
+			   deadline, who);
+	if (rc <= 0 || cnx->auth.stage != MP_PROVE_DONE)
+		return rc;
 	hello_msg(cnx, &r, cnx->token != 0);
 	rc = mp_link_send_msg(&cnx->mgr, &r, deadline);
 	return rc < 0 ? rc : 1;
@@ -313,7 +283,7 @@ static int auth_step(struct messip_cnx *cnx, const struct mp_wire_msg *m,
  * is refused. */
 static int welcome_allowed(const struct messip_cnx *cnx)
 {
-	if (cnx->key.len && cnx->auth_stage != 2) {
+	if (cnx->key.len && cnx->auth.stage != MP_PROVE_DONE) {
 		mp_log(MESSIP_LOG_ERROR, "MESSIP-AUTH",
 		       "manager %s did not authenticate itself, but a secret "
 		       "is set",
@@ -1084,6 +1054,18 @@ static int dispatch(struct messip_cnx *cnx, const struct mp_wire_msg *m)
 	}
 }
 
+/* The ticket a CH_INFO carries is copied out of the link's buffer (the
+ * only answer with data): ans then points at the copy. */
+static void take_ticket(struct messip_cnx *cnx, const struct mp_wire_msg *m,
+			struct mp_wire_msg *ans)
+{
+	if (m->op != MP_OP_CH_INFO || m->datalen != MP_AUTH_NONCE)
+		return;
+	memcpy(cnx->info_ticket, m->data, MP_AUTH_NONCE);
+	ans->data = cnx->info_ticket;
+	ans->datalen = MP_AUTH_NONCE;
+}
+
 /* Read and dispatch until the answer to reqid arrives.  0 (ans filled),
  * -ETIMEDOUT, or -EPIPE (the link was lost and is now DOWN). */
 static int await_loop(struct messip_cnx *cnx, uint32_t reqid,
@@ -1100,6 +1082,7 @@ static int await_loop(struct messip_cnx *cnx, uint32_t reqid,
 				*ans = m;
 				ans->data = NULL;
 				ans->datalen = 0;
+				take_ticket(cnx, &m, ans);
 				wake_servers(cnx);
 				return 0;
 			}
@@ -1146,15 +1129,17 @@ static int await_answer(struct messip_cnx *cnx, uint32_t reqid,
 	return rc;
 }
 
-/* One request on the current link, no resume: 0, -ETIMEDOUT, -EPIPE. */
+/* One request (with data iov) on the current link, no resume: 0,
+ * -ETIMEDOUT, -EPIPE. */
 static int rpc_once(struct messip_cnx *cnx, struct mp_wire_msg *req,
+		    const struct iovec *iov, int iovcnt,
 		    struct mp_wire_msg *ans, int64_t deadline)
 {
 	int rc;
 
 	req->reqid = mp_cnx_reqid(cnx);
 	pthread_mutex_lock(&cnx->pipe.lock);
-	rc = mp_link_send_msg(&cnx->mgr, req, deadline);
+	rc = mp_link_send(&cnx->mgr, req, iov, iovcnt, deadline);
 	pthread_mutex_unlock(&cnx->pipe.lock);
 	if (rc == -EPIPE)
 		link_lost(cnx, "write error");
@@ -1170,6 +1155,7 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 		     int64_t deadline)
 {
 	struct mp_wire_msg req, ans;
+	struct iovec tiov;
 	int rc;
 
 	for (;;) {
@@ -1180,10 +1166,13 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 			req.a = c->srv.maxbuf;
 			strcpy(req.addr, c->addr);
 			req.u = cnx->my_host;
+			/* The same ticket: its clients keep their links. */
+			req.datalen = (uint32_t)mp_chan_ticket_iov(c, &tiov);
 		} else {
 			req.op = MP_OP_CH_CONNECT;
 		}
-		rc = rpc_once(cnx, &req, &ans, deadline);
+		rc = rpc_once(cnx, &req, &tiov, req.datalen ? 1 : 0, &ans,
+			      deadline);
 		if (rc < 0)
 			return rc;
 		/* The old registration's channels may still be on their
@@ -1216,6 +1205,13 @@ static int redeclare(struct messip_cnx *cnx, struct messip_channel_priv *c,
 		       strerror(-peer_status(ans.a)));
 		return 0;
 	}
+	if (!c->server && mp_chan_take_ticket(c, &ans) < 0) {
+		c->handle = -1;
+		mp_log(MESSIP_LOG_ERROR, "MESSIP-CHANNEL-LOST",
+		       "channel %s: the manager gave no ticket",
+		       c->pub->name);
+		return 0;
+	}
 	c->handle = ans.b;
 	if (!c->server)
 		c->cli.server_regno = ans.c;
@@ -1245,7 +1241,7 @@ static void reregister(struct messip_cnx *cnx)
 		memset(&req, 0, sizeof(req));
 		req.op = MP_OP_DEATH_NOTIFY;
 		req.a = 1;
-		if (rpc_once(cnx, &req, &ans, deadline) < 0)
+		if (rpc_once(cnx, &req, NULL, 0, &ans, deadline) < 0)
 			goto out;
 	}
 	cnx->rereg = false;
@@ -1278,7 +1274,7 @@ static void start_attempt(struct messip_cnx *cnx, int64_t now)
 		return;
 	}
 	cnx->state = MP_CNX_HELLO;
-	cnx->auth_stage = 0;
+	mp_prove_reset(&cnx->auth);
 	hello_msg(cnx, &m, cnx->token != 0);
 	if (mp_link_send_msg(&cnx->mgr, &m, cnx->try_end) < 0) {
 		link_lost(cnx, "HELLO not sent");
@@ -1449,7 +1445,7 @@ void mp_cnx_pump(struct messip_cnx *cnx)
 			break;
 		}
 		cnx->state = MP_CNX_HELLO;
-		cnx->auth_stage = 0;
+		mp_prove_reset(&cnx->auth);
 		hello_msg(cnx, &m, cnx->token != 0);
 		if (mp_link_send_msg(&cnx->mgr, &m, cnx->try_end) < 0) {
 			link_lost(cnx, "HELLO not sent");
@@ -1646,7 +1642,7 @@ static int first_connect(struct messip_cnx *cnx,
 	if (fd < 0)
 		return fd == -ETIMEDOUT ? -ETIMEDOUT : -ECONNREFUSED;
 	mp_link_init(&cnx->mgr, fd, MP_MAX_DATA);
-	cnx->auth_stage = 0;
+	mp_prove_reset(&cnx->auth);
 	hello_msg(cnx, &m, false);
 	rc = mp_link_send_msg(&cnx->mgr, &m, deadline);
 	/* WELCOME, or first the authentication exchange. */

@@ -37,7 +37,9 @@ uint32_t mp_cnx_reqid(struct messip_cnx *cnx);
 
 /*
  * Send req (with data iov) and wait for its answer into *ans (ans->data
- * is NULL: answers carry no data).  The write may take until
+ * is NULL, except for a CH_INFO that carries a channel ticket: it is
+ * copied into the connection and ans->data points at that copy, valid
+ * until the next request).  The write may take until
  * deadline + slack_ns and so may the answer: slack is for requests whose
  * deadline the manager enforces itself (BSEND, CH_CONNECT LOCATE), whose
  * answer must be awaited to know what happened.  0, -ETIMEDOUT,

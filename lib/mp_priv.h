@@ -32,6 +32,7 @@
 
 #include "messip.h"
 #include "mp_auth.h"
+#include "mp_prove.h"
 #include "mp_link.h"
 #include "mp_sock.h"
 
@@ -111,6 +112,8 @@ struct mp_srv {
 	int64_t chore_ns;    /* next srv_chores() (MP_TIME_FOREVER: none) */
 	bool accept_edge;    /* listen socket edge-triggered: out of fds */
 	bool accept_retry;   /* accept_all due again at chore_ns */
+	int64_t auth_log_ns; /* last failed direct proof logged */
+	unsigned auth_unlogged; /* failed proofs not logged since */
 };
 
 /* Client side of a channel (mp_cli.c). */
@@ -122,6 +125,9 @@ struct mp_cli {
 	bool connecting;      /* opened, TCP connect still in progress */
 	bool late_possible;   /* a request or ping timed out on this link */
 	bool blocking;	      /* reads may wait (mp_sock_blocking_reads) */
+	bool proving;	      /* connected, ticket not proven yet (auth) */
+	bool refused;	      /* the server refused our ticket: EACCES */
+	struct mp_prove auth; /* the exchange on the link (mp_prove.h) */
 	int refs;	      /* channel_connect calls not yet undone */
 	int32_t server_regno;
 	uint64_t server_host;
@@ -144,6 +150,10 @@ struct messip_channel_priv {
 	int64_t relocate_by; /* client, handle -1: look for the channel until
 				then (mp_chan_cli_handle) */
 	char addr[MP_SOCK_ADDR_MAX]; /* server: ours; client: the server's */
+	/* The channel ticket, key of the direct links (doc/protocol.md,
+	 * "Direct link authentication"): the server draws it, the manager
+	 * hands it to the clients it lets connect. */
+	struct mp_auth_key ticket;
 	struct mp_srv srv;
 	struct mp_cli cli;
 	struct mp_local *local; /* fast path / zero-copy state, or NULL */
@@ -208,12 +218,10 @@ struct messip_cnx {
 	uint32_t reqid;
 	uint32_t hello_reqid;
 	/* Authentication (mp_auth.h): the secret (len 0: none), and the
-	 * exchange on the current link: stage 0 HELLO sent, 1 AUTH sent,
-	 * 2 the manager proved the secret too. */
+	 * exchange on the current link (mp_prove.h). */
 	struct mp_auth_key key;
-	uint8_t auth_ns[MP_AUTH_NONCE], auth_nc[MP_AUTH_NONCE];
-	int auth_stage;
-	uint32_t auth_reqid;
+	struct mp_prove auth;
+	uint8_t info_ticket[MP_AUTH_NONCE]; /* of the last CH_INFO answer */
 	int64_t down_since; /* when the link was lost */
 	int64_t next_try;   /* DOWN: next attempt */
 	int64_t try_end;    /* CONNECTING/HELLO: attempt deadline */

@@ -64,6 +64,13 @@
  * the program keeps receiving (and at once when one of our connections
  * closes). */
 #define MP_ACCEPT_RETRY_NS (100 * 1000000LL)
+/* Until a peer proved the ticket, the only frame it may send is AUTH: a
+ * larger one is refused on its header, so it makes us allocate nothing
+ * beyond its socket and record. */
+#define MP_HS_DATA_MAX	(MP_AUTH_NONCE + MP_AUTH_MAC)
+/* Failed proofs are logged at most once per this period per channel
+ * (a flood of them must not flood the program's log). */
+#define MP_AUTH_LOG_NS	(1000000000LL)
 #define MP_NOTHING	INT_MIN
 #define MP_GATHER_MAX	65536 /* replies gathered for one write at most */
 #define ACK_BATCH_NS	50000 /* a BACK younger than this: hold the next */
@@ -82,7 +89,9 @@ struct mp_peer {
 	bool paused;
 	bool want_out;
 	bool local;	/* a same-host client on the segment (mp_local) */
+	bool authed;	/* proved the channel ticket (then HELLO may come) */
 	int64_t hello_by; /* !hello: dropped at this time (MP_HELLO_NS) */
+	uint8_t ns[MP_AUTH_NONCE]; /* our CHALLENGE: spent by one AUTH */
 };
 
 enum mp_item_kind { MP_ITEM_SEND, MP_ITEM_BUF, MP_ITEM_EVENT };
@@ -449,6 +458,69 @@ static void cancel(struct messip_channel_priv *c, struct mp_peer *p,
 	}
 }
 
+/* A peer's proof failed: logged once per connection, and at most once
+ * per MP_AUTH_LOG_NS per channel (with the count of those not logged). */
+static void auth_refused(struct messip_channel_priv *c, struct mp_peer *p,
+			 const char *why)
+{
+	struct mp_srv *s = &c->srv;
+	int64_t now = mp_time_now_ns();
+
+	if (now - s->auth_log_ns < MP_AUTH_LOG_NS && s->auth_log_ns) {
+		s->auth_unlogged++;
+	} else {
+		mp_log(MESSIP_LOG_WARNING, "MESSIP-PEER-AUTH",
+		       "channel %s: direct connection refused: %s "
+		       "(%u more not logged)",
+		       c->pub->name, why, s->auth_unlogged);
+		s->auth_log_ns = now;
+		s->auth_unlogged = 0;
+	}
+	peer_close(c, p, NULL);
+}
+
+/*
+ * A frame from a peer that has not proven the ticket (doc/protocol.md,
+ * "Direct link authentication"): only AUTH answering our CHALLENGE.  The
+ * nonce is spent whatever the outcome (one proof per connection).  A
+ * wrong or missing proof is answered AUTH a=EACCES and the connection
+ * closed.  false: the peer was closed.
+ */
+static bool peer_auth(struct messip_channel_priv *c, struct mp_peer *p,
+		      const struct mp_wire_msg *m)
+{
+	uint8_t proof[MP_AUTH_MAC];
+	struct mp_wire_msg a;
+	struct iovec iov = {proof, sizeof(proof)};
+	int rc;
+
+	if (m->op != MP_OP_AUTH) {
+		auth_refused(c, p, m->op == MP_OP_HELLO
+					   ? "HELLO without proof"
+					   : "unexpected frame before proof");
+		return false;
+	}
+	rc = mp_auth_verify(&c->ticket, p->ns, m->data, m->datalen, proof);
+	mp_auth_nonce(p->ns, sizeof(p->ns)); /* spent: never verifies again */
+	memset(&a, 0, sizeof(a));
+	a.op = MP_OP_AUTH;
+	a.reqid = m->reqid;
+	if (rc < 0) {
+		a.a = EACCES;
+		peer_send(c, p, &a, NULL, 0, mp_time_now_ns());
+		auth_refused(c, p, "wrong proof");
+		return false;
+	}
+	a.datalen = MP_AUTH_MAC;
+	if (peer_send(c, p, &a, &iov, 1, mp_time_now_ns()) < 0) {
+		peer_close(c, p, NULL);
+		return false;
+	}
+	p->authed = true;
+	p->link.max_data = MP_MAX_DATA; /* requests may come now */
+	return true;
+}
+
 /* One frame from a peer.  false: the peer was closed. */
 static bool peer_frame(struct messip_channel_priv *c, struct mp_peer *p,
 		       const struct mp_wire_msg *m)
@@ -456,11 +528,25 @@ static bool peer_frame(struct messip_channel_priv *c, struct mp_peer *p,
 	struct mp_wire_msg a;
 	struct mp_item *it;
 
+	/* Unproven: AUTH, or the HELLO of a same-host client that says it
+	 * uses the segment (checked by mp_local_peer_hello; it may then
+	 * send BYE and nothing else: its requests go through the segment,
+	 * which /dev/shm permissions guard). */
+	if (!p->authed && !(m->op == MP_OP_HELLO && !p->hello && m->u) &&
+	    !(m->op == MP_OP_BYE && p->local))
+		return peer_auth(c, p, m);
 	memset(&a, 0, sizeof(a));
 	if (!p->hello) {
 		if (m->op != MP_OP_HELLO) {
 			peer_close(c, p, "no HELLO");
 			return false;
+		}
+		if (!p->authed) {
+			if (!mp_local_peer_hello(c, m)) {
+				auth_refused(c, p, "HELLO without proof");
+				return false;
+			}
+			p->local = true; /* counted: peer_close uncounts */
 		}
 		a.op = MP_OP_WELCOME;
 		a.reqid = m->reqid;
@@ -472,7 +558,8 @@ static bool peer_frame(struct messip_channel_priv *c, struct mp_peer *p,
 		p->hello = true;
 		memcpy(p->id, m->id, sizeof(p->id));
 		p->regno = m->c;
-		p->local = mp_local_peer_hello(c, m);
+		if (p->authed)
+			p->local = mp_local_peer_hello(c, m);
 		return true;
 	}
 	switch (m->op) {
@@ -580,6 +667,24 @@ static void peer_unpause(struct messip_channel_priv *c, struct mp_peer *p)
 	peer_drain(c, p); /* frames read before the pause */
 }
 
+/* Challenge a new peer at once (doc/protocol.md, "Direct link
+ * authentication"): it proves the ticket before anything else.  A fresh
+ * socket takes this small frame whole; 0, or -errno (drop the peer). */
+static int challenge(struct mp_peer *p)
+{
+	struct iovec iov = {p->ns, sizeof(p->ns)};
+	struct mp_wire_msg m;
+	int rc = mp_auth_nonce(p->ns, sizeof(p->ns));
+
+	if (rc < 0)
+		return rc;
+	memset(&m, 0, sizeof(m));
+	m.op = MP_OP_CHALLENGE;
+	m.datalen = MP_AUTH_NONCE;
+	rc = mp_link_send(&p->link, &m, &iov, 1, mp_time_now_ns());
+	return rc < 0 ? rc : 0;
+}
+
 static void accept_all(struct messip_channel_priv *c)
 {
 	for (int i = 0; i < MP_SRV_ACCEPTS; i++) {
@@ -624,9 +729,10 @@ static void accept_all(struct messip_channel_priv *c)
 		p->src.kind = MP_SRC_PEER;
 		p->hello_by = mp_time_now_ns() + MP_HELLO_NS;
 		chore_at(&c->srv, p->hello_by);
-		mp_link_init(&p->link, fd, MP_MAX_DATA);
+		mp_link_init(&p->link, fd, MP_HS_DATA_MAX);
 		ev.data.ptr = &p->src;
-		if (epoll_ctl(c->srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		if (challenge(p) < 0 ||
+		    epoll_ctl(c->srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			mp_link_close(&p->link);
 			free(p);
 			return;
@@ -901,7 +1007,9 @@ static void srv_chores(struct messip_channel_priv *c, int64_t now)
 		if (p->closed || p->hello)
 			continue;
 		if (now >= p->hello_by)
-			peer_close(c, p, "no HELLO within the handshake bound");
+			peer_close(c, p,
+				   p->authed ? "no HELLO within the handshake bound"
+					     : "no proof within the handshake bound");
 		else
 			chore_at(s, p->hello_by);
 	}

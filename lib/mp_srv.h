@@ -20,6 +20,15 @@
  * as soon as they are handed to the program (retried before receive
  * sleeps if the link could not take it at once).  Records the manager re-sends
  * after a resume are recognised by their sequence number and dropped.
+ *
+ * Direct connections prove the channel ticket (c->ticket) before
+ * anything else (doc/protocol.md, "Direct link authentication"): the
+ * server sends CHALLENGE on accept and takes only AUTH until the proof
+ * verified (frames over 64 data bytes are refused on their header); a
+ * wrong, missing or replayed proof is answered AUTH EACCES and the
+ * connection closed (MESSIP-PEER-AUTH, rate-limited).  The one exception
+ * is a same-host client's HELLO that names the segment (mp_local): such
+ * a link may then only say BYE.
  */
 #ifndef MP_SRV_H
 #define MP_SRV_H

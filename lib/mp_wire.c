@@ -29,10 +29,10 @@
  *                                             cli->srv: name,id,c)
  *   WELCOME        x x . x  .   .   x    .
  *   RESULT         x x x x  .   .   .    .
- *   CH_CREATE      x . . x  x   .   x    .
+ *   CH_CREATE      x . . x  x   .   x    x   (data: the channel ticket)
  *   CH_DELETE      . . . .  x   .   .    .
  *   CH_CONNECT     x . . .  x   .   .    .
- *   CH_INFO        x x x x  x   x   x    .
+ *   CH_INFO        x x x x  x   x   x    x   (data: the channel ticket)
  *   CH_DISCONNECT  . x . .  .   .   .    .
  *   BSEND          x x x .  .   .   .    x
  *   BDELIVER       x x x x  .   x   .    x
@@ -90,11 +90,13 @@ static const struct op_row op_table[MP_OP_MAX_] = {
 		ROW(MP_WF_A | MP_WF_B | MP_WF_U | MP_WF_ADDR, "WELCOME"),
 	[MP_OP_RESULT] = ROW(MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_U, "RESULT"),
 	[MP_OP_CH_CREATE] =
-		ROW(MP_WF_A | MP_WF_U | MP_WF_NAME | MP_WF_ADDR, "CH_CREATE"),
+		ROW(MP_WF_A | MP_WF_U | MP_WF_NAME | MP_WF_ADDR | MP_WF_DATA,
+		    "CH_CREATE"),
 	[MP_OP_CH_DELETE] = ROW(MP_WF_NAME, "CH_DELETE"),
 	[MP_OP_CH_CONNECT] = ROW(MP_WF_A | MP_WF_NAME, "CH_CONNECT"),
 	[MP_OP_CH_INFO] = ROW(MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_U |
-				      MP_WF_NAME | MP_WF_ID | MP_WF_ADDR,
+				      MP_WF_NAME | MP_WF_ID | MP_WF_ADDR |
+				      MP_WF_DATA,
 			      "CH_INFO"),
 	[MP_OP_CH_DISCONNECT] = ROW(MP_WF_B, "CH_DISCONNECT"),
 	[MP_OP_BSEND] = ROW(MP_WF_A | MP_WF_B | MP_WF_C | MP_WF_DATA, "BSEND"),

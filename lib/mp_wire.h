@@ -52,14 +52,16 @@
  *   RESULT       both      a=status (0 or errno), b, c, u = values, per
  *                          request (documented where the request is)
  *   CH_CREATE    lib->mgr  name, a=max buffered (0: default), addr=the
- *                          server's "ip:port", u=server's host token;
+ *                          server's "ip:port", u=server's host token,
+ *                          data=the channel ticket (MP_AUTH_NONCE bytes);
  *                          RESULT b=channel handle, u=channel generation
  *   CH_DELETE    lib->mgr  name; RESULT b=clients still connected
  *   CH_CONNECT   lib->mgr  name, a=wait ms for LOCATE (-1 forever),
  *                          flags MP_WIRE_F_LOCATE; answered by CH_INFO
  *   CH_INFO      mgr->lib  a=status, b=channel handle, c=server's
  *                          registration number, u=server's host token,
- *                          name, id=server's id, addr=server "ip:port"
+ *                          name, id=server's id, addr=server "ip:port",
+ *                          data=the channel ticket (a=0 only)
  *   CH_DISCONNECT lib->mgr b=channel handle
  *   BSEND        lib->mgr  b=channel handle, a=type, c=wait ms while full
  *                          (-1 forever), data; RESULT b=queued before
@@ -93,6 +95,9 @@
  *   AUTH         lib->mgr  data=client nonce (32) + client proof (32)
  *   AUTH         mgr->lib  a=status (0 or EACCES), data=server proof (32)
  *                          when a=0; then the library sends HELLO again
+ * The same two operations open a direct client -> server link, keyed with
+ * the channel ticket (doc/protocol.md, "Direct link authentication"): the
+ * server sends CHALLENGE reqid=0 as soon as it accepts, before any HELLO.
  */
 enum mp_wire_op {
 	MP_OP_HELLO = 1,

@@ -63,6 +63,16 @@ static int result(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
 	return result_c(w, c, reqid, status, b, 0, u);
 }
 
+/* All zeros: created without a ticket (a random one is never that). */
+static int has_ticket(const uint8_t *t)
+{
+	uint8_t any = 0;
+
+	for (int i = 0; i < MGR_TICKET_LEN; i++)
+		any |= t[i];
+	return any != 0;
+}
+
 static int ch_info(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
 		   int32_t status, const struct mgr_chinfo *info,
 		   const char *name)
@@ -80,6 +90,12 @@ static int ch_info(struct mgr_worker *w, struct mgr_conn *c, uint32_t reqid,
 		snprintf(m.id, sizeof(m.id), "%.*s", MP_WIRE_ID_MAX,
 			 info->server_id);
 		snprintf(m.addr, sizeof(m.addr), "%s", info->addr);
+		/* The ticket goes only to a peer that passed authentication
+		 * and the access policy (the only callers with info). */
+		if (has_ticket(info->ticket)) {
+			m.data = info->ticket;
+			m.datalen = MGR_TICKET_LEN;
+		}
 		name = info->name;
 	}
 	snprintf(m.name, sizeof(m.name), "%s", name);
@@ -115,6 +131,8 @@ static void unpark(struct mgr_worker *w, struct mgr_conn *c)
 	}
 }
 
+_Static_assert(MGR_TICKET_LEN == MP_AUTH_NONCE, "ticket size");
+
 /* ---- authentication and access policy ------------------------------------ */
 
 /*
@@ -130,7 +148,6 @@ static int on_unauthed(struct mgr_worker *w, struct mgr_conn *c,
 {
 	const struct mp_auth_key *key = mgr_sec_key();
 	uint8_t proof[MP_AUTH_MAC];
-	const uint8_t *d = m->data;
 	struct mp_wire_msg r;
 	char what[64];
 
@@ -154,10 +171,7 @@ static int on_unauthed(struct mgr_worker *w, struct mgr_conn *c,
 	r.op = MP_OP_AUTH;
 	/* The nonce is spent whatever the outcome: one proof per nonce. */
 	c->challenged = 0;
-	if (m->datalen != MGR_HS_DATA_MAX ||
-	    mp_auth_check(key, MP_AUTH_CLIENT, c->nonce, d, d + MP_AUTH_NONCE,
-			  MP_AUTH_MAC) < 0 ||
-	    mp_auth_proof(key, MP_AUTH_SERVER, c->nonce, d, proof) < 0) {
+	if (mp_auth_verify(key, c->nonce, m->data, m->datalen, proof) < 0) {
 		bad_input(w, c, "MESSIP-MGR-AUTH",
 			  "authentication failed (wrong or missing proof)");
 		r.a = EACCES;
@@ -284,8 +298,13 @@ static int on_ch_create(struct mgr_worker *w, struct mgr_conn *c,
 
 	if (policy_check(w, c, MGR_SEC_CREATE, m->name) < 0)
 		return result(w, c, m->reqid, EACCES, 0, 0);
+	/* The channel's ticket: MP_AUTH_NONCE bytes, or none (a server
+	 * whose clients cannot be authenticated by a library: they refuse
+	 * a CH_INFO without one). */
+	if (m->datalen != MGR_TICKET_LEN && m->datalen != 0)
+		return result(w, c, m->reqid, EINVAL, 0, 0);
 	slot = mgr_state_ch_create(w->st, c->reg, m->name, m->a, m->addr, m->u,
-				   &gen);
+				   m->datalen ? m->data : NULL, &gen);
 	if (slot < 0)
 		return result(w, c, m->reqid, -slot, 0, 0);
 	if (!mgr_conn_srv_add(c, slot, gen)) {

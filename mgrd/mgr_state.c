@@ -887,7 +887,8 @@ int mgr_state_housekeep(struct mgr_state *st, int64_t now_ns)
 
 int mgr_state_ch_create(struct mgr_state *st, int reg, const char *name,
 			int32_t capacity, const char *addr,
-			uint64_t host_token, uint32_t *gen)
+			uint64_t host_token, const uint8_t *ticket,
+			uint32_t *gen)
 {
 	struct mgr_ch_sh *ch;
 	mp_ring_t ring;
@@ -935,6 +936,10 @@ int mgr_state_ch_create(struct mgr_state *st, int reg, const char *name,
 	__atomic_store_n(&ch->parked, 0, __ATOMIC_RELAXED);
 	copy_str(ch->name, sizeof(ch->name), name);
 	copy_str(ch->addr, sizeof(ch->addr), addr ? addr : "");
+	if (ticket)
+		memcpy(ch->ticket, ticket, MGR_TICKET_LEN);
+	else
+		memset(ch->ticket, 0, MGR_TICKET_LEN);
 	/* Release: the record and its formatted ring before LIVE. */
 	__atomic_store_n(&ch->state, CH_LIVE, __ATOMIC_RELEASE);
 	*gen = ch->gen;
@@ -1041,6 +1046,7 @@ int mgr_state_ch_connect(struct mgr_state *st, int reg, const char *name,
 	info->host_token = ch->host_token;
 	copy_str(info->name, sizeof(info->name), ch->name);
 	copy_str(info->addr, sizeof(info->addr), ch->addr);
+	memcpy(info->ticket, ch->ticket, MGR_TICKET_LEN);
 	info->server_id[0] = 0;
 	if (reg_ok(st, ch->creator)) {
 		srv = &st->regs[ch->creator];

@@ -84,9 +84,12 @@
 #include "mp_shm.h"
 
 #define MGR_SHM_MAGIC   0x3152474d5049534dULL /* "MSIPMGR1" */
-#define MGR_SHM_VERSION 3
+#define MGR_SHM_VERSION 4 /* 4: channel tickets */
 #define MGR_ID_LEN      16    /* ids are <= 8 chars; room for the NUL */
 #define MGR_NONE        UINT32_MAX
+/* A channel's ticket: the key of its direct links (doc/protocol.md,
+ * "Direct link authentication"); never shown by the status page. */
+#define MGR_TICKET_LEN  32
 
 /* Wake hints (mgr_worker_sh.hints). */
 #define MGR_WAKE_DATA   0x01  /* records pushed to a ring you consume */
@@ -165,8 +168,9 @@ struct mgr_ch_sh {
 	int64_t  since;
 	char     name[MP_CHTAB_NAME_MAX + 1];
 	char     addr[64];
+	uint8_t  ticket[MGR_TICKET_LEN];
 };
-_Static_assert(sizeof(struct mgr_ch_sh) == 168, "channel record size");
+_Static_assert(sizeof(struct mgr_ch_sh) == 200, "channel record size");
 
 struct mgr_link_sh {
 	uint32_t state;      /* enum mgr_link_state */
@@ -259,6 +263,7 @@ struct mgr_chinfo {
 	char     name[MP_CHTAB_NAME_MAX + 1];
 	char     server_id[MGR_ID_LEN];
 	char     addr[64];
+	uint8_t  ticket[MGR_TICKET_LEN];
 };
 
 /* ---- set-up ----------------------------------------------------------- */
@@ -407,12 +412,15 @@ int mgr_state_housekeep(struct mgr_state *st, int64_t now_ns);
 
 /*
  * Create channel name for registration reg.  capacity 0 means the default.
+ * ticket (MGR_TICKET_LEN bytes, NULL: zeros) is kept with the channel and
+ * handed out by mgr_state_ch_connect only.
  * Returns the slot (>= 0) with *gen, or -EEXIST, -ENOSPC (table full),
  * -ENAMETOOLONG, -EINVAL (empty name, negative capacity), -EBADMSG.
  */
 int mgr_state_ch_create(struct mgr_state *st, int reg, const char *name,
 			int32_t capacity, const char *addr,
-			uint64_t host_token, uint32_t *gen);
+			uint64_t host_token, const uint8_t *ticket,
+			uint32_t *gen);
 
 /*
  * Delete channel name, created by reg, if no client is connected.

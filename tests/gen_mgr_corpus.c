@@ -2,7 +2,8 @@
  * gen_mgr_corpus — writes the seed corpus of fuzz_mgr (tests/corpus/mgr):
  * valid library sessions (register, create, connect, buffered sends up to
  * a full ring and a parked sender, acknowledgements, LOCATE, events of a
- * dead client, resume attempts, clean ends), the same split at awkward
+ * dead client, resume attempts, clean ends, channel tickets of every
+ * size), the same split at awkward
  * places, and a few bad streams.  Channel handles are the table slots the
  * manager picks, which a script cannot know: BSEND/BACK/CH_DISCONNECT go
  * to every slot of the fuzz manager's table (8).  Not part of the build;
@@ -39,6 +40,8 @@ static void save(const char *name)
 }
 
 static uint32_t rq = 1;
+static uint8_t ticket[40] = "0123456789abcdef0123456789abcdef-bad";
+static uint32_t ticket_len = 32;
 
 static void hello(int conn, const char *id, uint64_t token)
 {
@@ -61,6 +64,10 @@ static void named(int conn, unsigned op, const char *name, int32_t a,
 	if (op == MP_OP_CH_CREATE) {
 		snprintf(m.addr, sizeof(m.addr), "127.0.0.1:4000/%d", conn);
 		m.u = 77;
+		/* The channel ticket a library always sends (handed out
+		 * again in CH_INFO); a few seeds send none or a bad one. */
+		m.data = ticket;
+		m.datalen = ticket_len;
 	}
 	mp_script_frame(&s, conn, &m, 0);
 }
@@ -219,6 +226,21 @@ int main(int argc, char **argv)
 		snprintf(fname, sizeof(fname), "alloc-fail-%d", nth);
 		save(fname);
 	}
+
+	/* Channel tickets: none (a raw server: CH_INFO carries none), then
+	 * a wrong length (EINVAL, nothing created), then a good one again. */
+	hello(0, "tix", 0);
+	ticket_len = 0;
+	named(0, MP_OP_CH_CREATE, "bare", 0, 0);
+	ticket_len = 33;
+	named(0, MP_OP_CH_CREATE, "odd", 0, 0);
+	ticket_len = 32;
+	named(0, MP_OP_CH_CREATE, "good", 0, 0);
+	hello(1, "cli", 0);
+	named(1, MP_OP_CH_CONNECT, "bare", 0, 0);
+	named(1, MP_OP_CH_CONNECT, "odd", 0, 0);
+	named(1, MP_OP_CH_CONNECT, "good", 0, 0);
+	save("create-tickets");
 
 	/* Bad streams: not HELLO first; a manager-bound SEND; a bad version;
 	 * a BSEND over max_message_size (skipped, answered EMSGSIZE). */

@@ -290,7 +290,8 @@ static int relay_for(const char *orig)
 /* Rewrite a whole CH_INFO frame and queue it (or queue it unchanged). */
 static int queue_rewritten(struct pair *p, int s, const uint8_t *f, size_t n)
 {
-	uint8_t out[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	/* + the channel ticket CH_INFO carries (its only data). */
+	uint8_t out[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX + 64];
 	struct mp_wire_msg m;
 	int port, len;
 

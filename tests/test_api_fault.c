@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include "mp_rawauth.h"
 #include "mp_wire.h"
 #include "test_api_util.h"
 
@@ -492,33 +493,25 @@ static int raw_recv(int fd, struct mp_wire_msg *m, int timeout_ms)
 	}
 }
 
-/* The server's address, asked of the manager like a library would. */
-static int server_port(const char *name)
+/* Let the server (this program) run while a raw peer waits for it. */
+static void pump_server(void *arg)
 {
-	struct mp_wire_msg m;
-	int fd = mp_tcp_connect_local(api_mgr.port), port = -1;
-	char *colon;
+	uint8_t buf[64];
+	int32_t type;
 
-	if (fd < 0)
-		return -1;
+	messip_receive(arg, &type, buf, sizeof(buf), 10);
+}
+
+/* A raw connection to the server that proved the ticket: its fd. */
+static int proven_peer(messip_channel_t *ch, int port, const uint8_t *ticket)
+{
+	int fd = mp_tcp_connect_local(port);
+
+	CU_ASSERT(fd >= 0);
+	CU_ASSERT(rawauth_prove(fd, ticket, NULL, NULL, pump_server, ch) ==
+		  0);
 	raw_have = 0;
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 1;
-	strcpy(m.id, "raw");
-	if (raw_send(fd, &m) == 0 && raw_recv(fd, &m, 2000) > 0 &&
-	    m.op == MP_OP_WELCOME && m.a == 0) {
-		memset(&m, 0, sizeof(m));
-		m.op = MP_OP_CH_CONNECT;
-		m.reqid = 2;
-		strcpy(m.name, name);
-		if (raw_send(fd, &m) == 0 && raw_recv(fd, &m, 2000) > 0 &&
-		    m.op == MP_OP_CH_INFO && m.a == 0 &&
-		    (colon = strrchr(m.addr, ':')))
-			port = atoi(colon + 1);
-	}
-	close(fd);
-	return port;
+	return fd;
 }
 
 /* Let the server run, then: did it close the raw peer? */
@@ -551,14 +544,14 @@ static void test_garbage_peers(void)
 	static uint8_t junk[100000];
 	struct mp_wire_msg m;
 	messip_channel_t *ch;
-	uint8_t buf[512];
+	uint8_t buf[512], ticket[MP_AUTH_NONCE];
 	int port, fd, idx;
 	int32_t type;
 
 	CU_ASSERT_FATAL(cnx != NULL);
 	ch = messip_channel_create(cnx, "t-garbage", 2000, 0);
 	CU_ASSERT_FATAL(ch != NULL);
-	port = server_port("t-garbage");
+	port = rawauth_locate(api_mgr.port, "t-garbage", ticket);
 	CU_ASSERT_FATAL(port > 0);
 	/* That raw registration connected and ended without a goodbye. */
 	CU_ASSERT_EQUAL(messip_receive(ch, &type, buf, sizeof(buf), 2000),
@@ -580,7 +573,7 @@ static void test_garbage_peers(void)
 	CU_ASSERT(closed_by_server(ch, fd));
 	close(fd);
 	/* HELLO for another channel: ENOENT, then closed. */
-	fd = mp_tcp_connect_local(port);
+	fd = proven_peer(ch, port, ticket);
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_HELLO;
 	m.reqid = 9;
@@ -593,7 +586,7 @@ static void test_garbage_peers(void)
 	CU_ASSERT(closed_by_server(ch, fd));
 	close(fd);
 	/* A frame announcing more than any message may hold. */
-	fd = mp_tcp_connect_local(port);
+	fd = proven_peer(ch, port, ticket);
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_HELLO;
 	strcpy(m.name, "t-garbage");
@@ -602,9 +595,8 @@ static void test_garbage_peers(void)
 		  12);
 	CU_ASSERT(closed_by_server(ch, fd));
 	close(fd);
-	/* A well-behaved raw peer: HELLO, SEND, PING, stray CANCEL. */
-	fd = mp_tcp_connect_local(port);
-	raw_have = 0;
+	/* A well-behaved raw peer: proof, HELLO, SEND, PING, stray CANCEL. */
+	fd = proven_peer(ch, port, ticket);
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_HELLO;
 	m.reqid = 1;
@@ -640,7 +632,7 @@ static void test_garbage_peers(void)
 	CU_ASSERT(m.op == MP_OP_PONG && m.reqid == 6);
 	close(fd);
 	/* Lots of random bytes after a proper HELLO. */
-	fd = mp_tcp_connect_local(port);
+	fd = proven_peer(ch, port, ticket);
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_HELLO;
 	strcpy(m.name, "t-garbage");

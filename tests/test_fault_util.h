@@ -30,6 +30,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "mp_rawauth.h"
 #include "mp_wire.h"
 #include "test_api_util.h"
 
@@ -268,15 +269,16 @@ static inline int fault_raw_send(int fd, const struct mp_wire_msg *m)
 	return n > 0 && write(fd, buf, (size_t)n) == n ? 0 : -1;
 }
 
-/* Read one frame without data (answers) within timeout_ms: 0 or -1. */
+/* Read one answer within timeout_ms: 0 or -1.  Its data (a CH_INFO's
+ * ticket) is not kept: m->data must not be used. */
 static inline int fault_raw_recv(int fd, struct mp_wire_msg *m, int timeout_ms)
 {
-	uint8_t buf[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX];
+	uint8_t buf[MP_WIRE_HDR_SIZE + MP_WIRE_FIXED_MAX + 64];
 	size_t have = 0;
 
 	while (have < sizeof(buf)) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int n = mp_wire_decode(buf, have, 0, m);
+		int n = mp_wire_decode(buf, have, 64, m);
 		ssize_t r;
 
 		if (n > 0)
@@ -298,30 +300,9 @@ static inline int fault_raw_recv(int fd, struct mp_wire_msg *m, int timeout_ms)
  */
 static inline int fault_server_port(int mgr_port, const char *name)
 {
-	struct mp_wire_msg m;
-	int fd = mp_tcp_connect_local(mgr_port), port = -1;
-	char *colon;
+	uint8_t ticket[MP_AUTH_NONCE];
 
-	if (fd < 0)
-		return -1;
-	memset(&m, 0, sizeof(m));
-	m.op = MP_OP_HELLO;
-	m.reqid = 1;
-	strcpy(m.id, "raw");
-	if (fault_raw_send(fd, &m) == 0 && fault_raw_recv(fd, &m, 2000) == 0 &&
-	    m.op == MP_OP_WELCOME && m.a == 0) {
-		memset(&m, 0, sizeof(m));
-		m.op = MP_OP_CH_CONNECT;
-		m.reqid = 2;
-		snprintf(m.name, sizeof(m.name), "%s", name);
-		if (fault_raw_send(fd, &m) == 0 &&
-		    fault_raw_recv(fd, &m, 2000) == 0 &&
-		    m.op == MP_OP_CH_INFO && m.a == 0 &&
-		    (colon = strrchr(m.addr, ':')))
-			port = atoi(colon + 1);
-	}
-	close(fd);
-	return port;
+	return rawauth_locate(mgr_port, name, ticket);
 }
 
 /* ---- a self-checking echo server ---------------------------------------- */

@@ -120,13 +120,17 @@ static void test_regs_and_channels(void)
 	CU_ASSERT(a.token != b.token && a.token && b.token);
 	CU_ASSERT(st.sh->nregs == 2);
 
-	slot = mgr_state_ch_create(&st, a.reg, "c", 0, "1.2.3.4:5", 77, &gen);
+	uint8_t ticket[MGR_TICKET_LEN];
+
+	memset(ticket, 0xa5, sizeof(ticket));
+	slot = mgr_state_ch_create(&st, a.reg, "c", 0, "1.2.3.4:5", 77, ticket,
+				   &gen);
 	CU_ASSERT_FATAL(slot >= 0);
 	CU_ASSERT(gen & 1);
 	CU_ASSERT(st.chans[slot].capacity == 4); /* default_buffered */
-	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "c", 0, "", 0, &gen) ==
+	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "c", 0, "", 0, NULL, &gen) ==
 		  -EEXIST);
-	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "", 0, "", 0, &gen) ==
+	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "", 0, "", 0, NULL, &gen) ==
 		  -EINVAL);
 	CU_ASSERT(mgr_state_ch_connect(&st, b.reg, "x", &info) == -ENOENT);
 	s2 = mgr_state_ch_connect(&st, b.reg, "c", &info);
@@ -135,6 +139,7 @@ static void test_regs_and_channels(void)
 	CU_ASSERT(info.host_token == 77);
 	CU_ASSERT_STRING_EQUAL(info.server_id, "alpha");
 	CU_ASSERT_STRING_EQUAL(info.addr, "1.2.3.4:5");
+	CU_ASSERT(memcmp(info.ticket, ticket, MGR_TICKET_LEN) == 0);
 	CU_ASSERT(mgr_state_ch_connect(&st, b.reg, "c", &info) == slot);
 	CU_ASSERT(st.chans[slot].nclients == 1);
 	CU_ASSERT(st.sh->nlinks == 1);
@@ -168,11 +173,11 @@ static void test_regs_and_channels(void)
 		char nm[16];
 
 		snprintf(nm, sizeof(nm), "f%d", i);
-		CU_ASSERT(mgr_state_ch_create(&st, a.reg, nm, 0, "", 0, &gen) >=
+		CU_ASSERT(mgr_state_ch_create(&st, a.reg, nm, 0, "", 0, NULL, &gen) >=
 			  0);
 	}
 	CU_ASSERT(mgr_state_ch_create(&st, a.reg, "one-more", 0, "", 0,
-				      &gen) == -ENOSPC);
+				      NULL, &gen) == -ENOSPC);
 	/* BYE removes them all. */
 	mgr_state_reg_end(&st, a.reg, 1);
 	CU_ASSERT(st.sh->nchannels == 0);
@@ -192,8 +197,8 @@ static void test_unclean_end_and_death(void)
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "watch", 2, "", &watch) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "cli", 3, "", &cli) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "other", 4, "", &other) == 0);
-	slot = mgr_state_ch_create(&st, srv.reg, "s", 0, "", 0, &gen);
-	wslot = mgr_state_ch_create(&st, watch.reg, "w", 0, "", 0, &wgen);
+	slot = mgr_state_ch_create(&st, srv.reg, "s", 0, "", 0, NULL, &gen);
+	wslot = mgr_state_ch_create(&st, watch.reg, "w", 0, "", 0, NULL, &wgen);
 	CU_ASSERT_FATAL(slot >= 0 && wslot >= 0);
 	CU_ASSERT(mgr_state_death_notify(&st, watch.reg, 1) == 0);
 	CU_ASSERT(mgr_state_ch_connect(&st, cli.reg, "s", &info) == slot);
@@ -263,7 +268,7 @@ static void test_orphan_resume_expire(void)
 	setup();
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "srv", 1, "", &srv) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "cli", 2, "", &cli) == 0);
-	slot = mgr_state_ch_create(&st, srv.reg, "s", 0, "", 0, &gen);
+	slot = mgr_state_ch_create(&st, srv.reg, "s", 0, "", 0, NULL, &gen);
 	CU_ASSERT_FATAL(slot >= 0);
 	CU_ASSERT(mgr_state_ch_connect(&st, cli.reg, "s", &info) == slot);
 	give_to_worker1(srv.reg);
@@ -313,7 +318,7 @@ static void test_ring_push_park_release(void)
 	setup();
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "srv", 1, "", &srv) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "cli", 2, "", &cli) == 0);
-	slot = mgr_state_ch_create(&st, srv.reg, "r", 2, "", 0, &gen);
+	slot = mgr_state_ch_create(&st, srv.reg, "r", 2, "", 0, NULL, &gen);
 	CU_ASSERT_FATAL(slot >= 0);
 	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 7, "ab", 2) == 0);
 	CU_ASSERT(mgr_state_bsend(&st, cli.reg, slot, gen, 0, 8, "cd", 2) == 1);
@@ -371,7 +376,7 @@ static void test_events_acknowledged(void)
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "a", 2, "", &a) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "b", 3, "", &b) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "c", 4, "", &c) == 0);
-	slot = mgr_state_ch_create(&st, srv.reg, "e", 0, "", 0, &gen);
+	slot = mgr_state_ch_create(&st, srv.reg, "e", 0, "", 0, NULL, &gen);
 	CU_ASSERT_FATAL(slot >= 0 && slot < 16);
 	CU_ASSERT(mgr_state_death_notify(&st, srv.reg, 1) == 0);
 	CU_ASSERT(mgr_state_ch_connect(&st, a.reg, "e", &info) == slot);
@@ -446,7 +451,7 @@ static void test_bsend_resent(void)
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "srv", 1, "", &srv) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "cli", 2, "", &cli) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "other", 3, "", &other) == 0);
-	slot = mgr_state_ch_create(&st, srv.reg, "d", 4, "", 0, &gen);
+	slot = mgr_state_ch_create(&st, srv.reg, "d", 4, "", 0, NULL, &gen);
 	CU_ASSERT_FATAL(slot >= 0);
 	ring = mgr_state_ring(&st, slot, gen);
 	CU_ASSERT_FATAL(ring != NULL);
@@ -498,8 +503,8 @@ static void test_repair(void)
 	setup();
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "a", 1, "", &a) == 0);
 	CU_ASSERT_FATAL(mgr_state_reg_new(&st, "b", 2, "", &b) == 0);
-	slot = mgr_state_ch_create(&st, a.reg, "keep", 0, "", 0, &gen);
-	slot2 = mgr_state_ch_create(&st, a.reg, "lose", 0, "", 0, &gen2);
+	slot = mgr_state_ch_create(&st, a.reg, "keep", 0, "", 0, NULL, &gen);
+	slot2 = mgr_state_ch_create(&st, a.reg, "lose", 0, "", 0, NULL, &gen2);
 	CU_ASSERT_FATAL(slot >= 0 && slot2 >= 0);
 	CU_ASSERT(mgr_state_ch_connect(&st, b.reg, "keep", &info) == slot);
 	CU_ASSERT(mgr_state_ch_connect(&st, b.reg, "lose", &info) == slot2);
@@ -534,9 +539,9 @@ static void test_repair(void)
 	CU_ASSERT(st.chans[slot].nclients == 1);
 	CU_ASSERT(st.sh->nregs == 2);
 	/* Names work again. */
-	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "lose", 0, "", 0, &gen2) >=
+	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "lose", 0, "", 0, NULL, &gen2) >=
 		  0);
-	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "half", 0, "", 0, &gen2) >=
+	CU_ASSERT(mgr_state_ch_create(&st, b.reg, "half", 0, "", 0, NULL, &gen2) >=
 		  0);
 	teardown();
 }
