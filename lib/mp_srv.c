@@ -530,6 +530,21 @@ static bool peer_drain(struct messip_channel_priv *c, struct mp_peer *p)
 	return true;
 }
 
+/* TLS: a handshake step may have left ciphertext to send; and input TLS
+ * holds is not reported by the socket, so come back for it at once
+ * (srv_chores). */
+static void peer_tls_after(struct messip_channel_priv *c, struct mp_peer *p)
+{
+	if (p->closed || !p->link.tls)
+		return;
+	if (mp_link_pending_out(&p->link) && !p->want_out) {
+		p->want_out = true;
+		peer_events(c, p);
+	}
+	if (!p->paused && mp_tls_has_input(p->link.tls))
+		chore_at(&c->srv, mp_time_now_ns());
+}
+
 static void peer_ready(struct messip_channel_priv *c, struct mp_peer *p,
 		       uint32_t events)
 {
@@ -565,19 +580,23 @@ static void peer_ready(struct messip_channel_priv *c, struct mp_peer *p,
 			peer_close(c, p, rc == -EPIPE ? NULL : "bad frame");
 			return;
 		}
-		if (rc == 0)
+		if (rc == 0) {
+			peer_tls_after(c, p);
 			return;
+		}
 		if (mp_link_frame_ready(&p->link))
 			break;
 	}
-	peer_drain(c, p);
+	if (peer_drain(c, p))
+		peer_tls_after(c, p);
 }
 
 static void peer_unpause(struct messip_channel_priv *c, struct mp_peer *p)
 {
 	p->paused = false;
 	peer_events(c, p);
-	peer_drain(c, p); /* frames read before the pause */
+	if (peer_drain(c, p)) /* frames read before the pause */
+		peer_tls_after(c, p);
 }
 
 static void accept_all(struct messip_channel_priv *c)
@@ -626,7 +645,10 @@ static void accept_all(struct messip_channel_priv *c)
 		chore_at(&c->srv, p->hello_by);
 		mp_link_init(&p->link, fd, MP_MAX_DATA);
 		ev.data.ptr = &p->src;
-		if (epoll_ctl(c->srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		/* TLS (MESSIP_TLS_CERT): the handshake runs in the first
+		 * reads, within the HELLO bound. */
+		if (mp_link_start_tls(&p->link, NULL) < 0 ||
+		    epoll_ctl(c->srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			mp_link_close(&p->link);
 			free(p);
 			return;
@@ -898,6 +920,11 @@ static void srv_chores(struct messip_channel_priv *c, int64_t now)
 	}
 	for (p = s->peers; p; p = next) {
 		next = p->next; /* p may be freed */
+		if (!p->closed && !p->paused && p->link.tls &&
+		    mp_tls_has_input(p->link.tls)) {
+			peer_ready(c, p, EPOLLIN); /* peer_tls_after */
+			continue;
+		}
 		if (p->closed || p->hello)
 			continue;
 		if (now >= p->hello_by)

@@ -236,7 +236,7 @@ static void echo_server(void *p)
 
 	if (a->ns_host >= 0)
 		CHILD_CHECK(mp_netns_enter(&net, a->ns_host) == 0);
-	child_env(a->ca, 1);
+	child_env(a->ca, a->ca != NULL);
 	if (a->tcp_only)
 		setenv("MESSIP_NO_SHM", "1", 1);
 	api_verbose();
@@ -333,6 +333,64 @@ static int refused(const char *ref, const char *ca, int err)
 			     .ns_host = -1};
 
 	return api_child_ok(api_fork(client, &a), 20000);
+}
+
+/* A server without a certificate (its manager link is TLS) and a TLS
+ * client over TCP: the client's first send fails with EPROTO. */
+static void plain_direct_server(void *p)
+{
+	const struct peer_arg *a = p;
+	messip_channel_t *ch;
+	messip_cnx_t *cnx;
+	char buf[64];
+
+	child_env(a->ca, 0);
+	cnx = connect_retry(a->ref, "tls-plainsrv");
+	CHILD_CHECK(cnx);
+	ch = messip_channel_create(cnx, a->name, 5000, 0);
+	CHILD_CHECK(ch);
+	for (int i = 0; i < 50; i++) {
+		int32_t type;
+
+		messip_receive(ch, &type, buf, sizeof(buf), 100);
+	}
+	messip_disconnect(cnx, 2000);
+}
+
+static void direct_refused_client(void *p)
+{
+	const struct peer_arg *a = p;
+	messip_channel_t *ch = NULL;
+	messip_cnx_t *cnx;
+	int32_t answer;
+	char reply[16];
+
+	child_env(a->ca, 0);
+	setenv("MESSIP_NO_SHM", "1", 1);
+	cnx = connect_retry(a->ref, "tls-cli2");
+	CHILD_CHECK(cnx);
+	for (int i = 0; i < 100 && !ch; i++) {
+		ch = messip_channel_connect(cnx, a->name, 2000);
+		if (!ch)
+			api_sleep_ms(50);
+	}
+	errno = 0;
+	if (ch)
+		CHILD_CHECK(messip_send(ch, 1, "x", 2, &answer, reply,
+					sizeof(reply), 3000) < 0);
+	CHILD_CHECK(errno == EPROTO);
+	messip_disconnect(cnx, 2000);
+}
+
+static int plain_server_refused(const char *ref)
+{
+	struct peer_arg a = {.ref = ref, .name = "tls.plainsrv", .ca = ca_file,
+			     .ns_host = -1};
+	pid_t s = api_fork(plain_direct_server, &a);
+	pid_t c = api_fork(direct_refused_client, &a);
+	int ok_c = api_child_ok(c, 20000), ok_s = api_child_ok(s, 20000);
+
+	return ok_c && ok_s;
 }
 
 /* ---- the manager's configuration -------------------------------------- */
@@ -488,12 +546,18 @@ static void test_wire_not_plaintext(void)
 
 	memset(&k, 0, sizeof(k));
 	snprintf(k.watch, sizeof(k.watch), "%s", PAYLOAD);
+	/* Without TLS the proxy rewrites CH_INFO: the direct link goes
+	 * through it too, over TCP.  (With TLS it cannot read CH_INFO: the
+	 * direct link is then tested by test_direct_loopback.) */
+	k.rewrite_info = 1;
 
 	api_start_mgr(1, NULL);
 	CU_ASSERT_FATAL(mp_proxy_start(&px, api_mgr.port, &k) == 0);
+	mp_proxy_set(&px, MP_PROXY_DIRECT, &k);
 	CU_ASSERT(exchange(px.ref, "tls.wire-plain", NULL, 20));
 	mp_proxy_stats(&px, &st);
 	CU_ASSERT(st.watch_hits[MP_PROXY_MGR] > 0);
+	CU_ASSERT(st.watch_hits[MP_PROXY_DIRECT] > 0);
 	mp_proxy_stop(&px);
 	api_stop_mgr();
 
@@ -503,7 +567,21 @@ static void test_wire_not_plaintext(void)
 	mp_proxy_stats(&px, &st);
 	CU_ASSERT(st.bytes[MP_PROXY_MGR][MP_PROXY_FWD] > 20 * 30);
 	CU_ASSERT(st.watch_hits[MP_PROXY_MGR] == 0);
+	CU_ASSERT(st.rewrites == 0);
 	mp_proxy_stop(&px);
+	api_stop_mgr();
+}
+
+/* Same host, but over TCP (MESSIP_NO_SHM): the direct client -> server
+ * link is TLS; a server without a certificate is refused by a TLS
+ * client (EPROTO). */
+static void test_direct_loopback(void)
+{
+	api_start_mgr(1, tls_conf(NULL));
+	tcp_only = 1;
+	CU_ASSERT(exchange(api_mgr.ref, "tls.direct", ca_file, 20));
+	tcp_only = 0;
+	CU_ASSERT(plain_server_refused(api_mgr.ref));
 	api_stop_mgr();
 }
 
@@ -584,6 +662,8 @@ static const struct mp_test_case tests[] = {
 	 test_tls_client_plain_manager},
 	{"bytes on the wire: payload in clear without TLS, not with it",
 	 test_wire_not_plaintext},
+	{"direct link over TLS on loopback; plain server: EPROTO",
+	 test_direct_loopback},
 	{"TLS and the HMAC secret together", test_tls_and_secret},
 	{"direct link between two network namespaces over TLS",
 	 test_direct_netns},
