@@ -23,8 +23,10 @@
  *   ESRCH         the peer (server or client) is gone
  *   ECONNREFUSED  no manager at that address
  *   ESHUTDOWN     the manager stayed unreachable past the grace period
- *   EPROTO        the peer spoke a protocol we do not understand
- *   EACCES        refused by the manager
+ *   EPROTO        the peer spoke a protocol we do not understand (also:
+ *                 a TLS peer and a plaintext one, or not TLS 1.3)
+ *   EACCES        refused by the manager, or the TLS certificate of the
+ *                 manager or server failed verification (MESSIP_TLS_CA)
  *   EPERM         not the creator of the channel
  *   ENOMEM        out of memory
  *   EBADMSG       the same-host segment held garbage for this message
@@ -225,10 +227,15 @@ void messip_init(void);
  * When the manager requires the shared secret, it is read from the file
  * $MESSIP_SECRET_FILE names, else /etc/messip-secret (owner-only mode)
  * and proven by challenge-response; the manager must prove it back.
- * NULL with ECONNREFUSED, ETIMEDOUT, EPROTO, EACCES (authentication
- * failed: wrong, missing or badly protected secret, or a manager that did
- * not prove it) or ENOSPC (refused by the manager), EINVAL (bad
- * reference, unknown host, bad $MESSIP_MGR or file line), ENOMEM. */
+ * With $MESSIP_TLS_CA the connection is TLS 1.3 and the manager's
+ * certificate must verify against that CA file and name the host dialled
+ * (messip(3), "TLS").
+ * NULL with ECONNREFUSED, ETIMEDOUT, EPROTO (also: TLS on one side only),
+ * EACCES (authentication failed: wrong, missing or badly protected
+ * secret, or a manager that did not prove it; or the manager's TLS
+ * certificate failed verification) or ENOSPC (refused by the manager),
+ * EINVAL (bad reference, unknown host, bad $MESSIP_MGR or file line,
+ * unusable $MESSIP_TLS_* files), ENOMEM. */
 messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 			     int msec_timeout);
 
@@ -322,7 +329,9 @@ int messip_reply(messip_channel_t *ch, int index, int32_t answer,
  * its length, ch->datalenr what was stored); dynamic mode as in receive.
  * MESSIP_MSG_TIMEOUT (errno ETIMEDOUT: the request is withdrawn and a
  * late reply dropped); -1 with ESRCH (the server ended or is
- * unreachable), EMSGSIZE, EINVAL, ENOMEM, EPROTO. */
+ * unreachable), EMSGSIZE, EINVAL, ENOMEM, EPROTO (also: a TLS client and a
+ * plaintext server, or the other way round), EACCES (with
+ * $MESSIP_TLS_CA: the server's certificate failed verification). */
 int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
 		int send_len, int32_t *answer, void *reply_buffer,
 		int reply_maxlen, int msec_timeout);

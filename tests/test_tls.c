@@ -39,6 +39,7 @@
 static char dir[64];
 static char ca_file[128], wrong_ca_file[128], cert_file[128], key_file[128];
 static char secret_file[128];
+static char other_cert_file[128], other_key_file[128]; /* wrong CA's */
 static struct mp_netns net;
 static int net_up;
 static int tcp_only; /* exchange(): MESSIP_NO_SHM in both processes */
@@ -116,12 +117,12 @@ static void write_key(const char *path, EVP_PKEY *k, mode_t mode)
 static void make_pki(void)
 {
 	EVP_PKEY *cak = EVP_EC_gen("P-256"), *srvk = EVP_EC_gen("P-256");
-	EVP_PKEY *wrongk = EVP_EC_gen("P-256");
-	X509 *ca, *srv, *wrong;
+	EVP_PKEY *wrongk = EVP_EC_gen("P-256"), *otherk = EVP_EC_gen("P-256");
+	X509 *ca, *srv, *wrong, *other;
 	char san[256];
 	int fd;
 
-	if (!cak || !srvk || !wrongk)
+	if (!cak || !srvk || !wrongk || !otherk)
 		abort();
 	snprintf(san, sizeof(san), "IP:127.0.0.1,DNS:localhost");
 	for (int i = 0; net_up && i < net.nhosts; i++) {
@@ -132,10 +133,13 @@ static void make_pki(void)
 	ca = make_cert(cak, "messip test CA", NULL, NULL, NULL);
 	srv = make_cert(srvk, "messip test server", ca, cak, san);
 	wrong = make_cert(wrongk, "some other CA", NULL, NULL, NULL);
+	other = make_cert(otherk, "impostor", wrong, wrongk, san);
 	write_cert(ca_file, ca);
 	write_cert(cert_file, srv);
 	write_cert(wrong_ca_file, wrong);
 	write_key(key_file, srvk, 0600);
+	write_cert(other_cert_file, other);
+	write_key(other_key_file, otherk, 0600);
 	fd = open(secret_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0 || write(fd, "tls-test-secret-0123456789abcdef", 32) != 32)
 		abort();
@@ -143,6 +147,8 @@ static void make_pki(void)
 	X509_free(ca);
 	X509_free(srv);
 	X509_free(wrong);
+	X509_free(other);
+	EVP_PKEY_free(otherk);
 	EVP_PKEY_free(cak);
 	EVP_PKEY_free(srvk);
 	EVP_PKEY_free(wrongk);
@@ -157,6 +163,8 @@ static void cleanup_files(void)
 	unlink(cert_file);
 	unlink(key_file);
 	unlink(secret_file);
+	unlink(other_cert_file);
+	unlink(other_key_file);
 	snprintf(p, sizeof(p), "%s/run.conf", dir);
 	unlink(p);
 	snprintf(p, sizeof(p), "%s/open.key", dir);
@@ -208,6 +216,7 @@ struct peer_arg {
 	int expect_errno; /* client: connect must fail with this (0: work) */
 	int ns_host;	  /* network namespace host, -1: none */
 	int tcp_only;	  /* MESSIP_NO_SHM: direct links over TCP */
+	const char *srv_cert, *srv_key; /* odd_direct_server's */
 };
 
 static messip_cnx_t *connect_retry(const char *ref, const char *id)
@@ -335,9 +344,10 @@ static int refused(const char *ref, const char *ca, int err)
 	return api_child_ok(api_fork(client, &a), 20000);
 }
 
-/* A server without a certificate (its manager link is TLS) and a TLS
- * client over TCP: the client's first send fails with EPROTO. */
-static void plain_direct_server(void *p)
+/* A server without a certificate, or (srv_cert) with one from another CA;
+ * its manager link is TLS.  A TLS client over TCP: its first send fails
+ * with EPROTO, or EACCES. */
+static void odd_direct_server(void *p)
 {
 	const struct peer_arg *a = p;
 	messip_channel_t *ch;
@@ -345,6 +355,10 @@ static void plain_direct_server(void *p)
 	char buf[64];
 
 	child_env(a->ca, 0);
+	if (a->srv_cert) {
+		setenv("MESSIP_TLS_CERT", a->srv_cert, 1);
+		setenv("MESSIP_TLS_KEY", a->srv_key, 1);
+	}
 	cnx = connect_retry(a->ref, "tls-plainsrv");
 	CHILD_CHECK(cnx);
 	ch = messip_channel_create(cnx, a->name, 5000, 0);
@@ -378,15 +392,17 @@ static void direct_refused_client(void *p)
 	if (ch)
 		CHILD_CHECK(messip_send(ch, 1, "x", 2, &answer, reply,
 					sizeof(reply), 3000) < 0);
-	CHILD_CHECK(errno == EPROTO);
+	CHILD_CHECK(errno == a->expect_errno);
 	messip_disconnect(cnx, 2000);
 }
 
-static int plain_server_refused(const char *ref)
+static int direct_refused(const char *ref, const char *cert,
+			  const char *key, int err)
 {
-	struct peer_arg a = {.ref = ref, .name = "tls.plainsrv", .ca = ca_file,
-			     .ns_host = -1};
-	pid_t s = api_fork(plain_direct_server, &a);
+	struct peer_arg a = {.ref = ref, .name = "tls.oddsrv", .ca = ca_file,
+			     .ns_host = -1, .srv_cert = cert, .srv_key = key,
+			     .expect_errno = err};
+	pid_t s = api_fork(odd_direct_server, &a);
 	pid_t c = api_fork(direct_refused_client, &a);
 	int ok_c = api_child_ok(c, 20000), ok_s = api_child_ok(s, 20000);
 
@@ -574,14 +590,17 @@ static void test_wire_not_plaintext(void)
 
 /* Same host, but over TCP (MESSIP_NO_SHM): the direct client -> server
  * link is TLS; a server without a certificate is refused by a TLS
- * client (EPROTO). */
+ * client (EPROTO), one whose certificate is from another CA too
+ * (EACCES). */
 static void test_direct_loopback(void)
 {
 	api_start_mgr(1, tls_conf(NULL));
 	tcp_only = 1;
 	CU_ASSERT(exchange(api_mgr.ref, "tls.direct", ca_file, 20));
 	tcp_only = 0;
-	CU_ASSERT(plain_server_refused(api_mgr.ref));
+	CU_ASSERT(direct_refused(api_mgr.ref, NULL, NULL, EPROTO));
+	CU_ASSERT(direct_refused(api_mgr.ref, other_cert_file, other_key_file,
+				 EACCES));
 	api_stop_mgr();
 }
 
@@ -662,7 +681,8 @@ static const struct mp_test_case tests[] = {
 	 test_tls_client_plain_manager},
 	{"bytes on the wire: payload in clear without TLS, not with it",
 	 test_wire_not_plaintext},
-	{"direct link over TLS on loopback; plain server: EPROTO",
+	{"direct link over TLS on loopback; plain server: EPROTO; server of "
+	 "another CA: EACCES",
 	 test_direct_loopback},
 	{"TLS and the HMAC secret together", test_tls_and_secret},
 	{"direct link between two network namespaces over TLS",
@@ -685,6 +705,8 @@ int main(void)
 	snprintf(cert_file, sizeof(cert_file), "%s/server.pem", dir);
 	snprintf(key_file, sizeof(key_file), "%s/server.key", dir);
 	snprintf(secret_file, sizeof(secret_file), "%s/secret", dir);
+	snprintf(other_cert_file, sizeof(other_cert_file), "%s/other.pem", dir);
+	snprintf(other_key_file, sizeof(other_key_file), "%s/other.key", dir);
 	mp_test_on_cleanup(cleanup_files);
 	if (getenv("MP_TEST_NO_NETNS") == NULL && mp_netns_available() &&
 	    mp_netns_setup(&net, 3) == 0) {
