@@ -411,58 +411,17 @@ static int direct_refused(const char *ref, const char *cert,
 
 /* ---- the manager's configuration -------------------------------------- */
 
-/* messip-mgr -t on conf_text: exit status, stderr in out. */
-static int mgr_check(const char *conf_text, char *out, size_t outlen)
-{
-	const char *bin = getenv("MP_MGR_BIN");
-	char conf[128];
-	int p[2], st;
-	size_t got = 0;
-	pid_t pid;
-	FILE *f;
-
-	if (!bin)
-		bin = "./mgrd/messip-mgr";
-	snprintf(conf, sizeof(conf), "%s/run.conf", dir);
-	f = fopen(conf, "w");
-	if (!f || pipe(p) < 0)
-		abort();
-	fputs(conf_text, f);
-	fclose(f);
-	pid = mp_test_fork();
-	if (pid == 0) {
-		dup2(p[1], 2);
-		dup2(p[1], 1);
-		execl(bin, bin, "-t", "-c", conf, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	st = mp_test_wait(pid, 5000);
-	if (st == -1)
-		mp_test_kill(pid);
-	while (got + 1 < outlen) {
-		ssize_t n = read(p[0], out + got, outlen - 1 - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	out[got] = 0;
-	close(p[0]);
-	unlink(conf);
-	return st == -1 ? -1 : (WIFEXITED(st) ? WEXITSTATUS(st) : 128);
-}
-
 static void test_config_checks(void)
 {
 	char out[1024], conf[512], open_key[160];
 	int fd, n;
 	char buf[4096];
 
-	CU_ASSERT(mgr_check(tls_conf(NULL), out, sizeof(out)) == 0);
+	CU_ASSERT(mp_mgrproc_run(tls_conf(NULL), "-t", out, sizeof(out)) ==
+		  0);
 	/* A certificate without its key: file:line. */
 	snprintf(conf, sizeof(conf), "tls_cert_file %s\n", cert_file);
-	CU_ASSERT(mgr_check(conf, out, sizeof(out)) != 0);
+	CU_ASSERT(mp_mgrproc_run(conf, "-t", out, sizeof(out)) != 0);
 	CU_ASSERT(strstr(out, "run.conf:1") != NULL);
 	CU_ASSERT(strstr(out, "tls_key_file") != NULL);
 	/* A key readable by others: refused, says chmod 600. */
@@ -478,13 +437,13 @@ static void test_config_checks(void)
 	close(fd);
 	snprintf(conf, sizeof(conf), "tls_cert_file %s\ntls_key_file %s\n",
 		 cert_file, open_key);
-	CU_ASSERT(mgr_check(conf, out, sizeof(out)) != 0);
+	CU_ASSERT(mp_mgrproc_run(conf, "-t", out, sizeof(out)) != 0);
 	CU_ASSERT(strstr(out, "chmod 600") != NULL);
 	/* The CA as the key: not a key. */
 	snprintf(conf, sizeof(conf), "tls_cert_file %s\ntls_key_file %s\n",
 		 cert_file, ca_file);
 	chmod(ca_file, 0600);
-	CU_ASSERT(mgr_check(conf, out, sizeof(out)) != 0);
+	CU_ASSERT(mp_mgrproc_run(conf, "-t", out, sizeof(out)) != 0);
 	CU_ASSERT(strstr(out, "private key") != NULL);
 	chmod(ca_file, 0644);
 	unlink(open_key);
@@ -621,6 +580,12 @@ static void test_tls_and_secret(void)
 
 /* ---- a direct link between hosts -------------------------------------- */
 
+static int enter_host0(const void *arg)
+{
+	(void)arg;
+	return mp_netns_enter(&net, 0);
+}
+
 static void test_direct_netns(void)
 {
 	char conf[512], ref[64];
@@ -645,17 +610,8 @@ static void test_direct_netns(void)
 		getenv("MP_TEST_VERBOSE") ? "debug" : "warning", cert_file,
 		key_file);
 	fclose(f);
-	mgr = mp_test_fork();
-	if (mgr == 0) {
-		const char *bin = getenv("MP_MGR_BIN");
-
-		if (!bin)
-			bin = "./mgrd/messip-mgr";
-		if (mp_netns_enter(&net, 0) < 0)
-			_exit(126);
-		execl(bin, bin, "-f", "-c", conf, (char *)NULL);
-		_exit(127);
-	}
+	mgr = mp_mgrproc_exec(conf, enter_host0, NULL);
+	CU_ASSERT_FATAL(mgr > 0);
 	snprintf(ref, sizeof(ref), "%s:%d", net.addr[0], NS_PORT);
 	s.ref = c.ref = ref;
 	s.name = c.name = "tls.hosts";
