@@ -11,6 +11,11 @@
  *     because the socket had nothing clears it.
  * OpenSSL's error queue is per thread: it is cleared before each SSL
  * call whose result SSL_get_error() interprets.
+ *
+ * Threads: the library reads a manager link in the user's thread while
+ * its flusher thread may write to it (mp_cnx.c), which plain sockets
+ * allow; an SSL object does not, so every call takes t->mu.  A read
+ * that blocks (mp_sock_blocking_reads) releases it around recv().
  */
 #include "config.h"
 
@@ -36,6 +41,7 @@
 #define MP_TLS_GATHER 16384 /* plaintext per record */
 
 struct mp_tls {
+	pthread_mutex_t mu; /* every call but mp_tls_why */
 	SSL *ssl;
 	BIO *rbio, *wbio; /* owned by ssl */
 	int fd;
@@ -261,6 +267,7 @@ struct mp_tls *mp_tls_new(struct mp_tls_ctx *ctx, int fd, const char *host)
 		return NULL;
 	}
 	t->fd = fd;
+	pthread_mutex_init(&t->mu, NULL);
 	t->ssl = SSL_new((SSL_CTX *)ctx);
 	t->rbio = BIO_new(BIO_s_mem());
 	t->wbio = BIO_new(BIO_s_mem());
@@ -268,6 +275,7 @@ struct mp_tls *mp_tls_new(struct mp_tls_ctx *ctx, int fd, const char *host)
 		BIO_free(t->rbio);
 		BIO_free(t->wbio);
 		SSL_free(t->ssl);
+		pthread_mutex_destroy(&t->mu);
 		free(t);
 		errno = ENOMEM;
 		return NULL;
@@ -313,6 +321,7 @@ void mp_tls_free(struct mp_tls *t)
 	if (!t)
 		return;
 	SSL_free(t->ssl); /* frees the BIOs */
+	pthread_mutex_destroy(&t->mu);
 	free(t->out);
 	free(t);
 }
@@ -356,7 +365,8 @@ static int drain(struct mp_tls *t)
 	return 0;
 }
 
-int mp_tls_flush(struct mp_tls *t)
+/* Send waiting ciphertext (under t->mu). */
+static int flush(struct mp_tls *t)
 {
 	while (t->out_len > t->out_off) {
 		ssize_t n = send(t->fd, t->out + t->out_off,
@@ -385,9 +395,16 @@ static int pull(struct mp_tls *t, int flags)
 	uint8_t buf[MP_TLS_RECV];
 	ssize_t n;
 
+	/* A read that may block (the reader's only) lets a writer in
+	 * meanwhile; a non-blocking one keeps the lock, so that two reads
+	 * can never put their bytes into rbio out of order. */
+	if (!(flags & MSG_DONTWAIT))
+		pthread_mutex_unlock(&t->mu);
 	do {
 		n = recv(t->fd, buf, sizeof(buf), flags);
 	} while (n < 0 && errno == EINTR && (flags & MSG_DONTWAIT));
+	if (!(flags & MSG_DONTWAIT))
+		pthread_mutex_lock(&t->mu);
 	if (n > 0) {
 		t->got_bytes = true;
 		if (BIO_write(t->rbio, buf, (int)n) != (int)n)
@@ -424,7 +441,7 @@ static int hs_failed(struct mp_tls *t)
 	}
 	/* Let the peer know (an alert), if the socket takes it. */
 	if (drain(t) == 0)
-		mp_tls_flush(t);
+		flush(t);
 	return t->failed;
 }
 
@@ -441,7 +458,7 @@ static int handshake(struct mp_tls *t, int *flags)
 			return hs_failed(t);
 		rc = drain(t);
 		if (rc == 0)
-			rc = mp_tls_flush(t);
+			rc = flush(t);
 		if (rc < 0)
 			return rc;
 		if (r == 1) {
@@ -476,7 +493,7 @@ static int handshake(struct mp_tls *t, int *flags)
 	}
 }
 
-ssize_t mp_tls_read(struct mp_tls *t, void *buf, size_t len, int flags)
+static ssize_t tls_read(struct mp_tls *t, void *buf, size_t len, int flags)
 {
 	size_t got = 0;
 	int rc;
@@ -529,14 +546,14 @@ ssize_t mp_tls_read(struct mp_tls *t, void *buf, size_t len, int flags)
 	if (BIO_ctrl_pending(t->wbio)) {
 		rc = drain(t);
 		if (rc == 0)
-			rc = mp_tls_flush(t);
+			rc = flush(t);
 		if (rc < 0)
 			return rc;
 	}
 	return (ssize_t)got;
 }
 
-ssize_t mp_tls_write(struct mp_tls *t, const struct iovec *iov, int cnt)
+static ssize_t tls_write(struct mp_tls *t, const struct iovec *iov, int cnt)
 {
 	uint8_t rec[MP_TLS_GATHER];
 	size_t total = 0, off = 0;
@@ -551,7 +568,7 @@ ssize_t mp_tls_write(struct mp_tls *t, const struct iovec *iov, int cnt)
 		if (rc <= 0)
 			return rc;
 	}
-	rc = mp_tls_flush(t);
+	rc = flush(t);
 	if (rc != 0)
 		return rc < 0 ? rc : 0;
 	while (total < MP_TLS_CHUNK && i < cnt) {
@@ -589,41 +606,72 @@ ssize_t mp_tls_write(struct mp_tls *t, const struct iovec *iov, int cnt)
 		if (rc < 0)
 			return rc;
 	}
-	rc = mp_tls_flush(t);
+	rc = flush(t);
 	if (rc < 0)
 		return rc;
 	return (ssize_t)total;
 }
 
-bool mp_tls_pending_out(const struct mp_tls *t)
+/* The public calls: each under t->mu (see the banner). */
+#define LOCKED(t, type, expr)                                                  \
+	do {                                                                   \
+		type r_;                                                       \
+		pthread_mutex_lock(&(t)->mu);                                  \
+		r_ = (expr);                                                   \
+		pthread_mutex_unlock(&(t)->mu);                                \
+		return r_;                                                     \
+	} while (0)
+
+ssize_t mp_tls_read(struct mp_tls *t, void *buf, size_t len, int flags)
 {
-	return t->out_len > t->out_off;
+	LOCKED(t, ssize_t, tls_read(t, buf, len, flags));
 }
 
-bool mp_tls_has_input(const struct mp_tls *t)
+ssize_t mp_tls_write(struct mp_tls *t, const struct iovec *iov, int cnt)
 {
-	return t->more && !t->failed;
+	LOCKED(t, ssize_t, tls_write(t, iov, cnt));
 }
 
-bool mp_tls_eof(const struct mp_tls *t)
+int mp_tls_flush(struct mp_tls *t)
 {
-	return t->eof;
+	LOCKED(t, int, flush(t));
 }
 
-short mp_tls_events(const struct mp_tls *t)
+bool mp_tls_pending_out(struct mp_tls *t)
 {
-	short ev = mp_tls_pending_out(t) ? POLLOUT : 0;
+	LOCKED(t, bool, t->out_len > t->out_off);
+}
+
+bool mp_tls_has_input(struct mp_tls *t)
+{
+	LOCKED(t, bool, t->more && !t->failed);
+}
+
+bool mp_tls_eof(struct mp_tls *t)
+{
+	LOCKED(t, bool, t->eof);
+}
+
+static short events(const struct mp_tls *t)
+{
+	short ev = t->out_len > t->out_off ? POLLOUT : 0;
 
 	if (!t->done && (t->want_read || !ev))
 		ev |= POLLIN;
 	return ev;
 }
 
-bool mp_tls_ready(const struct mp_tls *t)
+short mp_tls_events(struct mp_tls *t)
 {
-	return t->done;
+	LOCKED(t, short, events(t));
 }
 
+bool mp_tls_ready(struct mp_tls *t)
+{
+	LOCKED(t, bool, t->done);
+}
+
+/* Written only by the call that failed; read after it returned. */
 const char *mp_tls_why(const struct mp_tls *t)
 {
 	return t->why;

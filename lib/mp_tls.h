@@ -41,7 +41,9 @@
 #define MP_TLS_WHY   256   /* room for the reason of a failure */
 
 struct mp_tls_ctx; /* an SSL_CTX: immutable once made, shared by threads */
-struct mp_tls;     /* one connection's TLS state: one thread at a time */
+struct mp_tls;     /* one connection's TLS state: calls are serialised by
+		      a mutex (one reader and one writer thread may share
+		      it, as they share a socket) */
 
 /*
  * A client context that verifies servers against the CA certificates in
@@ -115,21 +117,21 @@ ssize_t mp_tls_write(struct mp_tls *t, const struct iovec *iov, int cnt);
 int mp_tls_flush(struct mp_tls *t);
 
 /* Ciphertext waits for the socket. */
-bool mp_tls_pending_out(const struct mp_tls *t);
+bool mp_tls_pending_out(struct mp_tls *t);
 
 /* Plaintext may be decodable without reading the socket: read before
  * sleeping on it. */
-bool mp_tls_has_input(const struct mp_tls *t);
+bool mp_tls_has_input(struct mp_tls *t);
 
 /* The last failure was the peer ending the stream (end of file or a
  * close_notify), not an error. */
-bool mp_tls_eof(const struct mp_tls *t);
+bool mp_tls_eof(struct mp_tls *t);
 
 /* What to poll for before calling again: POLLIN and/or POLLOUT. */
-short mp_tls_events(const struct mp_tls *t);
+short mp_tls_events(struct mp_tls *t);
 
 /* The handshake is complete. */
-bool mp_tls_ready(const struct mp_tls *t);
+bool mp_tls_ready(struct mp_tls *t);
 
 /* Why the last call failed (for the caller's log line), "" if it did
  * not. */
