@@ -345,7 +345,8 @@ static int drain(struct mp_tls *t)
 		size_t live = t->out_len - t->out_off, cap;
 		uint8_t *p;
 
-		memmove(t->out, t->out + t->out_off, live);
+		if (live && t->out_off)
+			memmove(t->out, t->out + t->out_off, live);
 		t->out_off = 0;
 		t->out_len = live;
 		cap = t->out_cap ? t->out_cap : 4096;
