@@ -226,7 +226,11 @@ void mp_srv_update_wake(struct messip_channel_priv *c)
 	pending = s->qhead || s->ncancel_tell || s->rq_head ||
 		  mp_timer_pending(c) ||
 		  (manager_dead(c) && !s->shutdown_told) ||
-		  mp_link_frame_ready(&c->cnx->mgr);
+		  mp_link_frame_ready(&c->cnx->mgr) ||
+		  /* housekeeping due now: input TLS holds for a direct
+		   * client (peer_tls_after), a HELLO deadline */
+		  (s->chore_ns != MP_TIME_FOREVER &&
+		   s->chore_ns <= mp_time_now_ns());
 	if (pending == s->wake_set)
 		return;
 	/* An eventfd counter: write makes it readable, read resets it. */
