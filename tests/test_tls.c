@@ -43,6 +43,10 @@ static char other_cert_file[128], other_key_file[128]; /* wrong CA's */
 static struct mp_netns net;
 static int net_up;
 static int tcp_only; /* exchange(): MESSIP_NO_SHM in both processes */
+static int big;	     /* exchange(): large messages too */
+
+#define BIG_MAX	 65000 /* largest synchronous message (both ways) */
+#define BIG_BUFD 6000  /* size of a buffered message in big mode */
 
 /* ---- certificates ---------------------------------------------------- */
 
@@ -217,6 +221,7 @@ struct peer_arg {
 	int ns_host;	  /* network namespace host, -1: none */
 	int tcp_only;	  /* MESSIP_NO_SHM: direct links over TCP */
 	const char *srv_cert, *srv_key; /* odd_direct_server's */
+	int big;			/* large messages (the global) */
 };
 
 static messip_cnx_t *connect_retry(const char *ref, const char *id)
@@ -237,9 +242,9 @@ static messip_cnx_t *connect_retry(const char *ref, const char *id)
 static void echo_server(void *p)
 {
 	const struct peer_arg *a = p;
+	static char buf[BIG_MAX + 16];
 	messip_channel_t *ch;
 	messip_cnx_t *cnx;
-	char buf[256];
 	int got = 0, ended = 0;
 	int64_t end = api_now_ms() + 30000;
 
@@ -258,7 +263,12 @@ static void echo_server(void *p)
 		int idx = messip_receive(ch, &type, buf, sizeof(buf), 1000);
 
 		CHILD_CHECK(api_now_ms() < end);
-		if (idx == MESSIP_MSG_NOREPLY) {
+		if (idx == MESSIP_MSG_NOREPLY && a->big &&
+		    ch->datalenr == BIG_BUFD) {
+			for (int k = 0; k < BIG_BUFD; k++)
+				CHILD_CHECK(buf[k] == buf[0]);
+			got++;
+		} else if (idx == MESSIP_MSG_NOREPLY) {
 			CHILD_CHECK(strcmp(buf, PAYLOAD) == 0);
 			got++;
 		} else if (idx >= 0) {
@@ -313,9 +323,33 @@ static void client(void *p)
 		CHILD_CHECK(answer == i + 1);
 		CHILD_CHECK(strcmp(reply, PAYLOAD) == 0);
 	}
-	for (int i = 0; i < a->nbuf; i++)
-		CHILD_CHECK(messip_buffered_send(ch, 7, PAYLOAD,
-						 sizeof(PAYLOAD), 5000) >= 0);
+	/* Large ones: many TLS records each, both ways; their bytes
+	 * checked one by one. */
+	for (int i = 0; a->big && i < 24; i++) {
+		static char out[BIG_MAX], back[BIG_MAX];
+		int len = 1 + (i * 7919 + 40000) % BIG_MAX;
+
+		for (int k = 0; k < len; k++)
+			out[k] = (char)(i * 31 + k);
+		CHILD_CHECK(messip_send(ch, 1000 + i, out, len, &answer, back,
+					sizeof(back), 10000) == 0);
+		CHILD_CHECK(answer == 1001 + i);
+		CHILD_CHECK((int)ch->datalenr == len);
+		CHILD_CHECK(memcmp(out, back, (size_t)len) == 0);
+	}
+	for (int i = 0; i < a->nbuf; i++) {
+		static char out[BIG_BUFD];
+
+		memset(out, 'a' + i % 26, sizeof(out));
+		if (a->big)
+			CHILD_CHECK(messip_buffered_send(ch, 7, out,
+							 sizeof(out),
+							 5000) >= 0);
+		else
+			CHILD_CHECK(messip_buffered_send(ch, 7, PAYLOAD,
+							 sizeof(PAYLOAD),
+							 5000) >= 0);
+	}
 	CHILD_CHECK(messip_send(ch, 99, "end", 4, &answer, reply,
 				sizeof(reply), 5000) == 0);
 	CHILD_CHECK(answer == 100);
@@ -328,7 +362,7 @@ static int exchange(const char *ref, const char *name, const char *ca,
 {
 	struct peer_arg a = {.ref = ref, .name = name, .ca = ca,
 			     .nbuf = nbuf, .ns_host = -1,
-			     .tcp_only = tcp_only};
+			     .tcp_only = tcp_only, .big = big};
 	pid_t s = api_fork(echo_server, &a), c = api_fork(client, &a);
 	int ok_c = api_child_ok(c, 30000), ok_s = api_child_ok(s, 30000);
 
@@ -455,6 +489,9 @@ static void test_exchange(void)
 {
 	api_start_mgr(2, tls_conf(NULL));
 	CU_ASSERT(exchange(api_mgr.ref, "tls.echo", ca_file, 50));
+	big = 1;
+	CU_ASSERT(exchange(api_mgr.ref, "tls.echo-big", ca_file, 300));
+	big = 0;
 	/* By name: the certificate names localhost too. */
 	{
 		char ref[64];
@@ -556,6 +593,9 @@ static void test_direct_loopback(void)
 	api_start_mgr(1, tls_conf(NULL));
 	tcp_only = 1;
 	CU_ASSERT(exchange(api_mgr.ref, "tls.direct", ca_file, 20));
+	big = 1;
+	CU_ASSERT(exchange(api_mgr.ref, "tls.direct-big", ca_file, 200));
+	big = 0;
 	tcp_only = 0;
 	CU_ASSERT(direct_refused(api_mgr.ref, NULL, NULL, EPROTO));
 	CU_ASSERT(direct_refused(api_mgr.ref, other_cert_file, other_key_file,
