@@ -618,6 +618,62 @@ static void test_tls_and_secret(void)
 	api_stop_mgr();
 }
 
+/* The manager's workers die: a TLS registration resumes on a new TLS
+ * link (the library's non-blocking reconnect, handshake included). */
+static void resume_child(void *p)
+{
+	const struct peer_arg *a = p;
+	messip_cnx_t *srv, *cli;
+	messip_channel_t *ch;
+
+	child_env(ca_file, 0);
+	srv = connect_retry(a->ref, "tls-resumer");
+	CHILD_CHECK(srv);
+	ch = messip_channel_create(srv, "tls.resume", 2000, 0);
+	CHILD_CHECK(ch);
+	/* The parent kills the workers now. */
+	kill(getppid(), SIGUSR1);
+	api_sleep_ms(800);
+	CHILD_CHECK(messip_channel_create(srv, "tls.resume2", 5000, 0));
+	cli = connect_retry(a->ref, "tls-checker");
+	CHILD_CHECK(cli);
+	/* The first channel survived: resumed, not registered anew. */
+	CHILD_CHECK(messip_channel_connect(cli, "tls.resume", 2000));
+	messip_disconnect(cli, 2000);
+	messip_disconnect(srv, 2000);
+}
+
+static volatile sig_atomic_t usr1;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	usr1 = 1;
+}
+
+static void test_resume(void)
+{
+	struct peer_arg a = {.ns_host = -1};
+	pid_t kids[16], c;
+	int n = 0;
+
+	api_start_mgr(2, tls_conf(NULL));
+	a.ref = api_mgr.ref;
+	usr1 = 0;
+	signal(SIGUSR1, on_usr1);
+	c = api_fork(resume_child, &a);
+	for (int i = 0; i < 200 && !usr1; i++)
+		api_sleep_ms(25);
+	CU_ASSERT(usr1);
+	n = fault_children_of(api_mgr.pid, kids, 16);
+	CU_ASSERT(n >= 2);
+	for (int i = 0; i < n; i++)
+		kill(kids[i], SIGKILL);
+	CU_ASSERT(api_child_ok(c, 20000));
+	signal(SIGUSR1, SIG_DFL);
+	api_stop_mgr();
+}
+
 /* ---- a direct link between hosts -------------------------------------- */
 
 static int enter_host0(const void *arg)
@@ -681,6 +737,7 @@ static const struct mp_test_case tests[] = {
 	 "another CA: EACCES",
 	 test_direct_loopback},
 	{"TLS and the HMAC secret together", test_tls_and_secret},
+	{"workers killed: a TLS registration resumes over TLS", test_resume},
 	{"direct link between two network namespaces over TLS",
 	 test_direct_netns},
 	MP_TEST_END,
