@@ -596,11 +596,13 @@ int mp_link_recv(struct mp_link *l, struct mp_wire_msg *m, int64_t deadline)
 			return rc;
 		if (rc > 0)
 			continue;
+		/* TLS: its own output (a handshake step) goes out here. */
 		if (l->tls && mp_tls_flush(l->tls) < 0)
 			return -EPIPE;
 		rc = mp_sock_wait(l->fd,
-				  POLLIN | (mp_link_pending_out(l) ? POLLOUT
-								   : 0),
+				  POLLIN | (l->tls && mp_tls_pending_out(l->tls)
+						    ? POLLOUT
+						    : 0),
 				  deadline);
 		if (rc == 0)
 			return -ETIMEDOUT;
