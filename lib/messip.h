@@ -23,10 +23,13 @@
  *   ESRCH         the peer (server or client) is gone
  *   ECONNREFUSED  no manager at that address
  *   ESHUTDOWN     the manager stayed unreachable past the grace period
- *   EPROTO        the peer spoke a protocol we do not understand
+ *   EPROTO        the peer spoke a protocol we do not understand (also:
+ *                 a TLS peer and a plaintext one, or not TLS 1.3)
  *   EACCES        refused by the manager (authentication, access
- *                 policy), or the direct link to a server failed its
- *                 ticket exchange (doc/protocol.md)
+ *                 policy), the direct link to a server failed its
+ *                 ticket exchange (doc/protocol.md), or the TLS
+ *                 certificate of the manager or server failed
+ *                 verification (MESSIP_TLS_CA)
  *   EPERM         not the creator of the channel
  *   ENOMEM        out of memory
  *   EBADMSG       the same-host segment held garbage for this message
@@ -227,10 +230,15 @@ void messip_init(void);
  * When the manager requires the shared secret, it is read from the file
  * $MESSIP_SECRET_FILE names, else /etc/messip-secret (owner-only mode)
  * and proven by challenge-response; the manager must prove it back.
- * NULL with ECONNREFUSED, ETIMEDOUT, EPROTO, EACCES (authentication
- * failed: wrong, missing or badly protected secret, or a manager that did
- * not prove it) or ENOSPC (refused by the manager), EINVAL (bad
- * reference, unknown host, bad $MESSIP_MGR or file line), ENOMEM. */
+ * With $MESSIP_TLS_CA the connection is TLS 1.3 and the manager's
+ * certificate must verify against that CA file and name the host dialled
+ * (messip(3), "TLS").
+ * NULL with ECONNREFUSED, ETIMEDOUT, EPROTO (also: TLS on one side only),
+ * EACCES (authentication failed: wrong, missing or badly protected
+ * secret, or a manager that did not prove it; or the manager's TLS
+ * certificate failed verification) or ENOSPC (refused by the manager),
+ * EINVAL (bad reference, unknown host, bad $MESSIP_MGR or file line,
+ * unusable $MESSIP_TLS_* files), ENOMEM. */
 messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 			     int msec_timeout);
 
@@ -325,8 +333,10 @@ int messip_reply(messip_channel_t *ch, int index, int32_t answer,
  * MESSIP_MSG_TIMEOUT (errno ETIMEDOUT: the request is withdrawn and a
  * late reply dropped); -1 with ESRCH (the server ended or is
  * unreachable), EACCES (the direct link failed its ticket exchange:
- * refused by the server, or the server could not prove the ticket),
- * EMSGSIZE, EINVAL, ENOMEM, EPROTO. */
+ * refused by the server, or the server could not prove the ticket; with
+ * $MESSIP_TLS_CA: the server's certificate failed verification),
+ * EMSGSIZE, EINVAL, ENOMEM, EPROTO (also: a TLS client and a plaintext
+ * server, or the other way round). */
 int messip_send(messip_channel_t *ch, int32_t type, const void *send_buffer,
 		int send_len, int32_t *answer, void *reply_buffer,
 		int reply_maxlen, int msec_timeout);

@@ -28,52 +28,63 @@ static const char *const labels[] = {
 	[MP_AUTH_SERVER] = "messip-auth-1 server",
 };
 
+int mp_auth_open_private(const char *path, const char *what, char *err,
+			 size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(-rc));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s %s: not a regular file", what, path);
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (st.st_mode & 077) {
+		snprintf(err, errlen,
+			 "%s %s: mode %04o lets group or others "
+			 "access it; make it readable by its owner only "
+			 "(chmod 600 %s)",
+			 what, path, (unsigned)(st.st_mode & 07777), path);
+		rc = -EPERM;
+		goto fail;
+	}
+	if (st.st_uid != geteuid()) {
+		snprintf(err, errlen,
+			 "%s %s: owned by uid %u, not by the user "
+			 "reading it (uid %u); chown it",
+			 what, path, (unsigned)st.st_uid, (unsigned)geteuid());
+		rc = -EPERM;
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return rc;
+}
+
 int mp_auth_key_load(const char *path, struct mp_auth_key *key, char *err,
 		     size_t errlen)
 {
 	/* One byte more than the largest key (plus room for a newline)
 	 * tells an overlong file from a full one. */
 	uint8_t buf[MP_AUTH_KEY_MAX + 64];
-	struct stat st;
 	size_t len = 0;
 	int fd, rc = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "secret file %s: %s", path,
-			 strerror(-rc));
-		return rc;
-	}
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "secret file %s: %s", path,
-			 strerror(-rc));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "secret file %s: not a regular file",
-			 path);
-		rc = -EINVAL;
-		goto out;
-	}
-	if (st.st_mode & 077) {
-		snprintf(err, errlen,
-			 "secret file %s: mode %04o lets group or others "
-			 "access it; make it readable by its owner only "
-			 "(chmod 600 %s)",
-			 path, (unsigned)(st.st_mode & 07777), path);
-		rc = -EPERM;
-		goto out;
-	}
-	if (st.st_uid != geteuid()) {
-		snprintf(err, errlen,
-			 "secret file %s: owned by uid %u, not by the user "
-			 "reading it (uid %u); chown it",
-			 path, (unsigned)st.st_uid, (unsigned)geteuid());
-		rc = -EPERM;
-		goto out;
-	}
+	fd = mp_auth_open_private(path, "secret file", err, errlen);
+	if (fd < 0)
+		return fd;
 	while (len < sizeof(buf)) {
 		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
 

@@ -62,6 +62,18 @@ int mp_auth_key_load(const char *path, struct mp_auth_key *key, char *err,
  */
 int mp_auth_key_set(struct mp_auth_key *key, const void *k, size_t len);
 
+/*
+ * Open path for reading when it is a private file: a regular file (not
+ * followed through a symbolic link), owned by the effective user, without
+ * any group or other permission bit.  The descriptor (checked with fstat
+ * after open, so there is no race between check and use), or the errors
+ * of mp_auth_key_load() with a message in err that starts with what (e.g.
+ * "secret file") and says how to fix it.  Also used for the TLS private
+ * key (mp_tls).
+ */
+int mp_auth_open_private(const char *path, const char *what, char *err,
+			 size_t errlen);
+
 /* Wipe *key (OPENSSL_cleanse). */
 void mp_auth_key_clear(struct mp_auth_key *key);
 

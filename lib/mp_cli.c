@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -233,6 +234,7 @@ bool mp_cli_usable(struct messip_channel_priv *c)
 static int start_link(struct messip_channel_priv *c, const struct sockaddr *sa,
 		      socklen_t salen)
 {
+	char host[NI_MAXHOST];
 	int fd = -1, rc;
 
 	mp_cli_defer(c);
@@ -242,6 +244,16 @@ static int start_link(struct messip_channel_priv *c, const struct sockaddr *sa,
 		return -ESRCH;
 	mp_link_init(&c->cli.link, fd, MP_MAX_DATA);
 	c->cli.connecting = rc == 1;
+	/* TLS (MESSIP_TLS_CA): the server's certificate must name the
+	 * address dialled. */
+	if (getnameinfo(sa, salen, host, sizeof(host), NULL, 0,
+			NI_NUMERICHOST) != 0)
+		host[0] = 0;
+	rc = mp_link_start_tls(&c->cli.link, host);
+	if (rc < 0) {
+		mp_link_close(&c->cli.link);
+		return rc;
+	}
 	c->cli.proving = true;
 	mp_prove_reset(&c->cli.auth);
 	return 0;
@@ -298,6 +310,7 @@ static int cli_prove(struct messip_channel_priv *c, int64_t deadline)
 static int send_hello(struct messip_channel_priv *c, int64_t deadline)
 {
 	struct mp_wire_msg m;
+	int rc;
 
 	/* Connected: waits may sleep in the read itself (best effort: they
 	 * sleep in poll otherwise). */
@@ -312,10 +325,12 @@ static int send_hello(struct messip_channel_priv *c, int64_t deadline)
 	m.c = c->cnx->regno;
 	m.u = mp_local_hello_token(c); /* "I use your segment" */
 	/* A fresh socket has room for one small frame: a failure here means
-	 * the link is already broken. */
-	if (mp_link_send_msg(&c->cli.link, &m, deadline) < 0) {
+	 * the link is already broken.  With TLS the send waits for the
+	 * handshake: EACCES (certificate), EPROTO (not TLS) are said. */
+	rc = mp_link_send_msg(&c->cli.link, &m, deadline);
+	if (rc < 0) {
 		link_gone(c, NULL);
-		return -ESRCH;
+		return rc == -EACCES || rc == -EPROTO ? rc : -ESRCH;
 	}
 	return 0;
 }

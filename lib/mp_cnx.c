@@ -1268,6 +1268,11 @@ static void start_attempt(struct messip_cnx *cnx, int64_t now)
 		return;
 	}
 	mp_link_init(&cnx->mgr, fd, MP_MAX_DATA);
+	if (mp_link_start_tls(&cnx->mgr, cnx->host) < 0) {
+		cnx->state = MP_CNX_CONNECTING; /* so link_lost backs off */
+		link_lost(cnx, "TLS set-up failed");
+		return;
+	}
 	if (rc == 1) {
 		cnx->state = MP_CNX_CONNECTING;
 		sync_watch(cnx);
@@ -1644,7 +1649,10 @@ static int first_connect(struct messip_cnx *cnx,
 	mp_link_init(&cnx->mgr, fd, MP_MAX_DATA);
 	mp_prove_reset(&cnx->auth);
 	hello_msg(cnx, &m, false);
-	rc = mp_link_send_msg(&cnx->mgr, &m, deadline);
+	/* With TLS the send waits for the handshake (EACCES, EPROTO). */
+	rc = mp_link_start_tls(&cnx->mgr, cnx->host);
+	if (rc == 0)
+		rc = mp_link_send_msg(&cnx->mgr, &m, deadline);
 	/* WELCOME, or first the authentication exchange. */
 	while (rc == 0) {
 		rc = mp_link_recv(&cnx->mgr, &m, deadline);
@@ -1711,6 +1719,7 @@ MESSIP_EXPORT messip_cnx_t *messip_connect(const char *mgr_ref, const char *id,
 					 MP_CNX_MAX_ADDRS);
 	if (rc > 0) {
 		snprintf(cnx->where, sizeof(cnx->where), "%s:%d", host, port);
+		snprintf(cnx->host, sizeof(cnx->host), "%s", host);
 		rc = first_connect(cnx, sa, salen, n, deadline);
 	}
 	if (rc < 0) {

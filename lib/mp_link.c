@@ -20,6 +20,7 @@
 
 #include "mp_alloc.h"
 #include "mp_link.h"
+#include "mp_log.h"
 #include "mp_sock.h"
 #include "mp_time.h"
 
@@ -35,13 +36,52 @@ void mp_link_init(struct mp_link *l, int fd, uint32_t max_data)
 	l->max_data = max_data;
 }
 
+int mp_link_start_tls(struct mp_link *l, const char *host)
+{
+	struct mp_tls_ctx *ctx;
+	char err[256];
+	int rc;
+
+	rc = host ? mp_tls_env_client(&ctx, err, sizeof(err))
+		  : mp_tls_env_server(&ctx, err, sizeof(err));
+	if (rc < 0) {
+		mp_log(MESSIP_LOG_ERROR, "MESSIP-TLS-CONFIG", "%s", err);
+		return rc;
+	}
+	if (!ctx)
+		return 0;
+	l->tls = mp_tls_new(ctx, l->fd, host);
+	return l->tls ? 0 : -errno;
+}
+
+/* A TLS failure: say why (once: the link is unusable after it). */
+static int tls_failed(struct mp_link *l, int rc)
+{
+	if ((rc == -EACCES || rc == -EPROTO) && !mp_tls_ready(l->tls))
+		mp_log(MESSIP_LOG_ERROR,
+		       rc == -EACCES ? "MESSIP-TLS-VERIFY" : "MESSIP-TLS",
+		       "%s", mp_tls_why(l->tls));
+	return rc;
+}
+
+/* What a wait for room must poll for. */
+static short out_events(const struct mp_link *l)
+{
+	return l->tls ? mp_tls_events(l->tls) : POLLOUT;
+}
+
 void mp_link_drop_fd(struct mp_link *l)
 {
+	/* No I/O: freeing TLS state sends nothing. */
+	mp_tls_free(l->tls);
+	l->tls = NULL;
 	l->fd = -1;
 }
 
 void mp_link_close(struct mp_link *l)
 {
+	mp_tls_free(l->tls);
+	l->tls = NULL;
 	if (l->fd >= 0)
 		close(l->fd);
 	free(l->in);
@@ -117,6 +157,14 @@ static int fill(struct mp_link *l, int flags)
 	rc = reserve(l, want);
 	if (rc < 0)
 		return rc;
+	if (l->tls) {
+		n = mp_tls_read(l->tls, l->in + l->in_len,
+				l->in_cap - l->in_len, flags);
+		if (n < 0)
+			return tls_failed(l, (int)n);
+		l->in_len += (size_t)n;
+		return (int)(n > INT_MAX ? INT_MAX : n);
+	}
 	do {
 		n = recv(l->fd, l->in + l->in_len, l->in_cap - l->in_len,
 			 flags);
@@ -230,6 +278,8 @@ int mp_link_fill_direct(struct mp_link *l, struct mp_link_direct *d, bool wait)
 
 	if (l->fd < 0)
 		return -EPIPE;
+	if (l->tls)
+		return fill(l, flags); /* the bytes are only in TLS's buffer */
 	if (d->matched) {
 		if (d->got >= d->m.datalen)
 			return 0;
@@ -276,6 +326,8 @@ bool mp_link_frame_ready(const struct mp_link *l)
 	struct mp_wire_hdr h;
 	int rc;
 
+	if (l->tls && mp_tls_has_input(l->tls))
+		return true;
 	if (held < MP_WIRE_HDR_SIZE)
 		return false;
 	rc = mp_wire_decode_hdr(l->in + l->in_off, held, l->max_data, &h);
@@ -325,14 +377,19 @@ static int stash(struct mp_link *l, const struct iovec *iov, int cnt,
 	return 0;
 }
 
-/* sendmsg once; bytes written, 0 if the socket is full, -EPIPE. */
-static ssize_t send_some(int fd, struct iovec *iov, int cnt)
+/* sendmsg once (or hand the bytes to TLS); bytes written, 0 if the
+ * socket is full, -EPIPE (or TLS's -EACCES, -EPROTO, -ENOMEM). */
+static ssize_t send_some(struct mp_link *l, struct iovec *iov, int cnt)
 {
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
 	ssize_t n;
 
+	if (l->tls) {
+		n = mp_tls_write(l->tls, iov, cnt);
+		return n < 0 ? tls_failed(l, (int)n) : n;
+	}
 	do {
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		n = sendmsg(l->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);
 	if (n >= 0)
 		return n;
@@ -364,13 +421,21 @@ int mp_link_flush(struct mp_link *l, int64_t deadline)
 
 		if (l->fd < 0)
 			return -EPIPE;
-		n = send_some(l->fd, &v, 1);
-		if (n < 0)
-			return -EPIPE;
-		l->out_off += (size_t)n;
+		if (v.iov_len) {
+			n = send_some(l, &v, 1);
+			if (n < 0)
+				return (int)n;
+			l->out_off += (size_t)n;
+		} else {
+			/* Only TLS's ciphertext is left. */
+			rc = mp_tls_flush(l->tls);
+			if (rc < 0)
+				return rc;
+			n = rc == 0;
+		}
 		if (n > 0)
 			continue;
-		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
+		rc = mp_sock_wait(l->fd, out_events(l), deadline);
 		if (rc == 0)
 			return -ETIMEDOUT;
 		if (rc < 0 || (rc & (POLLERR | POLLNVAL)))
@@ -441,17 +506,17 @@ static int send_vec(struct mp_link *l, struct iovec *v, const struct iovec *orig
 	int i = 0, rc;
 
 	for (;;) {
-		ssize_t n = send_some(l->fd, v + i, cnt - i);
+		ssize_t n = send_some(l, v + i, cnt - i);
 
 		if (n < 0)
-			return -EPIPE;
+			return (int)n;
 		done += (size_t)n;
 		if (done == total)
 			return 0;
 		i = iov_advance(v, cnt, i, (size_t)n);
 		if (n > 0)
 			continue;
-		rc = mp_sock_wait(l->fd, POLLOUT, deadline);
+		rc = mp_sock_wait(l->fd, out_events(l), deadline);
 		if (rc < 0 || (rc > 0 && (rc & (POLLERR | POLLNVAL))))
 			return -EPIPE;
 		if (rc == 0) {
@@ -531,7 +596,14 @@ int mp_link_recv(struct mp_link *l, struct mp_wire_msg *m, int64_t deadline)
 			return rc;
 		if (rc > 0)
 			continue;
-		rc = mp_sock_wait(l->fd, POLLIN, deadline);
+		/* TLS: its own output (a handshake step) goes out here. */
+		if (l->tls && mp_tls_flush(l->tls) < 0)
+			return -EPIPE;
+		rc = mp_sock_wait(l->fd,
+				  POLLIN | (l->tls && mp_tls_pending_out(l->tls)
+						    ? POLLOUT
+						    : 0),
+				  deadline);
 		if (rc == 0)
 			return -ETIMEDOUT;
 		if (rc < 0)

@@ -19,6 +19,16 @@
  * Errors: -EPIPE means the link is gone (EOF, reset, or any socket error);
  * -EPROTO / -EMSGSIZE mean the peer sent a frame we refuse.  Either way
  * the caller closes the link.
+ *
+ * TLS (mp_link_start_tls): the same calls, through mp_tls; the handshake
+ * runs inside the first reads and writes (a client's first send waits for
+ * it, within its deadline).  Reads and writes may then also fail with
+ * -EACCES (the server's certificate failed verification) or -EPROTO (the
+ * peer does not speak TLS 1.3 or refused us), logged as MESSIP-TLS with
+ * the reason.  Waits poll for what TLS needs; input TLS holds that the
+ * socket no longer reports counts in mp_link_frame_ready(), so callers
+ * that look there before sleeping read it first.  The direct receive is
+ * not direct under TLS (the data is copied out of the decrypted buffer).
  */
 #ifndef MP_LINK_H
 #define MP_LINK_H
@@ -28,10 +38,12 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "mp_tls.h"
 #include "mp_wire.h"
 
 struct mp_link {
 	int fd;	     /* -1 when closed */
+	struct mp_tls *tls; /* NULL: plain TCP */
 	uint8_t *in; /* input buffer */
 	size_t in_cap;
 	size_t in_off; /* first unconsumed byte */
@@ -47,6 +59,16 @@ struct mp_link {
 
 /* Adopt fd (non-blocking).  Never fails: buffers are allocated lazily. */
 void mp_link_init(struct mp_link *l, int fd, uint32_t max_data);
+
+/*
+ * TLS on this link, when the process asks for it (doc/messip.7): as a
+ * client (host: the name or address dialled, which the server's
+ * certificate must name) when MESSIP_TLS_CA is set, as a server (host
+ * NULL) when MESSIP_TLS_CERT and MESSIP_TLS_KEY are.  0 (TLS on, or not
+ * asked for: the link stays plain), -EINVAL (the variables name files
+ * that cannot be used; logged as MESSIP-TLS-CONFIG), -ENOMEM.
+ */
+int mp_link_start_tls(struct mp_link *l, const char *host);
 
 /* Close the socket and free the buffers. */
 void mp_link_close(struct mp_link *l);
@@ -105,7 +127,8 @@ struct mp_link_direct {
 
 int mp_link_fill_direct(struct mp_link *l, struct mp_link_direct *d, bool wait);
 
-/* A whole frame (or a frame the codec will refuse) is in the buffer. */
+/* A whole frame (or a frame the codec will refuse) is in the buffer, or
+ * TLS holds input the socket no longer reports (mp_link_fill reads it). */
 bool mp_link_frame_ready(const struct mp_link *l);
 
 /* Complete frames may be waiting in the buffer. */
@@ -148,7 +171,8 @@ int mp_link_flush(struct mp_link *l, int64_t deadline);
 
 static inline bool mp_link_pending_out(const struct mp_link *l)
 {
-	return l->out_len > l->out_off;
+	return l->out_len > l->out_off ||
+	       (l->tls && mp_tls_pending_out(l->tls));
 }
 
 /*

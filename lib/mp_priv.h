@@ -209,6 +209,7 @@ struct messip_cnx {
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	char where[MP_SOCK_HOST_MAX + 8]; /* "host:port", for logs */
+	char host[MP_SOCK_HOST_MAX];	  /* as dialled: TLS checks it */
 	messip_id_t id;
 	int32_t regno;
 	unsigned epoch;	     /* bumped by every new registration */

@@ -90,6 +90,8 @@ struct mp_peer {
 	bool want_out;
 	bool local;	/* a same-host client on the segment (mp_local) */
 	bool authed;	/* proved the channel ticket (then HELLO may come) */
+	bool challenged; /* our CHALLENGE is sent (under TLS: once the
+			  * handshake is done) */
 	int64_t hello_by; /* !hello: dropped at this time (MP_HELLO_NS) */
 	uint8_t ns[MP_AUTH_NONCE]; /* our CHALLENGE: spent by one AUTH */
 };
@@ -235,7 +237,11 @@ void mp_srv_update_wake(struct messip_channel_priv *c)
 	pending = s->qhead || s->ncancel_tell || s->rq_head ||
 		  mp_timer_pending(c) ||
 		  (manager_dead(c) && !s->shutdown_told) ||
-		  mp_link_frame_ready(&c->cnx->mgr);
+		  mp_link_frame_ready(&c->cnx->mgr) ||
+		  /* housekeeping due now: input TLS holds for a direct
+		   * client (peer_tls_after), a HELLO deadline */
+		  (s->chore_ns != MP_TIME_FOREVER &&
+		   s->chore_ns <= mp_time_now_ns());
 	if (pending == s->wake_set)
 		return;
 	/* An eventfd counter: write makes it readable, read resets it. */
@@ -617,6 +623,25 @@ static bool peer_drain(struct messip_channel_priv *c, struct mp_peer *p)
 	return true;
 }
 
+/* TLS: a handshake step may have left ciphertext to send; and input TLS
+ * holds is not reported by the socket, so come back for it at once
+ * (srv_chores). */
+static void peer_tls_after(struct messip_channel_priv *c, struct mp_peer *p)
+{
+	if (p->closed || !p->link.tls)
+		return;
+	if (!p->challenged && mp_tls_ready(p->link.tls) && challenge(p) < 0) {
+		peer_close(c, p, NULL);
+		return;
+	}
+	if (mp_link_pending_out(&p->link) && !p->want_out) {
+		p->want_out = true;
+		peer_events(c, p);
+	}
+	if (!p->paused && mp_tls_has_input(p->link.tls))
+		chore_at(&c->srv, mp_time_now_ns());
+}
+
 static void peer_ready(struct messip_channel_priv *c, struct mp_peer *p,
 		       uint32_t events)
 {
@@ -652,19 +677,23 @@ static void peer_ready(struct messip_channel_priv *c, struct mp_peer *p,
 			peer_close(c, p, rc == -EPIPE ? NULL : "bad frame");
 			return;
 		}
-		if (rc == 0)
+		if (rc == 0) {
+			peer_tls_after(c, p);
 			return;
+		}
 		if (mp_link_frame_ready(&p->link))
 			break;
 	}
-	peer_drain(c, p);
+	if (peer_drain(c, p))
+		peer_tls_after(c, p);
 }
 
 static void peer_unpause(struct messip_channel_priv *c, struct mp_peer *p)
 {
 	p->paused = false;
 	peer_events(c, p);
-	peer_drain(c, p); /* frames read before the pause */
+	if (peer_drain(c, p)) /* frames read before the pause */
+		peer_tls_after(c, p);
 }
 
 /* Challenge a new peer at once (doc/protocol.md, "Direct link
@@ -674,10 +703,16 @@ static int challenge(struct mp_peer *p)
 {
 	struct iovec iov = {p->ns, sizeof(p->ns)};
 	struct mp_wire_msg m;
-	int rc = mp_auth_nonce(p->ns, sizeof(p->ns));
+	int rc;
 
+	/* Under TLS the frame waits for the handshake: mp_link_send could
+	 * not write it before (peer_tls_after sends it then). */
+	if (p->link.tls && !mp_tls_ready(p->link.tls))
+		return 0;
+	rc = mp_auth_nonce(p->ns, sizeof(p->ns));
 	if (rc < 0)
 		return rc;
+	p->challenged = true;
 	memset(&m, 0, sizeof(m));
 	m.op = MP_OP_CHALLENGE;
 	m.datalen = MP_AUTH_NONCE;
@@ -731,7 +766,11 @@ static void accept_all(struct messip_channel_priv *c)
 		chore_at(&c->srv, p->hello_by);
 		mp_link_init(&p->link, fd, MP_HS_DATA_MAX);
 		ev.data.ptr = &p->src;
-		if (challenge(p) < 0 ||
+		/* TLS (MESSIP_TLS_CERT): the handshake runs in the first
+		 * reads, within the HELLO bound, and the challenge follows
+		 * it (peer_tls_after). */
+		if (mp_link_start_tls(&p->link, NULL) < 0 ||
+		    challenge(p) < 0 ||
 		    epoll_ctl(c->srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			mp_link_close(&p->link);
 			free(p);
@@ -1004,6 +1043,11 @@ static void srv_chores(struct messip_channel_priv *c, int64_t now)
 	}
 	for (p = s->peers; p; p = next) {
 		next = p->next; /* p may be freed */
+		if (!p->closed && !p->paused && p->link.tls &&
+		    mp_tls_has_input(p->link.tls)) {
+			peer_ready(c, p, EPOLLIN); /* peer_tls_after */
+			continue;
+		}
 		if (p->closed || p->hello)
 			continue;
 		if (now >= p->hello_by)

@@ -65,6 +65,8 @@ static const struct cfg_row rows[] = {
 	{ "allow_remote", T_BOOL, F(allow_remote), 0, 1, "no", 0 },
 	{ "auth_secret_file", T_PATH, F(auth_secret_file), 0, 0, "none", 0 },
 	{ "access_policy", T_PATH, F(access_policy), 0, 0, "none", 0 },
+	{ "tls_cert_file", T_PATH, F(tls_cert_file), 0, 0, "none", 0 },
+	{ "tls_key_file", T_PATH, F(tls_key_file), 0, 0, "none", 0 },
 	{ "max_connections_per_peer", T_INT, F(max_connections_per_peer), 0,
 	  1 << 20, "1024", 0 },
 	{ "max_conn_output", T_SIZE, F(max_conn_output), 512 * 1024,
@@ -349,6 +351,16 @@ int mgr_config_check(const struct mgr_config *c, const char *origin,
 			 origin, c->listen);
 		return -EINVAL;
 	}
+	/* TLS needs both halves. */
+	if ((strcmp(c->tls_cert_file, "none") == 0) !=
+	    (strcmp(c->tls_key_file, "none") == 0)) {
+		snprintf(err, errlen,
+			 "%s: tls_cert_file and tls_key_file: set both (the "
+			 "certificate chain and its private key, PEM) or "
+			 "neither",
+			 origin);
+		return -EINVAL;
+	}
 	/* The status page shows ids and peers: same rule as the API. */
 	if (strcmp(c->status_listen, "off") != 0 &&
 	    (mgr_net_parse_addr(c->status_listen, &a) < 0 ||
@@ -439,7 +451,9 @@ int mgr_config_load(struct mgr_config *c, const char *path, char *err,
 		if (strcmp(key, "listen") == 0 ||
 		    strcmp(key, "status_listen") == 0 ||
 		    strcmp(key, "allow_remote") == 0 ||
-		    strcmp(key, "auth_secret_file") == 0)
+		    strcmp(key, "auth_secret_file") == 0 ||
+		    strcmp(key, "tls_cert_file") == 0 ||
+		    strcmp(key, "tls_key_file") == 0)
 			listen_line = lineno;
 	}
 	if (!rc && ferror(f)) {

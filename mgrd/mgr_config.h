@@ -38,6 +38,8 @@ struct mgr_config {
 	int64_t allow_remote;
 	char    auth_secret_file[MGR_PATH_MAX]; /* absolute path or "none" */
 	char    access_policy[MGR_PATH_MAX];    /* absolute path or "none" */
+	char    tls_cert_file[MGR_PATH_MAX];    /* absolute path or "none" */
+	char    tls_key_file[MGR_PATH_MAX];     /* absolute path or "none" */
 	int64_t max_connections_per_peer;       /* 0: no limit */
 	int64_t max_conn_output;    /* output bytes buffered per connection */
 	/* reloadable (MGR_CFG_RELOADABLE lists them, in this order) */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "mgr_conn.h"
@@ -26,6 +27,13 @@ struct mgr_conn *mgr_conn_new(int fd, const char *peer)
 
 	if (!c)
 		return NULL;
+	if (mgr_sec_tls()) {
+		c->tls = mp_tls_new(mgr_sec_tls(), fd, NULL);
+		if (!c->tls) {
+			free(c);
+			return NULL;
+		}
+	}
 	c->fd = fd;
 	c->reg = -1;
 	c->park_slot = -1;
@@ -41,6 +49,7 @@ void mgr_conn_free(struct mgr_conn *c)
 {
 	if (!c)
 		return;
+	mp_tls_free(c->tls);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->in.p);
@@ -99,9 +108,20 @@ int mgr_conn_read(struct mgr_conn *c, size_t limit)
 	rc = buf_room(&c->in, want, IN_INITIAL, limit);
 	if (rc < 0)
 		return rc;
-	n = recv(c->fd, c->in.p + c->in.len, want, 0);
-	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (c->tls) {
+		n = mp_tls_read(c->tls, c->in.p + c->in.len, want,
+				MSG_DONTWAIT);
+		if (n == 0)
+			return -EAGAIN;
+		if (n == -EPIPE && mp_tls_eof(c->tls))
+			return 0;
+		if (n < 0)
+			return (int)n;
+	} else {
+		n = recv(c->fd, c->in.p + c->in.len, want, 0);
+		if (n < 0)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
 	c->in.len += (size_t)n;
 	return (int)n;
 }
@@ -160,28 +180,54 @@ int mgr_conn_send(struct mgr_conn *c, const struct mp_wire_msg *m)
 	return 0;
 }
 
-int mgr_conn_flush(struct mgr_conn *c, int64_t now_ns)
+/* One write of pending output: bytes taken (> 0), 0 when the socket
+ * (or TLS) takes nothing now, -errno. */
+static ssize_t write_some(struct mgr_conn *c)
 {
-	size_t before = mgr_conn_out_pending(c);
+	if (c->tls) {
+		struct iovec v = {c->out.p + c->out.off,
+				  mgr_conn_out_pending(c)};
 
-	while (mgr_conn_out_pending(c)) {
+		return mp_tls_write(c->tls, &v, 1);
+	}
+	for (;;) {
 		ssize_t n = send(c->fd, c->out.p + c->out.off,
 				 mgr_conn_out_pending(c), MSG_NOSIGNAL);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EWOULDBLOCK) {
-				/* The stall clock runs from the last write
-				 * that made progress. */
-				if (!c->stall_ns ||
-				    mgr_conn_out_pending(c) < before)
-					c->stall_ns = now_ns;
-				return 1;
-			}
+		if (n >= 0)
+			return n;
+		if (errno == EWOULDBLOCK)
+			return 0;
+		if (errno != EINTR)
 			return -errno;
-		}
+	}
+}
+
+int mgr_conn_flush(struct mgr_conn *c, int64_t now_ns)
+{
+	size_t before = mgr_conn_out_pending(c);
+	int rc = 0;
+
+	while (mgr_conn_out_pending(c) && rc == 0) {
+		ssize_t n = write_some(c);
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			rc = 1;
 		c->out.off += (size_t)n;
+	}
+	/* TLS: the ciphertext of what it took may still wait. */
+	if (rc == 0 && c->tls)
+		rc = mp_tls_flush(c->tls);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		/* The stall clock runs from the last write that made
+		 * progress. */
+		if (!c->stall_ns || mgr_conn_out_pending(c) < before)
+			c->stall_ns = now_ns;
+		return 1;
 	}
 	c->out.off = c->out.len = 0;
 	c->stall_ns = 0;

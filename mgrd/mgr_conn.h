@@ -25,6 +25,7 @@
 
 #include "mgr_log.h"
 #include "mgr_sec.h"
+#include "mp_tls.h"
 #include "mp_wire.h"
 
 #define MGR_OUT_HIGH  (256u * 1024)      /* stop reading / delivering */
@@ -74,6 +75,9 @@ struct mgr_chref {
 
 struct mgr_conn {
 	int      fd;
+	struct mp_tls *tls;      /* NULL: plain TCP (mgr_sec_tls) */
+	int      tls_ready;      /* on the worker's TLS-input list */
+	struct mgr_conn *tls_next;
 	enum mgr_conn_state state;
 	char     peer[64];
 	struct mgr_buf in, out;
@@ -115,7 +119,9 @@ struct mgr_conn {
 };
 
 /* New connection for an accepted fd (authenticated already when no
- * secret is configured, mgr_sec_key()).  NULL on ENOMEM. */
+ * secret is configured, mgr_sec_key(); TLS when the manager has a
+ * certificate, mgr_sec_tls(): the handshake then runs inside the first
+ * reads, under the handshake deadline).  NULL on ENOMEM. */
 struct mgr_conn *mgr_conn_new(int fd, const char *peer);
 
 /* Close the fd and free everything (not the registration in the
@@ -125,9 +131,26 @@ void mgr_conn_free(struct mgr_conn *c);
 /*
  * Read what the socket has, up to `limit` buffered input bytes.  Returns
  * bytes read (> 0), 0 at EOF, -EAGAIN (nothing now), -ENOBUFS (the buffer
- * is at limit: consume first), or another -errno.
+ * is at limit: consume first), or another -errno; with TLS also -EPROTO
+ * (the TLS handshake failed: not TLS 1.3, or the peer refused our
+ * certificate; mp_tls_why says which) and -EPIPE (a bad TLS record).
+ * With TLS, input may remain decodable inside TLS although the socket no
+ * longer reports it: mgr_conn_tls_input() says so.
  */
 int mgr_conn_read(struct mgr_conn *c, size_t limit);
+
+/* Input is held by TLS: read again before waiting for the socket. */
+static inline int mgr_conn_tls_input(const struct mgr_conn *c)
+{
+	return c->tls && mp_tls_has_input(c->tls);
+}
+
+/* Output waits: plaintext, or ciphertext TLS could not send yet. */
+static inline int mgr_conn_out_waiting(const struct mgr_conn *c)
+{
+	return c->out.len > c->out.off ||
+	       (c->tls && mp_tls_pending_out(c->tls));
+}
 
 /* Unconsumed input. */
 static inline size_t mgr_conn_in_avail(const struct mgr_conn *c)
@@ -163,8 +186,8 @@ void mgr_conn_out_commit(struct mgr_conn *c, size_t n);
 /* Encode m (data included) into the output.  0, -ENOBUFS, -EINVAL. */
 int mgr_conn_send(struct mgr_conn *c, const struct mp_wire_msg *m);
 
-/* Write pending output.  0 all written, 1 some left (wait for EPOLLOUT),
- * -errno on a broken connection.  Output left behind starts (or, when
+/* Write pending output (through TLS when on).  0 all written, 1 some
+ * left (wait for EPOLLOUT), -errno on a broken connection.  Output left behind starts (or, when
  * some was written, restarts) c->stall_ns at now_ns; all written clears
  * it. */
 int mgr_conn_flush(struct mgr_conn *c, int64_t now_ns);

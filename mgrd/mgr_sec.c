@@ -60,6 +60,7 @@ struct policy {
 };
 
 static struct mp_auth_key sec_key;
+static struct mp_tls_ctx *sec_tls; /* NULL: plain TCP */
 static struct policy sec_policy;
 
 static uint32_t *peer_rows; /* nworkers * PEER_BUCKETS, shared */
@@ -241,6 +242,7 @@ int mgr_sec_load(const struct mgr_config *c, char *err, size_t errlen)
 {
 	/* Static: a policy is 40 KiB, too much for a stack frame. */
 	static struct policy fresh;
+	struct mp_tls_ctx *tls = NULL;
 	struct mp_auth_key key;
 	int rc;
 
@@ -258,11 +260,26 @@ int mgr_sec_load(const struct mgr_config *c, char *err, size_t errlen)
 			return rc;
 		}
 	}
+	if (strcmp(c->tls_cert_file, "none") != 0) {
+		rc = mp_tls_ctx_server(c->tls_cert_file, c->tls_key_file, &tls,
+				       err, errlen);
+		if (rc < 0) {
+			mp_auth_key_clear(&key);
+			return rc;
+		}
+	}
 	mp_auth_key_clear(&sec_key);
 	sec_key = key;
 	mp_auth_key_clear(&key);
 	sec_policy = fresh;
+	mp_tls_ctx_free(sec_tls);
+	sec_tls = tls;
 	return 0;
+}
+
+struct mp_tls_ctx *mgr_sec_tls(void)
+{
+	return sec_tls;
 }
 
 const struct mp_auth_key *mgr_sec_key(void)

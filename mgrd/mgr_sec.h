@@ -29,6 +29,7 @@
 
 #include "mgr_config.h"
 #include "mp_auth.h"
+#include "mp_tls.h"
 
 #define MGR_SEC_MAX_GIDS 32
 
@@ -45,7 +46,8 @@ enum mgr_sec_op {
 };
 
 /*
- * Load what c names: auth_secret_file (mp_auth_key_load's checks) and
+ * Load what c names: auth_secret_file (mp_auth_key_load's checks),
+ * tls_cert_file and tls_key_file (mp_tls_ctx_server's checks) and
  * access_policy (syntax below).  0, or -errno with err "file[:line]:
  * reason" (always NUL-terminated).  Called by the master (and by -t);
  * on failure the previous state is kept.
@@ -59,6 +61,11 @@ enum mgr_sec_op {
  * channel name.  No rule matching: the default line (deny if absent).
  */
 int mgr_sec_load(const struct mgr_config *c, char *err, size_t errlen);
+
+/* The TLS server context (tls_cert_file and tls_key_file, loaded by
+ * mgr_sec_load in the master before the workers fork), or NULL: plain
+ * TCP. */
+struct mp_tls_ctx *mgr_sec_tls(void);
 
 /* The secret, or NULL when auth_secret_file is none. */
 const struct mp_auth_key *mgr_sec_key(void);

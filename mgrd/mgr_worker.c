@@ -109,6 +109,13 @@ static void update_mask(struct mgr_worker *w, struct mgr_conn *c, int want_out)
 		mask |= EPOLLIN | EPOLLRDHUP;
 	if (want_out)
 		mask |= EPOLLOUT;
+	if ((mask & EPOLLIN) && !c->tls_ready && mgr_conn_tls_input(c)) {
+		/* TLS holds input the socket no longer reports: the loop
+		 * reads it at its next pass (serve_tls_ready). */
+		c->tls_ready = 1;
+		c->tls_next = w->tls_ready;
+		w->tls_ready = c;
+	}
 	if (mask == c->epoll_mask)
 		return;
 	ev.events = mask;
@@ -148,6 +155,14 @@ static void conn_close(struct mgr_worker *w, struct mgr_conn *c, int ending)
 			pp = &(*pp)->dirty_next;
 		if (*pp)
 			*pp = c->dirty_next;
+	}
+	if (c->tls_ready) {
+		struct mgr_conn **pp = &w->tls_ready;
+
+		while (*pp && *pp != c)
+			pp = &(*pp)->tls_next;
+		if (*pp)
+			*pp = c->tls_next;
 	}
 	mgr_sec_peer_put((unsigned)w->index, c->peer_idx);
 	/* close() removes it from the epoll set. */
@@ -291,6 +306,11 @@ static void conn_readable(struct mgr_worker *w, struct mgr_conn *c,
 			return;
 		}
 		if (n < 0) {
+			if (c->tls && !mp_tls_ready(c->tls) &&
+			    mgr_ratelimit_take(&w->peer_rl, NULL))
+				mgr_log(MGR_LOG_WARNING, "MESSIP-MGR-TLS",
+					"peer %s: %s; closing", c->peer,
+					mp_tls_why(c->tls));
 			drop(w, c, CLOSE_FAILED, strerror(-n));
 			return;
 		}
@@ -304,7 +324,27 @@ static void conn_readable(struct mgr_worker *w, struct mgr_conn *c,
 		    mgr_conn_out_pending(c) >= MGR_OUT_HIGH)
 			break;
 	}
-	update_mask(w, c, c->epoll_mask & EPOLLOUT);
+	/* A TLS handshake step may have left ciphertext to send. */
+	update_mask(w, c,
+		    (c->epoll_mask & EPOLLOUT) ||
+			    (c->tls && mp_tls_pending_out(c->tls)));
+}
+
+/* Connections whose input TLS holds (update_mask listed them): read
+ * them as if the socket had reported it, each at most once per pass. */
+static void serve_tls_ready(struct mgr_worker *w)
+{
+	int n = 0;
+
+	for (struct mgr_conn *c = w->tls_ready; c; c = c->tls_next)
+		n++;
+	while (n-- > 0 && w->tls_ready) {
+		struct mgr_conn *c = w->tls_ready;
+
+		w->tls_ready = c->tls_next;
+		c->tls_ready = 0;
+		conn_readable(w, c, EPOLLIN);
+	}
 }
 
 /* Write the output of every connection that got some this pass. */
@@ -539,7 +579,7 @@ int mgr_worker_run(struct mgr_state *st, const struct mgr_config *cfg,
 	while (!stop_flag && !master_gone_flag) {
 		int timeout = mp_time_left_ms(next_tick), n;
 
-		if (w->dirty || w->st->self_hints)
+		if (w->dirty || w->st->self_hints || w->tls_ready)
 			timeout = 0;
 		n = epoll_wait(w->epfd, evs, MAX_EVENTS, timeout);
 		w->now = mp_time_now_ns();
@@ -561,6 +601,7 @@ int mgr_worker_run(struct mgr_state *st, const struct mgr_config *cfg,
 				mgr_worker_serve(w, p, evs[i].events);
 			}
 		}
+		serve_tls_ready(w);
 		handle_hints(w);
 		flush_dirty(w);
 		if (w->now >= next_tick) {
@@ -596,6 +637,7 @@ void mgr_worker_serve(struct mgr_worker *w, struct mgr_conn *c,
 
 void mgr_worker_end_pass(struct mgr_worker *w, int tick_too)
 {
+	serve_tls_ready(w);
 	handle_hints(w);
 	flush_dirty(w);
 	if (tick_too) {

@@ -50,6 +50,7 @@ struct mgr_worker {
 
 	struct mgr_conn *conns;     /* every connection (list) */
 	struct mgr_conn *dirty;     /* connections with output to flush */
+	struct mgr_conn *tls_ready; /* connections whose input TLS holds */
 	struct mgr_conn **reg_conn; /* registration index -> connection */
 	struct mgr_locate *locates;
 	uint32_t nparked;           /* connections with a parked BSEND */

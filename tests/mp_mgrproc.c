@@ -74,12 +74,12 @@ static int write_conf(struct mp_mgrproc *m, int workers, const char *extra)
 	return 0;
 }
 
+static const char *mgr_bin(void);
+
 int mp_mgrproc_start(struct mp_mgrproc *m, int workers, const char *extra)
 {
-	const char *bin = getenv("MP_MGR_BIN");
+	const char *bin = mgr_bin();
 
-	if (!bin)
-		bin = "./mgrd/messip-mgr";
 	memset(m, 0, sizeof(*m));
 	for (int attempt = 0; attempt < 5; attempt++) {
 		int rc;
@@ -145,4 +145,68 @@ int mp_mgrproc_stop(struct mp_mgrproc *m)
 		shm_unlink(seg);
 	}
 	return status;
+}
+
+static const char *mgr_bin(void)
+{
+	const char *bin = getenv("MP_MGR_BIN");
+
+	return bin ? bin : "./mgrd/messip-mgr";
+}
+
+pid_t mp_mgrproc_exec(const char *conf, int (*setup)(const void *),
+		      const void *arg)
+{
+	pid_t pid = mp_test_fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		if (setup && setup(arg) < 0)
+			_exit(126);
+		execl(mgr_bin(), mgr_bin(), "-f", "-c", conf, (char *)NULL);
+		perror(mgr_bin());
+		_exit(127);
+	}
+	return pid;
+}
+
+int mp_mgrproc_run(const char *conf_text, const char *arg, char *out,
+		   size_t outlen)
+{
+	char conf[128];
+	int p[2], st;
+	size_t got = 0;
+	pid_t pid;
+	FILE *f;
+
+	snprintf(conf, sizeof(conf), "/tmp/messip-test-%ld-run.conf",
+		 (long)getpid());
+	f = fopen(conf, "w");
+	if (!f || pipe(p) < 0)
+		abort();
+	fputs(conf_text, f);
+	fclose(f);
+	pid = mp_test_fork();
+	if (pid == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		execl(mgr_bin(), mgr_bin(), arg, "-c", conf, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	st = mp_test_wait(pid, 5000);
+	if (st == -1)
+		mp_test_kill(pid);
+	while (got + 1 < outlen) {
+		ssize_t n = read(p[0], out + got, outlen - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	out[got] = 0;
+	close(p[0]);
+	unlink(conf);
+	return st == -1 ? -1 : (WIFEXITED(st) ? WEXITSTATUS(st) : 128);
 }

@@ -8,6 +8,7 @@
 #ifndef MP_MGRPROC_H
 #define MP_MGRPROC_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 struct mp_mgrproc {
@@ -29,6 +30,25 @@ int mp_mgrproc_start(struct mp_mgrproc *m, int workers, const char *extra_conf);
 /* SIGTERM, wait up to 5 s (then SIGKILL); returns the wait status, or -1
  * if it had to be killed.  Removes the config file. */
 int mp_mgrproc_stop(struct mp_mgrproc *m);
+
+/*
+ * Run the manager binary once with arg ("-t": check, "-f": foreground) on
+ * a config file holding conf_text (written to a temporary path whose name
+ * ends in "run.conf", removed after).  Its exit status, 128 when killed
+ * by a signal, or -1 when it still ran after 5 s (then killed); what it
+ * wrote on stdout and stderr in out (NUL-terminated).
+ */
+int mp_mgrproc_run(const char *conf_text, const char *arg, char *out,
+		   size_t outlen);
+
+/*
+ * Start the manager binary in the foreground on the config file conf,
+ * after setup(arg) ran in the child (e.g. entering a network namespace;
+ * it may be NULL, and returns < 0 to give up: the child exits 126).  The
+ * pid (a recorded child), or -errno.  No wait for it to accept.
+ */
+pid_t mp_mgrproc_exec(const char *conf, int (*setup)(const void *),
+		      const void *arg);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int mp_free_port(void);

@@ -472,7 +472,11 @@ static void read_side(struct pair *p, int s)
 {
 	static uint8_t buf[READ_MAX];
 	ssize_t n = recv(p->fd[s], buf, sizeof(buf), MSG_DONTWAIT);
+	const char *w = K[p->kind].watch;
 
+	if (n > 0 && w[0] &&
+	    memmem(buf, (size_t)n, w, strnlen(w, sizeof(K[0].watch))))
+		stat_add(&S->st.watch_hits[p->kind], 1);
 	if (n > 0) {
 		if (feed(p, s, buf, (size_t)n) < 0)
 			pair_reset(p);

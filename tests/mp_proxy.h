@@ -32,7 +32,13 @@
  *                        are reset (RST); one shot: the knob clears itself;
  *   reset_all            reset every connection of this kind now (one
  *                        shot);
- *   refuse               new connections are reset at once.
+ *   refuse               new connections are reset at once;
+ *   watch                a string (NUL-terminated, empty: off): every
+ *                        read that carries it whole counts in
+ *                        watch_hits (what an eavesdropper on the link
+ *                        would see; a string split across two reads is
+ *                        not counted, so a test checks it is seen
+ *                        without encryption before it trusts a 0).
  *
  * Direction 0 (MP_PROXY_FWD) is from the side that connected towards the
  * target; 1 (MP_PROXY_BACK) the other way.
@@ -65,6 +71,7 @@ struct mp_proxy_knobs {
 	int reset_all;
 	int refuse;
 	int rewrite_info; /* MGR links only */
+	char watch[32];
 };
 
 struct mp_proxy_stats {
@@ -73,6 +80,7 @@ struct mp_proxy_stats {
 	long bytes[2][2]; /* [kind][direction] forwarded */
 	long cuts;	  /* connections reset by cut_op / reset_all */
 	long rewrites;	  /* CH_INFO frames rewritten */
+	long watch_hits[2]; /* reads carrying knobs.watch, per link kind */
 };
 
 struct mp_proxy_shared;

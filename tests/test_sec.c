@@ -172,49 +172,6 @@ static void check_still_serving(void)
 	messip_disconnect(cnx, 2000);
 }
 
-/* Run the manager binary with a config (args "-t" or "-f"); its exit
- * status (or -1 if still running after 5 s) and its stderr in out. */
-static int run_mgr(const char *conf_text, const char *arg, char *out,
-		   size_t outlen)
-{
-	const char *bin = getenv("MP_MGR_BIN");
-	char conf[128];
-	int p[2], st;
-	size_t got = 0;
-	pid_t pid;
-	FILE *f;
-
-	if (!bin)
-		bin = "./mgrd/messip-mgr";
-	snprintf(conf, sizeof(conf), "%s/run.conf", dir);
-	f = fopen(conf, "w");
-	if (!f || pipe(p) < 0)
-		abort();
-	fputs(conf_text, f);
-	fclose(f);
-	pid = mp_test_fork();
-	if (pid == 0) {
-		dup2(p[1], 2);
-		execl(bin, bin, arg, "-c", conf, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	st = mp_test_wait(pid, 5000);
-	if (st == -1)
-		mp_test_kill(pid);
-	while (got + 1 < outlen) {
-		ssize_t n = read(p[0], out + got, outlen - 1 - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	out[got] = 0;
-	close(p[0]);
-	unlink(conf);
-	return st == -1 ? -1 : (WIFEXITED(st) ? WEXITSTATUS(st) : 128);
-}
-
 /* ---- tests ------------------------------------------------------------------
  */
 
@@ -225,7 +182,7 @@ static void test_refuse_remote_without_auth(void)
 
 	snprintf(conf, sizeof(conf),
 		 "listen 0.0.0.0:%d\nstatus_listen off\nworkers 1\n", port);
-	CU_ASSERT(run_mgr(conf, "-f", out, sizeof(out)) == 1);
+	CU_ASSERT(mp_mgrproc_run(conf, "-f", out, sizeof(out)) == 1);
 	CU_ASSERT(strstr(out, "auth_secret_file") != NULL);
 	CU_ASSERT(strstr(out, "not a loopback address") != NULL);
 	fprintf(stderr, "  refused: %s", out);
@@ -234,7 +191,7 @@ static void test_refuse_remote_without_auth(void)
 		 "listen 0.0.0.0:%d\nstatus_listen off\nworkers 1\n"
 		 "auth_secret_file %s\n",
 		 port, good_file);
-	CU_ASSERT(run_mgr(conf, "-t", out, sizeof(out)) == 0);
+	CU_ASSERT(mp_mgrproc_run(conf, "-t", out, sizeof(out)) == 0);
 }
 
 static void test_secret_bad_mode_refused(void)
@@ -243,7 +200,7 @@ static void test_secret_bad_mode_refused(void)
 	messip_cnx_t *cnx;
 
 	snprintf(conf, sizeof(conf), "auth_secret_file %s\n", badmode_file);
-	CU_ASSERT(run_mgr(conf, "-t", out, sizeof(out)) == 1);
+	CU_ASSERT(mp_mgrproc_run(conf, "-t", out, sizeof(out)) == 1);
 	CU_ASSERT(strstr(out, "chmod 600") != NULL);
 	fprintf(stderr, "  manager: %s", out);
 	/* The library refuses to use it too. */
@@ -508,7 +465,7 @@ static void test_policy_syntax(void)
 		fclose(f);
 		snprintf(conf, sizeof(conf), "access_policy %s\n",
 			 policy_file);
-		CU_ASSERT(run_mgr(conf, "-t", out, sizeof(out)) == 1);
+		CU_ASSERT(mp_mgrproc_run(conf, "-t", out, sizeof(out)) == 1);
 		if (!strstr(out, bad[i].want)) {
 			fprintf(stderr, "  policy %zu: got '%s'\n", i, out);
 			CU_FAIL("message");
