@@ -623,7 +623,10 @@ static bool peer_drain(struct messip_channel_priv *c, struct mp_peer *p)
 	return true;
 }
 
-/* TLS: a handshake step may have left ciphertext to send; and input TLS
+static int challenge(struct mp_peer *p);
+
+/* TLS: once the handshake is done, our CHALLENGE goes out (challenge());
+ * a handshake step may have left ciphertext to send; and input TLS
  * holds is not reported by the socket, so come back for it at once
  * (srv_chores). */
 static void peer_tls_after(struct messip_channel_priv *c, struct mp_peer *p)
