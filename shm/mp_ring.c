@@ -599,7 +599,13 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		t = atomic_load_explicit(&r->tail_seen, memory_order_acquire);
 		ts = atomic_load_explicit(&r->tail_seq_seen,
 					  memory_order_relaxed);
-		if (head - t + need <= r->data_bytes &&
+		/* The pair is a lower bound only while positions grow: a
+		 * reset of a ring whose head was corrupted (moved back)
+		 * leaves it ahead of head, and then head - t wraps.  Written
+		 * without a sum that could wrap back into range (need <=
+		 * data_bytes, limits_ok), so such a pair shows no room and
+		 * is read again below (fuzz_ring found the overwrite). */
+		if (head - t <= r->data_bytes - need &&
 		    hs - ts < r->max_records)
 			break;
 		/* Acquire: the consumer's reads of the bytes before tail
