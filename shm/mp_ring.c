@@ -140,7 +140,11 @@ struct mp_ring_sh {
 	/* Line 3: producers' side, written under the lock. */
 	_Atomic uint64_t head;	   /* end of the last published record */
 	_Atomic uint64_t head_seq; /* seq of the next record */
-	uint8_t pad3[RING_LINE - 16];
+	_Atomic uint64_t resets;   /* mp_ring_reset calls: positions may
+				      have moved other than forward, so a
+				      handle's tail pair from before is
+				      void (mp_ring_t.seen_resets) */
+	uint8_t pad3[RING_LINE - 24];
 
 	/* Line 4: consumer's side, written by the consumer only; producers
 	 * read it only when the tail they saw last leaves too little room
@@ -349,10 +353,11 @@ static void handle_fill(mp_ring_t *r, void *mem, uint32_t data_bytes,
 	r->max_payload = max_payload;
 	r->memsize = mp_ring_size(data_bytes);
 	r->spin = RING_SPIN_DEFAULT;
-	/* Positions start at 0 and only grow: 0 is a safe lower bound.
-	 * The first push that needs more reads the segment. */
+	/* No pair yet: the first push reads the segment's (positions
+	 * need not start at 0 in a ring that was reset). */
 	atomic_store_explicit(&r->tail_seen, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->tail_seq_seen, 0, memory_order_relaxed);
+	atomic_store_explicit(&r->seen_resets, 0, memory_order_relaxed);
 	/* A consumer in a process that sleeping producers can fence from
 	 * afar commits without a locked instruction (see wake()). */
 	r->plain_commit = mp_fence_register();
@@ -560,7 +565,7 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		  const struct iovec *iov, int iovcnt, int64_t deadline_ns)
 {
 	struct mp_ring_sh *sh = r->sh;
-	uint64_t head, hs, t, ts, ts_count, pos;
+	uint64_t head, hs, t, ts, ts_count, pos, resets;
 	size_t total = 0;
 	uint32_t len, need;
 	int rc;
@@ -599,13 +604,18 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		t = atomic_load_explicit(&r->tail_seen, memory_order_acquire);
 		ts = atomic_load_explicit(&r->tail_seq_seen,
 					  memory_order_relaxed);
-		/* The pair is a lower bound only while positions grow: a
-		 * reset of a ring whose head was corrupted (moved back)
-		 * leaves it ahead of head, and then head - t wraps.  Written
-		 * without a sum that could wrap back into range (need <=
-		 * data_bytes, limits_ok), so such a pair shows no room and
-		 * is read again below (fuzz_ring found the overwrite). */
-		if (head - t <= r->data_bytes - need &&
+		/* The pair is a lower bound only while positions grow, so
+		 * only if no reset came since it was read (a reset of a
+		 * ring whose head was corrupted moves positions back, and
+		 * a stale pair would then over-state the room: fuzz_ring
+		 * found the overwrite).  resets shares head's line and the
+		 * lock orders it.  No sum that could wrap back into range
+		 * (need <= data_bytes, limits_ok). */
+		resets = atomic_load_explicit(&sh->resets,
+					      memory_order_relaxed);
+		if (atomic_load_explicit(&r->seen_resets,
+					 memory_order_relaxed) == resets + 1 &&
+		    head - t <= r->data_bytes - need &&
 		    hs - ts < r->max_records)
 			break;
 		/* Acquire: the consumer's reads of the bytes before tail
@@ -622,6 +632,8 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		atomic_store_explicit(&r->tail_seq_seen, ts,
 				      memory_order_relaxed);
 		atomic_store_explicit(&r->tail_seen, t, memory_order_release);
+		atomic_store_explicit(&r->seen_resets, resets + 1,
+				      memory_order_relaxed);
 		if (head - t + need <= r->data_bytes &&
 		    hs - ts < r->max_records)
 			break;
@@ -971,6 +983,11 @@ int mp_ring_reset(mp_ring_t *r)
 	ts = atomic_load_explicit(&sh->tail_seq, memory_order_relaxed);
 	n = hs - ts <= r->max_records + RING_SEQ_SLACK ? (int)(hs - ts) : 0;
 	atomic_store_explicit(&sh->head, h, memory_order_relaxed);
+	/* Every handle's tail pair is void from now (see mp_ring_pushv). */
+	atomic_store_explicit(&sh->resets,
+			      atomic_load_explicit(&sh->resets,
+						   memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 	atomic_store_explicit(&sh->head_cache, h, memory_order_relaxed);
 	atomic_store_explicit(&sh->tail_seq, hs, memory_order_relaxed);
 	atomic_store_explicit(&sh->cons_waiting, 0, memory_order_relaxed);

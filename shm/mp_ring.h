@@ -66,11 +66,14 @@ typedef struct mp_ring {
 	unsigned  spin;        /* busy-wait iterations before sleeping */
 	/* Producer: a (tail, tail_seq) pair read from the segment, kept so
 	 * that a push with room to spare does not read the consumer's
-	 * cache line.  Both only grow, so an old pair under-states the
-	 * room: stale is safe.  Atomic (relaxed) because threads may share
-	 * a handle. */
+	 * cache line.  Both only grow between resets, so an old pair
+	 * under-states the room: stale is safe, and void after a reset
+	 * (seen_resets: the segment's reset count + 1 when the pair was
+	 * read, 0 none).  Atomic (relaxed) because threads may share a
+	 * handle. */
 	_Atomic uint64_t tail_seen;
 	_Atomic uint64_t tail_seq_seen;
+	_Atomic uint64_t seen_resets;
 	/* Consumer: commit without a locked instruction (this process can
 	 * be fenced by a sleeping producer; mp_futex.h mp_fence_*). */
 	int plain_commit;
