@@ -140,7 +140,11 @@ struct mp_ring_sh {
 	/* Line 3: producers' side, written under the lock. */
 	_Atomic uint64_t head;	   /* end of the last published record */
 	_Atomic uint64_t head_seq; /* seq of the next record */
-	uint8_t pad3[RING_LINE - 16];
+	_Atomic uint64_t resets;   /* mp_ring_reset calls: positions may
+				      have moved other than forward, so a
+				      handle's tail pair from before is
+				      void (mp_ring_t.seen_resets) */
+	uint8_t pad3[RING_LINE - 24];
 
 	/* Line 4: consumer's side, written by the consumer only; producers
 	 * read it only when the tail they saw last leaves too little room
@@ -351,11 +355,12 @@ static void handle_fill(mp_ring_t *r, void *mem, uint32_t data_bytes,
 	r->max_payload = max_payload;
 	r->memsize = mp_ring_size(data_bytes);
 	r->spin = RING_SPIN_DEFAULT;
-	/* Positions start at 0 and only grow: 0 is a safe lower bound.
-	 * The first push that needs more reads the segment. */
+	/* No pair yet: the first push reads the segment's (positions
+	 * need not start at 0 in a ring that was reset). */
 	atomic_store_explicit(&r->tail_seen, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->tail_seq_seen, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->tail_reread, 0, memory_order_relaxed);
+	atomic_store_explicit(&r->seen_resets, 0, memory_order_relaxed);
 	/* A consumer in a process that sleeping producers can fence from
 	 * afar commits without a locked instruction (see wake()). */
 	r->plain_commit = mp_fence_register();
@@ -377,6 +382,13 @@ static void cache_tail(mp_ring_t *r)
 	struct mp_ring_sh *sh = r->sh;
 	uint64_t h, hs, t, ts;
 
+	/* The reset count first, with acquire: mp_ring_reset counts a
+	 * reset only after it moved the positions (release), so a pair
+	 * read after a count is at least as new as that reset; a reset
+	 * that comes later voids the pair (mp_ring_pushv). */
+	uint64_t resets = atomic_load_explicit(&sh->resets,
+					       memory_order_acquire);
+
 	h = atomic_load_explicit(&sh->head, memory_order_relaxed);
 	hs = atomic_load_explicit(&sh->head_seq, memory_order_relaxed);
 	t = atomic_load_explicit(&sh->tail, memory_order_acquire);
@@ -386,6 +398,8 @@ static void cache_tail(mp_ring_t *r)
 		return;
 	atomic_store_explicit(&r->tail_seq_seen, ts, memory_order_relaxed);
 	atomic_store_explicit(&r->tail_seen, t, memory_order_release);
+	atomic_store_explicit(&r->seen_resets, resets + 1,
+			      memory_order_relaxed);
 }
 
 int mp_ring_init(mp_ring_t *r, void *mem, size_t memsize, uint32_t data_bytes,
@@ -593,7 +607,7 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		  const struct iovec *iov, int iovcnt, int64_t deadline_ns)
 {
 	struct mp_ring_sh *sh = r->sh;
-	uint64_t head, hs, t, ts, pos;
+	uint64_t head, hs, t, ts, pos, resets;
 	size_t total = 0;
 	uint32_t len, need;
 	int rc;
@@ -632,7 +646,18 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		t = atomic_load_explicit(&r->tail_seen, memory_order_acquire);
 		ts = atomic_load_explicit(&r->tail_seq_seen,
 					  memory_order_relaxed);
-		if (head - t + need <= r->data_bytes &&
+		/* The pair is a lower bound only while positions grow, so
+		 * only if no reset came since it was read (a reset of a
+		 * ring whose head was corrupted moves positions back, and
+		 * a stale pair would then over-state the room: fuzz_ring
+		 * found the overwrite).  resets shares head's line and the
+		 * lock orders it.  No sum that could wrap back into range
+		 * (need <= data_bytes, limits_ok). */
+		resets = atomic_load_explicit(&sh->resets,
+					      memory_order_relaxed);
+		if (atomic_load_explicit(&r->seen_resets,
+					 memory_order_relaxed) == resets + 1 &&
+		    head - t <= r->data_bytes - need &&
 		    hs - ts < r->max_records &&
 		    !(atomic_load_explicit(&r->tail_reread,
 					   memory_order_relaxed) &&
@@ -653,6 +678,8 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		atomic_store_explicit(&r->tail_seq_seen, ts,
 				      memory_order_relaxed);
 		atomic_store_explicit(&r->tail_seen, t, memory_order_release);
+		atomic_store_explicit(&r->seen_resets, resets + 1,
+				      memory_order_relaxed);
 		if (head - t + need <= r->data_bytes &&
 		    hs - ts < r->max_records)
 			break;
@@ -983,7 +1010,7 @@ int mp_ring_count(mp_ring_t *r)
 int mp_ring_reset(mp_ring_t *r)
 {
 	struct mp_ring_sh *sh = r->sh;
-	uint64_t h, hs, ts;
+	uint64_t h, hs, ts, resets;
 	int rc, n;
 
 	rc = mp_lock_acquire(&sh->pl.lock,
@@ -1011,11 +1038,18 @@ int mp_ring_reset(mp_ring_t *r)
 	 * producer (the flag set so that wake() does not skip them). */
 	atomic_store_explicit(&sh->prod_waiting, 1, memory_order_relaxed);
 	commit_tail(r, h, hs);
+	/* Every handle's tail pair is void from now (see mp_ring_pushv):
+	 * counted after the positions moved, with release, for an attach
+	 * that reads the count and then the pair without the lock
+	 * (cache_tail). */
+	resets = atomic_load_explicit(&sh->resets, memory_order_relaxed) + 1;
+	atomic_store_explicit(&sh->resets, resets, memory_order_release);
 	/* This handle's producer side knows the new position: its pushes
-	 * count from the empty ring, not from what was discarded.  (Other
-	 * handles' pairs are older, so still lower bounds.) */
+	 * count from the empty ring, not from what was discarded. */
 	atomic_store_explicit(&r->tail_seq_seen, hs, memory_order_relaxed);
 	atomic_store_explicit(&r->tail_seen, h, memory_order_release);
+	atomic_store_explicit(&r->seen_resets, resets + 1,
+			      memory_order_relaxed);
 	atomic_store_explicit(&r->tail_reread, 0, memory_order_relaxed);
 	mp_lock_release(&sh->pl.lock);
 	return n;

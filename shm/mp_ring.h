@@ -68,11 +68,14 @@ typedef struct mp_ring {
 	/* Producer: a (tail, tail_seq) pair read from the segment (at
 	 * attach, then by a push that finds too little room by it), kept
 	 * so that a push with room to spare does not read the consumer's
-	 * cache line.  Both only grow, so an old pair under-states the
-	 * room and over-states the count a push returns: stale is safe.
+	 * cache line.  Both only grow between resets, so an old pair
+	 * under-states the room and over-states the count a push returns:
+	 * stale is safe, and void after a reset (seen_resets: the
+	 * segment's reset count + 1 when the pair was read, 0 none).
 	 * Atomic (relaxed) because threads may share a handle. */
 	_Atomic uint64_t tail_seen;
 	_Atomic uint64_t tail_seq_seen;
+	_Atomic uint64_t seen_resets;
 	/* Producer: the last push woke a sleeping consumer, so the next
 	 * one reads the consumer's position again (mp_ring_push). */
 	_Atomic uint32_t tail_reread;
@@ -105,7 +108,8 @@ int mp_ring_attach(mp_ring_t *r, void *mem, size_t memsize);
  * before this one is returned: meta->seq minus the consumer's sequence
  * number as this handle last read it (at attach, at its own
  * mp_ring_reset, or in a push that found too little room by its previous
- * reading, or in the push after one that woke a sleeping consumer:
+ * reading or found it void because some handle reset the ring since, or
+ * in the push after one that woke a sleeping consumer:
  * a consumer sleeps only once it took everything, so a producer that
  * sends now and then to an idle consumer gets exact counts).  So the
  * value is >= the exact count and < max_records; it

@@ -87,7 +87,8 @@ static const struct field {
  * useless wake-up, never a wrong answer). */
 static int hdr_byte_matters(uint32_t off)
 {
-	return off < 24 || (off >= OFF_HEAD && off < OFF_HEAD + 16) ||
+	/* head, head_seq, resets */
+	return off < 24 || (off >= OFF_HEAD && off < OFF_HEAD + 24) ||
 	       (off >= OFF_TAIL && off < OFF_HEAD_CACHE + 8) ||
 	       (off >= OFF_TAIL_SEQ && off < OFF_TAIL_SEQ + 8);
 }

@@ -100,7 +100,7 @@ static void pair_close(struct mp_mgrloop_pair *p)
 		close(p->pfd);
 	}
 	p->wfd = p->pfd = -1;
-	p->busy = p->burned = p->next_fd = 0;
+	p->busy = p->burned = p->next_fd = p->unread = 0;
 }
 
 void mp_mgrloop_stop(struct mp_mgrloop *h)
@@ -152,6 +152,7 @@ static int pair_open(struct mp_mgrloop_pair *p)
 	p->wfd = sv[0];
 	p->pfd = sv[1];
 	p->next_fd = 0;
+	p->unread = 0;
 	return 0;
 }
 
@@ -205,7 +206,6 @@ static struct mp_mgrloop_pair *pair_of(struct mp_mgrloop *h, int fd)
 void mp_mgrloop_release(struct mp_mgrloop *h, int fd)
 {
 	struct mp_mgrloop_pair *p = pair_of(h, fd);
-	uint8_t tmp[4096];
 
 	if (!p)
 		return;
@@ -213,11 +213,13 @@ void mp_mgrloop_release(struct mp_mgrloop *h, int fd)
 		pair_close(p);
 		return;
 	}
-	/* Whatever either side left unread must not reach the next user. */
-	while (recv(p->wfd, tmp, sizeof(tmp), MSG_DONTWAIT) > 0)
-		;
-	while (recv(p->pfd, tmp, sizeof(tmp), MSG_DONTWAIT) > 0)
-		;
+	/* Whatever either side left unread must not reach the next user
+	 * (the worker may have written to fd in any pass, so that side is
+	 * always drained). */
+	if (p->unread != 0)
+		mp_mgrloop_drain(p->wfd, NULL, 0);
+	mp_mgrloop_drain(p->pfd, NULL, 0);
+	p->unread = 0;
 	p->busy = 0;
 }
 
@@ -254,12 +256,13 @@ static int unread(const struct mgr_conn *c)
 }
 
 /* Let the worker handle epoll events ev on c until it stops reading (all
- * read, or it holds back: parked request, full output).  Returns 1 while
- * c is alive; *progress: it read something. */
-static int serve_ev(struct mp_mgrloop *h, struct mgr_conn *c, uint32_t ev,
-		    int *progress)
+ * read, or it holds back: parked request, full output).  pr: c's pair
+ * (NULL: not known), whose unread count is used and kept.  Returns 1
+ * while c is alive; *progress: it read something. */
+static int serve_ev(struct mp_mgrloop *h, struct mgr_conn *c,
+		    struct mp_mgrloop_pair *pr, uint32_t ev, int *progress)
 {
-	int left = unread(c);
+	int left = pr && pr->unread >= 0 ? pr->unread : unread(c);
 
 	*progress = 0;
 	for (int round = 0; round < 64; round++) {
@@ -275,6 +278,8 @@ static int serve_ev(struct mp_mgrloop *h, struct mgr_conn *c, uint32_t ev,
 		if (!mp_mgrloop_alive(h, c))
 			return 0;
 		now = unread(c);
+		if (pr)
+			pr->unread = now;
 		if (now < left)
 			*progress = 1;
 		if (now == 0 || now == left || (ev & EPOLLRDHUP))
@@ -288,6 +293,7 @@ int mp_mgrloop_feed(struct mp_mgrloop *h, struct mgr_conn *c, int fd,
 		    const void *data, size_t len, int eof)
 {
 	const uint8_t *p = data;
+	struct mp_mgrloop_pair *pr = pair_of(h, fd);
 	int alive = mp_mgrloop_alive(h, c), progress;
 
 	while (alive && len) {
@@ -296,8 +302,10 @@ int mp_mgrloop_feed(struct mp_mgrloop *h, struct mgr_conn *c, int fd,
 		if (n > 0) {
 			p += n;
 			len -= (size_t)n;
+			if (pr && pr->unread >= 0)
+				pr->unread += (int)n;
 		}
-		alive = serve_ev(h, c, EPOLLIN, &progress);
+		alive = serve_ev(h, c, pr, EPOLLIN, &progress);
 		/* Let the worker's output out, or its buffer fills up. */
 		mp_mgrloop_drain(fd, NULL, 0);
 		/* The socket is full and the worker reads no more: the
@@ -306,12 +314,10 @@ int mp_mgrloop_feed(struct mp_mgrloop *h, struct mgr_conn *c, int fd,
 			break;
 	}
 	if (alive && eof) {
-		struct mp_mgrloop_pair *pr = pair_of(h, fd);
-
 		if (pr)
 			pr->burned = 1;
 		shutdown(fd, SHUT_WR);
-		alive = serve_ev(h, c, EPOLLIN | EPOLLRDHUP, &progress);
+		alive = serve_ev(h, c, pr, EPOLLIN | EPOLLRDHUP, &progress);
 		mp_mgrloop_drain(fd, NULL, 0);
 	}
 	return alive;
@@ -321,7 +327,13 @@ int mp_mgrloop_serve(struct mp_mgrloop *h, struct mgr_conn *c)
 {
 	int progress;
 
-	return mp_mgrloop_alive(h, c) && serve_ev(h, c, EPOLLIN, &progress);
+	/* The caller wrote to a far end itself (which one is not known
+	 * from c): every busy pair counts afresh. */
+	for (int i = 0; i < MP_MGRLOOP_POOL; i++)
+		if (h->pool[i].busy)
+			h->pool[i].unread = -1;
+	return mp_mgrloop_alive(h, c) && serve_ev(h, c, NULL, EPOLLIN,
+						  &progress);
 }
 
 void mp_mgrloop_pass(struct mp_mgrloop *h, int tick_too)
@@ -366,6 +378,10 @@ size_t mp_mgrloop_drain(int fd, void *buf, size_t cap)
 		if (mp_mgrloop_trace)
 			trace_frames(fd, dst, (size_t)n);
 		got += (size_t)n;
+		/* A short read from a stream socket: it is empty now (no
+		 * need for the recv that would say EAGAIN, see epoll(7)). */
+		if ((size_t)n < want)
+			break;
 	}
 	return got;
 }

@@ -34,6 +34,10 @@ struct mp_mgrloop_pair {
 	int next_fd;    /* lowest descriptor number for its next dup (the
 			   ones below may still be in the worker's epoll
 			   set, see mp_mgrloop_connect) */
+	int unread;     /* bytes the peer wrote that the worker has not
+			   read, -1: not known (only the peer writes and
+			   only the worker reads, so counting is exact and
+			   saves an ioctl per feed and a recv per release) */
 };
 
 struct mp_mgrloop {

@@ -205,20 +205,61 @@ const char *mp_test_shm_name(char *buf, size_t size, const char *tag)
 	return buf;
 }
 
+static struct {
+	void (*fn)(void);
+	const char *(*need)(void);
+} needs[16];
+static int nneeds;
+
+void mp_test_needs(void (*fn)(void), const char *(*need)(void))
+{
+	if (nneeds == (int)(sizeof(needs) / sizeof(needs[0])))
+		abort();
+	needs[nneeds].fn = fn;
+	needs[nneeds].need = need;
+	nneeds++;
+}
+
+/* Why the test fn cannot run here, or NULL. */
+static const char *need_of(void (*fn)(void))
+{
+	for (int i = 0; i < nneeds; i++) {
+		const char *why;
+
+		if (needs[i].fn == fn && (why = needs[i].need()) != NULL)
+			return why;
+	}
+	return NULL;
+}
+
 int mp_test_main(const char *suite, const struct mp_test_case *tests)
 {
 	CU_pSuite s;
 	unsigned failed;
-	int left;
+	int left, ntests = 0, nskipped = 0;
 
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 1;
 	s = CU_add_suite(suite, NULL, NULL);
 	if (!s)
 		return 1;
-	for (const struct mp_test_case *t = tests; t->name; t++)
-		if (!CU_add_test(s, t->name, t->fn))
+	for (const struct mp_test_case *t = tests; t->name; t++) {
+		CU_pTest ct = CU_add_test(s, t->name, t->fn);
+		const char *why = need_of(t->fn);
+
+		if (!ct)
 			return 1;
+		ntests++;
+		if (why) {
+			/* Inactive: not run, counted apart, not a failure
+			 * (CU_set_fail_on_inactive below). */
+			CU_set_test_active(ct, CU_FALSE);
+			fprintf(stderr, "%s: SKIP \"%s\": %s\n", prog,
+				t->name, why);
+			nskipped++;
+		}
+	}
+	CU_set_fail_on_inactive(CU_FALSE);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
@@ -231,5 +272,18 @@ int mp_test_main(const char *suite, const struct mp_test_case *tests)
 			prog, left);
 		failed++;
 	}
-	return failed ? 1 : 0;
+	if (failed)
+		return 1;
+	if (nskipped) {
+		fprintf(stderr, "%s: %d of %d tests skipped\n", prog, nskipped,
+			ntests);
+		if (nskipped == ntests)
+			return 77;
+	}
+	return 0;
+}
+
+const char *mp_test_need_root(void)
+{
+	return geteuid() == 0 ? NULL : "needs root";
 }

@@ -26,8 +26,21 @@ struct mp_test_case {
 /* Arm the watchdog (seconds) and install clean-up; call first in main. */
 void mp_test_init(const char *progname, unsigned watchdog_sec);
 
-/* Run the table as one suite named suite; returns the exit status. */
+/* Run the table as one suite named suite; returns the exit status: 1 if
+ * anything failed, else 77 if every test was skipped (mp_test_needs),
+ * else 0. */
 int mp_test_main(const char *suite, const struct mp_test_case *tests);
+
+/*
+ * Before mp_test_main: the test whose function is fn needs something
+ * this machine may lack.  need() returns why it cannot run here, or NULL
+ * when it can; a test that cannot run is skipped (a CUnit inactive test,
+ * not a failure), named on stderr with the reason.  Up to 16 tests.
+ */
+void mp_test_needs(void (*fn)(void), const char *(*need)(void));
+
+/* A need for mp_test_needs: root (euid 0). */
+const char *mp_test_need_root(void);
 
 /* fork() that records the child for clean-up.  Child: 0; parent: pid. */
 pid_t mp_test_fork(void);

@@ -622,6 +622,9 @@ int main(void)
 	int rc;
 
 	mp_test_init("test_fault_limits", 60);
+	/* A private /dev/shm is a mount: root only (skipped, not passed). */
+	mp_test_needs(test_dev_shm_full_manager, mp_test_need_root);
+	mp_test_needs(test_dev_shm_full_server, mp_test_need_root);
 	api_verbose();
 	api_start_mgr(2, NULL);
 	rc = mp_test_main("fault_limits", tests);
