@@ -580,6 +580,7 @@ static void do_attach(mp_ring_t *r, void *mem, size_t memsize)
 		M.clean = 0;
 	r2.spin = 0;
 	*r = r2;
+	M.reread = 0; /* a new handle has woken nobody yet */
 	if (M.clean)
 		m_view(); /* the new handle read the consumer's position */
 }
