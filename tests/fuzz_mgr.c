@@ -54,6 +54,7 @@
 
 #include "mp_alloc.h"
 #include "mp_fuzz.h"
+#include "mp_memsock.h"
 #include "mp_mgrloop.h"
 #include "mp_mgrscript.h"
 #include "mp_wire.h"
@@ -162,6 +163,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 
 		snprintf(name, sizeof(name), "/messip-fuzz-mgr-%d",
 			 (int)getpid());
+		/* In-memory connections unless real socketpairs are asked
+		 * for (the same input must give the same run either way). */
+		mp_memsock_on = getenv("MP_FUZZ_MGR_SOCKETS") == NULL;
 		rc = mp_mgrloop_start(h, name);
 		if (rc < 0)
 			FZ_FAIL("fuzz_mgr", "cannot start the manager: %s",
