@@ -10,6 +10,15 @@
  * own code (mgr_worker_serve: mgr_conn_read, mgr_proto_input, deliveries,
  * flush).  Replies are read and discarded.
  *
+ * The socketpairs live in memory (tests/mp_memsock.h: the program is
+ * linked with --wrap for recv, send, close, shutdown, ioctl, fcntl,
+ * epoll_ctl, socketpair, getpeername, getsockname, so the manager's code
+ * runs unchanged and sees a unix stream socket's partial reads, EAGAIN,
+ * EOF, ECONNRESET and EPIPE) so an input costs no system call per read
+ * and write.  MP_FUZZ_MGR_SOCKETS=1 in the environment makes them real
+ * socketpairs again: the corpus gives the same cov and ft either way
+ * (-runs=0 on a copy of tests/corpus/mgr: cov 3575, ft 21741).
+ *
  * The input is a list of records (tests/mp_mgrscript.h writes them):
  *   ctl (u8): connection = ctl % 4 (3 means 0 too), action = ctl >> 2:
  *     0: u8 length, then that many bytes arrive on the connection
@@ -34,12 +43,20 @@
  *   - the segment is consistent enough to be taken down (mp_mgrloop_stop)
  *     and leaves nothing behind (LeakSanitizer in the fuzzer build).
  *
- * A long run (every input goes through real sockets, so expect hundreds,
- * not millions, of executions a second; -entropic=0 saves libFuzzer's
- * own bookkeeping, which is most of the time otherwise):
+ * A long run (-entropic=0 saves libFuzzer's own bookkeeping, which is
+ * most of the time otherwise):
  *
  *   ./tests/fuzz_mgr -entropic=0 -runs=10000000 -print_final_stats=1 \
  *       fuzz-corpus/mgr $(top_srcdir)/tests/corpus/mgr
+ *
+ * Speed (2026-11-26, 60 s runs on fresh copies of the corpus, back to
+ * back, 2-core box with two other fuzzers, load 3-4): 1022 and 943
+ * exec/s against 421 and 433 for the real-socket harness before
+ * (about 1500 against 600 executions per CPU second; kernel time 5% of
+ * it instead of 47%).  What is left is the manager's own code under
+ * ASan, UBSan and coverage with comparison tracing, and libFuzzer's
+ * per-input work; the harness's own files are built without comparison
+ * tracing (tests/hard.am).
  */
 #include "config.h"
 
