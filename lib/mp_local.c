@@ -1101,10 +1101,13 @@ void mp_local_fd_mode(struct messip_channel_priv *c)
 		return;
 	h = L->seg->hdr;
 	/* Count the helper as a sleeping server from now on (seq_cst:
-	 * Dekker with the clients' publication, as in server_wait), then
-	 * look once: what was published before is seen now, what comes
-	 * after rings the bell. */
+	 * Dekker with the clients' publication, as in server_wait), fence
+	 * the clients whose ring publications are plain stores, then look
+	 * once: what was published before is seen now, what comes after
+	 * rings the bell.  (The fence cannot fail where create found it
+	 * working; where it did not, clients publish with locked stores.) */
 	__atomic_add_fetch(&h->srv_waiters, 1, __ATOMIC_SEQ_CST);
+	(void)mp_chseg_sleeper_fence(L->seg);
 	__atomic_store_n(&L->bell0, __atomic_load_n(&h->bell, __ATOMIC_SEQ_CST),
 			 __ATOMIC_RELEASE);
 	__atomic_store_n(&L->fdmode, 1, __ATOMIC_RELEASE);

@@ -69,6 +69,10 @@ enum { HS_NONE = 0, HS_HELD, HS_CANCELED, HS_GONE, HS_RESET };
  * store is not fenced (see mp_chseg_done), so a wake-up can be missed. */
 #define FREE_POLL_NS 1000000
 
+/* A server that cannot fence clients from afar before it sleeps
+ * (mp_chseg_sleeper_fence) looks at the ring again this often. */
+#define UNFENCED_SLICE_NS 1000000
+
 /* mp_chseg_next checks the clock for periodic reaping this often. */
 #define NEXT_REAP_EVERY 1024u
 
@@ -374,6 +378,10 @@ int mp_chseg_create(mp_chseg_t *seg, const char *name,
 	h->srv_uid = (uint32_t)geteuid();
 	h->srv_start = proc_start_time(0);
 	h->srv_pidns = own_pidns();
+	/* Promise to fence clients from afar before sleeping only if the
+	 * fence works here (mp_chseg_server_wait); then clients publish
+	 * ring records with plain stores (mp_chseg_open). */
+	h->fence = mp_fence_remote() == 0;
 	h->alive = 1;
 	rc = mp_ring_init(&seg->ring, (uint8_t *)seg->shm.base + L.ring_off,
 			  (size_t)L.ring_size, c.ring_bytes, c.ring_records,
@@ -441,6 +449,11 @@ int mp_chseg_open(mp_chseg_t *seg, const char *name)
 			    (size_t)L.ring_size);
 	if (rc)
 		goto fail;
+	/* Plain ring publications only if the server fences us before it
+	 * sleeps (the doorbell's Dekker, mp_chseg.h); a scribbled flag
+	 * costs at most a late wake-up, bounded by the server's slices. */
+	if (ld(&h->fence) != 1)
+		seg->ring.plain_publish = 0;
 
 	ns = __atomic_load_n(&h->srv_pidns, __ATOMIC_RELAXED);
 	if (ns && own_pidns() && ns != own_pidns()) {
@@ -1000,7 +1013,10 @@ int mp_chseg_bsend(mp_chseg_t *seg, int32_t type, const void *data,
 	/* Dekker with the server's increment of srv_waiters before it
 	 * counts the ring: mp_ring commits a record with a seq_cst store of
 	 * its head (the first half of its own Dekker pairing), which is
-	 * ordered before this seq_cst load, so no fence of our own. */
+	 * ordered before this seq_cst load, so no fence of our own; or,
+	 * when the header's fence flag is set, with a plain release store
+	 * that the server fences from afar (mp_chseg_sleeper_fence) after
+	 * raising srv_waiters. */
 	if (__atomic_load_n(&h->srv_waiters, __ATOMIC_SEQ_CST))
 		ring_bell(h);
 	return rc;
@@ -1461,12 +1477,17 @@ static int kicked(mp_chseg_t *seg)
 	return ld(&seg->hdr->bell) != seg->bell_seen;
 }
 
+int mp_chseg_sleeper_fence(mp_chseg_t *seg)
+{
+	return mp_ring_fence_producers(&seg->ring);
+}
+
 int mp_chseg_server_wait(mp_chseg_t *seg, int64_t deadline_ns)
 {
 	struct mp_chseg_hdr *h = seg->hdr;
 	int64_t t0, now, end, budget;
 	uint32_t b, me;
-	int rc = 1;
+	int rc = 1, unfenced;
 
 	if (ready(seg) || kicked(seg))
 		goto out;
@@ -1513,9 +1534,14 @@ int mp_chseg_server_wait(mp_chseg_t *seg, int64_t deadline_ns)
 	}
 	seg->spin_cur /= 2;
 
-	/* Sleep.  Dekker: count ourselves asleep (seq_cst), then look
-	 * once more; a client publishes (seq_cst), then reads the count. */
+	/* Sleep.  Dekker: count ourselves asleep (seq_cst), fence the
+	 * clients whose ring publications are plain stores, then look once
+	 * more; a client publishes (seq_cst, or plain and fenced), then
+	 * reads the count.  Once: a publication after the fence sees the
+	 * count, which stays raised until we leave.  Without the fence,
+	 * sleep in slices (a wake-up lost costs one). */
 	__atomic_add_fetch(&h->srv_waiters, 1, __ATOMIC_SEQ_CST);
+	unfenced = mp_chseg_sleeper_fence(seg) < 0;
 	for (;;) {
 		b = __atomic_load_n(&h->bell, __ATOMIC_SEQ_CST);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -1529,6 +1555,8 @@ int mp_chseg_server_wait(mp_chseg_t *seg, int64_t deadline_ns)
 		end = slots_in_use(seg)
 			      ? slice_end(deadline_ns, seg->reap_ns / 2)
 			      : deadline_ns;
+		if (unfenced)
+			end = slice_end(end, UNFENCED_SLICE_NS);
 		if (mp_futex_wait(&h->bell, b, end) == -ETIMEDOUT &&
 		    end != deadline_ns && mp_chseg_reap(seg, 0) > 0)
 			break;

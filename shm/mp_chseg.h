@@ -70,8 +70,14 @@
  *   increments srv_waiters (seq_cst), then re-scans.  One of them sees
  *   the other, so a request is never left unseen by a sleeping server,
  *   and a client makes a system call only when the server really sleeps.
- *   The same scheme protects the ring (mp_ring commits a record with a
- *   seq_cst store of its head).  Free slots are the exception: a client
+ *   The same scheme protects the ring: mp_ring commits a record with a
+ *   store of its head that is either seq_cst or, when the header's fence
+ *   flag says the server fences from afar, a plain release store; the
+ *   server then calls mp_fence_remote() (membarrier, mp_futex.h) after
+ *   raising srv_waiters and before it counts the ring, which makes the
+ *   clients' side of the pairing a full barrier only when someone sleeps
+ *   (and only once some client published plainly:
+ *   mp_ring_fence_producers).  Free slots are the exception: a client
  *   frees its slot with a plain release store and reads free_waiters
  *   without a barrier (a locked instruction there cost ~10% of a small
  *   round trip), so a client waiting for a free slot may miss that wake
@@ -251,6 +257,11 @@ struct mp_chseg_hdr {
 	uint64_t srv_start;    /* its start time (/proc/<pid>/stat field
 				  22), 0 if unknown */
 	uint64_t srv_pidns;    /* inode of its /proc/self/ns/pid, 0 unknown */
+	uint32_t fence;        /* 1: the server fences clients from afar
+				  (mp_fence_remote) before it sleeps, so
+				  they publish ring records with plain
+				  stores; 0 (also a segment made before this
+				  field): they use locked stores */
 
 	/* Read on every request, written rarely. */
 	_Alignas(64) uint32_t hiwater; /* 1 + highest slot ever claimed */
@@ -560,6 +571,19 @@ int mp_chseg_bpop(mp_chseg_t *seg, struct mp_ring_rec *meta, void *buf,
  * (deadline).  Spurious 1s are allowed.
  */
 int mp_chseg_server_wait(mp_chseg_t *seg, int64_t deadline_ns);
+
+/*
+ * For a server thread that has just raised srv_waiters itself (rather
+ * than through mp_chseg_server_wait), before it looks for work: makes
+ * ring records that clients published with plain stores visible, or
+ * their later read of srv_waiters see the count (mp_fence_remote).
+ * No system call while no client ever published plainly (a server that
+ * only serves requests pays nothing).  Returns 0, or -errno if the fence
+ * failed (only possible if the kernel lost membarrier since create,
+ * which tested it: clients of a segment whose server cannot fence publish
+ * with locked stores).
+ */
+int mp_chseg_sleeper_fence(mp_chseg_t *seg);
 
 /*
  * Ring the doorbell: the server's current or next mp_chseg_server_wait

@@ -8,6 +8,7 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -53,36 +54,62 @@ void mp_cpu_relax(void)
 }
 
 /*
- * The pid the registration was made for (0: none yet, -1: not offered).
- * A forked child registers again (its own mm).  Racing threads register
- * twice, which is harmless; the relaxed atomics publish only the number.
+ * MESSIP_NO_MEMBARRIER=1 in the environment makes this process behave as
+ * if the kernel had no membarrier (a test knob for the fall-backs: plain
+ * stores are not used, fences from afar fail).  Read once per process
+ * (a forked child reads it again: tests set it in the child).
+ */
+static _Atomic pid_t knob_pid;
+static _Atomic int knob_off;
+
+static int fence_knob_off(void)
+{
+	pid_t me = getpid();
+
+	if (atomic_load_explicit(&knob_pid, memory_order_acquire) != me) {
+		const char *v = getenv("MESSIP_NO_MEMBARRIER");
+
+		atomic_store_explicit(&knob_off, v && *v && *v != '0',
+				      memory_order_relaxed);
+		/* Release: a thread that sees our pid sees the value. */
+		atomic_store_explicit(&knob_pid, me, memory_order_release);
+	}
+	return atomic_load_explicit(&knob_off, memory_order_relaxed);
+}
+
+/*
+ * The pid the decision was made for (0: none yet) and the decision (1
+ * registered, 0 not offered).  A forked child registers again (its own
+ * mm).  Racing threads register twice, which is harmless; the relaxed
+ * atomics publish only the numbers.
  */
 static _Atomic pid_t fence_pid;
+static _Atomic int fence_ok;
 
 int mp_fence_register(void)
 {
-	pid_t me = getpid(),
-	      p = atomic_load_explicit(&fence_pid, memory_order_relaxed);
+	pid_t me = getpid();
 	long q;
+	int ok;
 
-	if (p == -1)
-		return 0;
-	if (p == me)
-		return 1;
-	q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-	if (q < 0 || !(q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) ||
-	    !(q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) ||
-	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0,
-		    0) < 0) {
-		atomic_store_explicit(&fence_pid, -1, memory_order_relaxed);
-		return 0;
-	}
-	atomic_store_explicit(&fence_pid, me, memory_order_relaxed);
-	return 1;
+	if (atomic_load_explicit(&fence_pid, memory_order_acquire) == me)
+		return atomic_load_explicit(&fence_ok, memory_order_relaxed);
+	q = fence_knob_off() ? -1
+			     : syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	ok = q >= 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+	     (q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
+	     syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+		     0, 0) == 0;
+	atomic_store_explicit(&fence_ok, ok, memory_order_relaxed);
+	/* Release: a thread that sees our pid sees the decision. */
+	atomic_store_explicit(&fence_pid, me, memory_order_release);
+	return ok;
 }
 
 int mp_fence_remote(void)
 {
+	if (fence_knob_off())
+		return -ENOSYS;
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) < 0)
 		return -errno;
 	return 0;

@@ -34,6 +34,10 @@ void mp_cpu_relax(void);
  * must then use real fences itself).
  * mp_fence_remote: 0, or -errno (not available: the caller must not rely
  * on it, e.g. sleep in short slices).  A few microseconds (IPIs).
+ *
+ * Test knob: MESSIP_NO_MEMBARRIER=1 in a process's environment (read
+ * once per process) makes both behave as on a kernel without membarrier
+ * there: register returns 0, remote -ENOSYS.
  */
 int mp_fence_register(void);
 int mp_fence_remote(void);

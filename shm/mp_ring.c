@@ -95,8 +95,8 @@
  * never creates it. */
 #define RING_SEQ_SLACK 1u
 
-/* A producer that cannot fence the consumer from afar (wake()) sleeps at
- * most this long at a time. */
+/* A producer or consumer that cannot fence the other side from afar
+ * (wake()) sleeps at most this long at a time. */
 #define RING_UNFENCED_SLICE_NS 1000000LL
 
 /* Reset waits this long for the producers' lock before giving up. */
@@ -161,10 +161,16 @@ struct mp_ring_sh {
 	_Atomic uint64_t tail_seq; /* seq of the record at tail */
 	uint8_t pad5[RING_LINE - 8];
 
-	/* Line 6: the consumer sleeps on data_futex while cons_waiting. */
+	/* Line 6: the consumer sleeps on data_futex while cons_waiting.
+	 * plain_pubs: 1 once some producer published with a plain store,
+	 * so that a consumer about to sleep must fence producers from
+	 * afar (mp_ring_fence_producers); set once per handle, never
+	 * cleared (0 in rings of producers that predate it: they never
+	 * publish plainly). */
 	_Atomic uint32_t cons_waiting;
 	_Atomic uint32_t data_futex;
-	uint8_t pad6[RING_LINE - 8];
+	_Atomic uint32_t plain_pubs;
+	uint8_t pad6[RING_LINE - 12];
 
 	/* Line 7: producers sleep on room_futex while prod_waiting. */
 	_Atomic uint32_t prod_waiting;
@@ -362,8 +368,13 @@ static void handle_fill(mp_ring_t *r, void *mem, uint32_t data_bytes,
 	atomic_store_explicit(&r->tail_reread, 0, memory_order_relaxed);
 	atomic_store_explicit(&r->seen_resets, 0, memory_order_relaxed);
 	/* A consumer in a process that sleeping producers can fence from
-	 * afar commits without a locked instruction (see wake()). */
+	 * afar commits without a locked instruction, and a producer in a
+	 * process that a sleeping consumer can fence publishes without one
+	 * (see wake()); the caller may clear either (mp_chseg does when its
+	 * server cannot fence). */
 	r->plain_commit = mp_fence_register();
+	r->plain_publish = r->plain_commit;
+	atomic_store_explicit(&r->announced, 0, memory_order_relaxed);
 }
 
 /*
@@ -484,6 +495,27 @@ static inline int magic_ok(const mp_ring_t *r)
  * commits every record, and a locked store waits for the consumer's own
  * pending stores to reach lines that producers read, which profiles of
  * messip-bench shm-buffered showed as half of the receiving side's time.
+ *
+ * The producer's publication is the mirror, when r->plain_publish: head
+ * is stored with a plain release store, cons_waiting read after it, and
+ * the consumer about to sleep calls mp_fence_remote() between its flag
+ * store and its re-read of head (plain_publish is only set in a process
+ * registered as a fence target, so the fence reaches it).  A consumer
+ * that cannot fence sleeps in slices of RING_UNFENCED_SLICE_NS.  The
+ * fence is skipped while no producer ever published plainly: a producer
+ * handle announces itself once (plain_pubs, a seq_cst store before its
+ * first plain publication), and the consumer reads plain_pubs (seq_cst)
+ * after its flag store: if it reads 0, the producer's announcement comes
+ * later in the seq_cst order than the consumer's flag, so the producer's
+ * read of the flag after its publication sees it.  So rings that only
+ * ever see locked publications (a kernel without membarrier, or a
+ * ring whose producers are not allowed) pay no fence.  Whoever
+ * relies on a head store being a full barrier for a Dekker of its own
+ * (mp_chseg's doorbell) must do the same or clear plain_publish.  This
+ * alone gained nothing measurable in tests/bench_chseg: the producers'
+ * lock release that follows the head store is itself a locked
+ * instruction on x86 and waits for the store as the xchg did; it pays
+ * where a push takes no lock.
  */
 static int wake(_Atomic uint32_t *flag, _Atomic uint32_t *word)
 {
@@ -623,6 +655,15 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 	}
 	len = (uint32_t)total;
 	need = rec_size(len);
+	/* Before the first plain publication of this handle, tell
+	 * consumers about to sleep that they must fence (seq_cst: ordered
+	 * before that publication and the read of cons_waiting after it;
+	 * see wake()).  Once per handle; threads racing store it twice. */
+	if (r->plain_publish &&
+	    !atomic_load_explicit(&r->announced, memory_order_relaxed)) {
+		atomic_store_explicit(&sh->plain_pubs, 1, memory_order_seq_cst);
+		atomic_store_explicit(&r->announced, 1, memory_order_relaxed);
+	}
 	for (;;) {
 		rc = mp_lock_acquire(&sh->pl.lock, deadline_ns);
 		if (rc < 0)
@@ -698,12 +739,22 @@ int mp_ring_pushv(mp_ring_t *r, struct mp_ring_rec *meta,
 		pos += iov[i].iov_len;
 	}
 	/* Release: the record bytes are written before head_seq counts the
-	 * record (what repair_head_seq relies on).  The head store, seq_cst
-	 * and so a release too, publishes the record to the consumer's
-	 * acquire of head, and is the first half of the Dekker pairing
-	 * (see wake()) whose second half reads cons_waiting. */
+	 * record (what repair_head_seq relies on).  The head store, a
+	 * release, publishes the record to the consumer's acquire of head,
+	 * and is the first half of the Dekker pairing (see wake()) whose
+	 * second half reads cons_waiting: seq_cst, or a plain store that a
+	 * consumer about to sleep fences from afar. */
 	atomic_store_explicit(&sh->head_seq, hs + 1, memory_order_release);
-	atomic_store_explicit(&sh->head, head + need, memory_order_seq_cst);
+	if (r->plain_publish) {
+		atomic_store_explicit(&sh->head, head + need,
+				      memory_order_release);
+		/* Keeps the compiler from reading the flag first; the CPU
+		 * is the consumer's fence's business. */
+		atomic_signal_fence(memory_order_seq_cst);
+	} else {
+		atomic_store_explicit(&sh->head, head + need,
+				      memory_order_seq_cst);
+	}
 	mp_lock_release(&sh->pl.lock);
 	/* A consumer that slept had taken everything: its line is quiet
 	 * now, so the next push reads it (cheaply) and counts exactly -
@@ -741,6 +792,15 @@ int mp_ring_push(mp_ring_t *r, struct mp_ring_rec *meta, const void *data,
 
 /* ---- consumer ------------------------------------------------------- */
 
+int mp_ring_fence_producers(mp_ring_t *r)
+{
+	/* Seq_cst: after the caller's flag store in the total order (see
+	 * wake() for why reading 0 lets us skip the fence). */
+	if (!atomic_load_explicit(&r->sh->plain_pubs, memory_order_seq_cst))
+		return 0;
+	return mp_fence_remote();
+}
+
 /* A head value is usable if it is aligned and within a ring of tail. */
 static inline int head_ok(const mp_ring_t *r, uint64_t h, uint64_t t)
 {
@@ -758,6 +818,7 @@ static int wait_data(mp_ring_t *r, uint64_t c, uint64_t t, uint64_t *hp,
 	struct mp_ring_sh *sh = r->sh;
 	unsigned spins = r->spin;
 	int first = 1, timed_out = 0;
+	int64_t until;
 	uint64_t h;
 	uint32_t w;
 
@@ -787,12 +848,22 @@ static int wait_data(mp_ring_t *r, uint64_t c, uint64_t t, uint64_t *hp,
 			continue;
 		}
 		w = atomic_load_explicit(&sh->data_futex, memory_order_relaxed);
-		/* Dekker (see wake()): flag store, then re-read head. */
+		/* Dekker (see wake()): flag store, then a fence on the
+		 * producers' side too (their head store may be plain), then
+		 * re-read head. */
 		atomic_store_explicit(&sh->cons_waiting, 1,
 				      memory_order_seq_cst);
+		until = deadline_ns;
+		if (mp_ring_fence_producers(r) < 0) {
+			int64_t end = mp_time_now_ns() + RING_UNFENCED_SLICE_NS;
+
+			if (end < until)
+				until = end;
+		}
 		h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
 		if (h == c &&
-		    sleep_on(&sh->data_futex, w, deadline_ns) == -ETIMEDOUT)
+		    sleep_on(&sh->data_futex, w, until) == -ETIMEDOUT &&
+		    until == deadline_ns)
 			timed_out = 1; /* one last look at head, then give up */
 		/* Single consumer: nobody else relies on the flag. */
 		atomic_store_explicit(&sh->cons_waiting, 0,

@@ -21,9 +21,10 @@
  * Waiting spins briefly (tunable, per handle) and then sleeps on a futex;
  * the producer or consumer on the other side wakes sleepers only when a
  * waiter count says someone sleeps, so the uncontended path makes no
- * system call.  The consumer's commit is a plain store where the kernel
- * lets a producer about to sleep fence the consumer from afar
- * (membarrier, mp_futex.h); otherwise producers sleep in 1 ms slices.
+ * system call.  The consumer's commit and the producers' publication are
+ * plain stores where the kernel lets the side about to sleep fence the
+ * other from afar (membarrier, mp_futex.h); otherwise they are locked
+ * stores, and a side that cannot fence sleeps in 1 ms slices.
  *
  * Every position, length and sequence number read from the segment is
  * checked against the handle's trusted copies (capacity, mask, limits).
@@ -82,6 +83,12 @@ typedef struct mp_ring {
 	/* Consumer: commit without a locked instruction (this process can
 	 * be fenced by a sleeping producer; mp_futex.h mp_fence_*). */
 	int plain_commit;
+	/* Producer: publish head without a locked instruction (this process
+	 * can be fenced by a consumer about to sleep).  Set at init/attach
+	 * as plain_commit; a caller with a Dekker of its own on the head
+	 * store whose other side cannot fence clears it (mp_chseg). */
+	int plain_publish;
+	_Atomic uint32_t announced; /* plain publishing announced (.c) */
 } mp_ring_t;
 
 /* Bytes of shared memory for a ring with a data area of data_bytes
@@ -159,6 +166,17 @@ int mp_ring_pop(mp_ring_t *r, struct mp_ring_rec *meta, void *buf,
  * bytes both bounded): an estimate read without the lock, 0 for a ring
  * whose positions make no sense. */
 int mp_ring_room(mp_ring_t *r, uint32_t len);
+
+/*
+ * For a consumer about to sleep outside mp_ring (on a Dekker of its own
+ * with the producers' head store: raise its own flag, call this, then
+ * look at the ring): if some producer ever published with a plain store,
+ * fence every producer from afar (mp_fence_remote), so that either the
+ * look sees its record or the producer's read of the flag after it sees
+ * the flag.  0, or -errno from mp_fence_remote: then a wake-up may be
+ * missed, and the caller must sleep in short slices.
+ */
+int mp_ring_fence_producers(mp_ring_t *r);
 
 /* Current tail position (first unreleased record). */
 uint64_t mp_ring_tail(mp_ring_t *r);

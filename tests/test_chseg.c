@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "mp_chseg.h"
+#include "mp_futex.h"
 #include "mp_test.h"
 #include "mp_time.h"
 
@@ -1574,6 +1575,126 @@ static void test_doorbell(void)
 	mp_chseg_close(&srv);
 }
 
+/*
+ * No wake-up lost on the buffered path: clients send a trickle with
+ * pauses long enough for the server to go to sleep between messages, so
+ * many messages land while it sleeps or is about to.  Every message must
+ * arrive, each client's in order, and no wait of the server may end
+ * empty-handed for long (a lost wake-up shows as a receive that waits
+ * for the next message or the 3 s bound; the check is on delivery, not
+ * speed).  nofence: 1 the clients, 2 the server run without membarrier
+ * (MESSIP_NO_MEMBARRIER): the clients then publish with locked stores
+ * (1: their own kernel says no; 2: the server does not promise to fence
+ * them) and the server, in 2, also sleeps in slices.
+ */
+static void buffered_trickle(int nofence)
+{
+	enum { NCL = 2, EACH = 2000 };
+	const char *name = new_name();
+	int rdy[2];
+	pid_t srvpid, c[NCL];
+	char one;
+
+	CU_ASSERT_FATAL(pipe(rdy) == 0);
+	srvpid = mp_test_fork();
+	if (srvpid == 0) {
+		uint32_t next[NCL] = {0};
+		struct mp_ring_rec meta;
+		uint8_t buf[64];
+		mp_chseg_t srv;
+		int n = 0, rc;
+
+		if (nofence == 2)
+			setenv("MESSIP_NO_MEMBARRIER", "1", 1);
+		if (mp_chseg_create(&srv, name, NULL))
+			_exit(10);
+		/* Straight to sleep: more races with a publication. */
+		srv.spin_ns = 0;
+		srv.yield_ns = 0;
+		/* The promise to fence follows this process's ability. */
+		if (srv.hdr->fence != (nofence == 2 ? 0u : 1u) &&
+		    !(nofence != 2 && mp_fence_remote() < 0))
+			_exit(11);
+		if (write(rdy[1], "r", 1) != 1)
+			_exit(12);
+		while (n < NCL * EACH) {
+			rc = mp_chseg_bpop(&srv, &meta, buf, sizeof(buf));
+			if (rc == 0) {
+				int64_t dl = mp_time_deadline(3000);
+
+				if (!mp_chseg_server_wait(&srv, dl) &&
+				    mp_chseg_bpop(&srv, &meta, buf,
+						  sizeof(buf)) == 0)
+					_exit(13); /* 3 s, nothing came */
+				continue;
+			}
+			if (rc != 1 || meta.sender >= NCL ||
+			    (uint32_t)meta.type != next[meta.sender] ||
+			    meta.len != 8 || !check(buf, 8, (unsigned)meta.type, 0))
+				_exit(14);
+			next[meta.sender]++;
+			n++;
+		}
+		mp_chseg_close(&srv);
+		_exit(0);
+	}
+	CU_ASSERT_FATAL(read(rdy[0], &one, 1) == 1);
+	close(rdy[0]);
+	close(rdy[1]);
+	for (uint32_t i = 0; i < NCL; i++) {
+		c[i] = mp_test_fork();
+		if (c[i] == 0) {
+			uint8_t buf[8];
+			mp_chseg_t cl;
+			int want;
+
+			if (nofence == 1)
+				setenv("MESSIP_NO_MEMBARRIER", "1", 1);
+			if (mp_chseg_open(&cl, name))
+				_exit(20);
+			/* Plain publications exactly when both sides can
+			 * fence (the kernel decides, the knob forbids). */
+			want = nofence == 0 && mp_fence_register() &&
+			       cl.hdr->fence;
+			if (cl.ring.plain_publish != want)
+				_exit(21);
+			mp_chseg_set_identity(&cl, i, "trickle");
+			srandom(getpid());
+			for (int k = 0; k < EACH; k++) {
+				fill(buf, 8, (unsigned)k);
+				if (mp_chseg_bsend(&cl, k, buf, 8,
+						   mp_time_deadline(10000)) < 0)
+					_exit(22);
+				/* the server does not spin: it goes to
+				 * sleep as we push, again and again */
+				if (random() % 4 == 0)
+					usleep((useconds_t)(random() % 50));
+			}
+			mp_chseg_close(&cl);
+			_exit(0);
+		}
+	}
+	for (int i = 0; i < NCL; i++)
+		CU_ASSERT_EQUAL(child_status(c[i], 30000), 0);
+	CU_ASSERT_EQUAL(child_status(srvpid, 30000), 0);
+	CU_ASSERT(!shm_exists(name));
+}
+
+static void test_buffered_trickle_fenced(void)
+{
+	buffered_trickle(0);
+}
+
+static void test_buffered_trickle_clients_unfenced(void)
+{
+	buffered_trickle(1);
+}
+
+static void test_buffered_trickle_server_unfenced(void)
+{
+	buffered_trickle(2);
+}
+
 static void test_open_errors(void)
 {
 	const char *name = new_name();
@@ -1697,6 +1818,14 @@ static const struct mp_test_case tests[] = {
 	{"random scribbles", test_random_scribbles},
 	{"credentials", test_credentials},
 	{"doorbell: kick, deadline, ring", test_doorbell},
+	{"no wake-up lost: a sleeping server gets every buffered message "
+	 "(plain publications, server fences)",
+	 test_buffered_trickle_fenced},
+	{"no wake-up lost: clients without membarrier (locked publications)",
+	 test_buffered_trickle_clients_unfenced},
+	{"no wake-up lost: server without membarrier (no fence promised, "
+	 "locked publications, sleep in slices)",
+	 test_buffered_trickle_server_unfenced},
 	{"open errors", test_open_errors},
 	{"slot exhaustion and free-slot wake-up", test_slot_exhaustion},
 	MP_TEST_END};

@@ -36,6 +36,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mp_futex.h"
 #include "mp_lock.h"
 #include "mp_proc.h"
 #include "mp_ring.h"
@@ -1267,6 +1268,99 @@ static void test_blocked_producers_released_seq_cst(void)
 	blocked_producers_released(0);
 }
 
+/*
+ * No wake-up lost: producers push a trickle with pauses long enough for
+ * the consumer's spin to end, so it sleeps between records and many
+ * records land while it sleeps or is about to.  Every record must come,
+ * each producer's in order, with every pop bounded (3 s: a lost wake-up
+ * leaves a record unseen until the next push, or for good after the
+ * last one; the check is on delivery, not speed).  Roles run in children
+ * so that the knob (MESSIP_NO_MEMBARRIER) applies to one side:
+ * nofence 1, the producers (they publish with locked stores); 2, the
+ * consumer (its fence fails: it sleeps in slices while the producers
+ * still publish with plain stores).
+ */
+static void trickle_to_sleeper(int nofence)
+{
+	enum { NPROD = 2, EACH = 2000 };
+	struct tring t;
+	pid_t cons, prod[NPROD];
+
+	CU_ASSERT_FATAL(tring_make(&t, 4096, 16, 64, 1) == 0);
+	cons = mp_test_fork();
+	if (cons == 0) {
+		uint64_t next[NPROD] = {0};
+		struct mp_ring_rec m;
+		uint8_t buf[64];
+		mp_ring_t r;
+		int rc;
+
+		if (nofence == 2)
+			setenv("MESSIP_NO_MEMBARRIER", "1", 1);
+		if (mp_ring_attach(&r, t.mem, t.size) != 0)
+			_exit(10);
+		if (nofence == 2 && mp_fence_remote() != -ENOSYS)
+			_exit(11);
+		r.spin = 0; /* sleep at once: more races with a push */
+		for (int n = 0; n < NPROD * EACH; n++) {
+			rc = mp_ring_pop(&r, &m, buf, sizeof(buf), in_ms(3000));
+			if (rc < 0)
+				_exit(12);
+			if (m.sender >= NPROD || (uint64_t)m.type != next[m.sender] ||
+			    !rec_ok(&m, buf, rc, 8))
+				_exit(13);
+			next[m.sender]++;
+		}
+		_exit(0);
+	}
+	for (uint32_t i = 0; i < NPROD; i++) {
+		prod[i] = mp_test_fork();
+		if (prod[i] == 0) {
+			uint8_t buf[64];
+			mp_ring_t r;
+
+			if (nofence == 1)
+				setenv("MESSIP_NO_MEMBARRIER", "1", 1);
+			if (mp_ring_attach(&r, t.mem, t.size) != 0)
+				_exit(20);
+			/* Plain publications exactly where the kernel
+			 * offers membarrier and the knob does not forbid. */
+			if (r.plain_publish != (nofence == 1 ? 0
+							     : mp_fence_register()))
+				_exit(21);
+			srandom(getpid());
+			for (int k = 0; k < EACH; k++) {
+				if (push_rec(&r, i, k, 8, in_ms(10000), buf) < 0)
+					_exit(22);
+				/* the consumer does not spin: it goes to
+				 * sleep as we push, again and again */
+				if (random() % 4 == 0)
+					usleep((useconds_t)(random() % 50));
+			}
+			_exit(0);
+		}
+	}
+	for (int i = 0; i < NPROD; i++)
+		CU_ASSERT(mp_test_wait(prod[i], 30000) == 0);
+	CU_ASSERT(mp_test_wait(cons, 30000) == 0);
+	tring_free(&t);
+}
+
+static void test_trickle_to_sleeper_fenced(void)
+{
+	trickle_to_sleeper(0);
+}
+
+static void test_trickle_to_sleeper_producers_unfenced(void)
+{
+	trickle_to_sleeper(1);
+}
+
+static void test_trickle_to_sleeper_consumer_unfenced(void)
+{
+	trickle_to_sleeper(2);
+}
+
 static void test_reset_discards_and_wakes(void)
 {
 	struct tring t;
@@ -1324,6 +1418,15 @@ static const struct mp_test_case tests[] = {
 	 test_blocked_producers_released_seq_cst},
 	{"reset discards and wakes blocked producers",
 	 test_reset_discards_and_wakes},
+	{"no wake-up lost: a sleeping consumer gets every record (plain "
+	 "publications, consumer fences)",
+	 test_trickle_to_sleeper_fenced},
+	{"no wake-up lost: producers without membarrier (locked "
+	 "publications)",
+	 test_trickle_to_sleeper_producers_unfenced},
+	{"no wake-up lost: consumer without membarrier (plain publications, "
+	 "sleep in slices)",
+	 test_trickle_to_sleeper_consumer_unfenced},
 	MP_TEST_END};
 
 int main(void)
