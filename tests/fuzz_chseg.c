@@ -766,6 +766,8 @@ static void do_hdr_word(struct fz *f)
 		{offsetof(struct mp_chseg_hdr, srv_pid), 4, 0},
 		{offsetof(struct mp_chseg_hdr, srv_start), 8, 0},
 		{offsetof(struct mp_chseg_hdr, srv_pidns), 8, 0},
+		/* Read by an open: only how clients publish to the ring. */
+		{offsetof(struct mp_chseg_hdr, fence), 4, 0},
 	};
 	unsigned i = fz_u8(f) % (sizeof(w) / sizeof(w[0]));
 	uint8_t *p = (uint8_t *)S.srv->hdr + w[i].off, mode = fz_u8(f);

@@ -66,6 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 #define OFF_HEAD_CACHE 264
 #define OFF_TAIL_SEQ   320
 #define OFF_CONS_WAITING 384
+#define OFF_PLAIN_PUBS 392
 
 /* clang-format off */
 static const struct field {
@@ -76,8 +77,8 @@ static const struct field {
 	{0, 4}, {4, 4}, {8, 4}, {12, 4}, {16, 4}, {20, 4},
 	/* head, head_seq; tail, head_cache; tail_seq */
 	{192, 8}, {200, 8}, {256, 8}, {264, 8}, {320, 8},
-	/* cons_waiting, data_futex; prod_waiting, room_futex */
-	{384, 4}, {388, 4}, {448, 4}, {452, 4},
+	/* cons_waiting, data_futex, plain_pubs; prod_waiting, room_futex */
+	{384, 4}, {388, 4}, {392, 4}, {448, 4}, {452, 4},
 };
 /* clang-format on */
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -241,6 +242,7 @@ static void do_push(mp_ring_t *r, struct fz *f, int vec)
 	uint8_t *data = fz_alloc(len);
 	int rc, expect = 0, idlen;
 	uint32_t cons_waiting = 0;
+	uint32_t announced = r->announced;
 
 	memset(&meta, 0, sizeof(meta));
 	meta.type = (int8_t)fz_u8(f);
@@ -288,6 +290,12 @@ static void do_push(mp_ring_t *r, struct fz *f, int vec)
 	} else {
 		rc = mp_ring_push(r, &meta, data, len, 0);
 	}
+	/* A handle that publishes plainly has told sleeping consumers so
+	 * before its first publication (whatever the push's outcome, once
+	 * past the size checks). */
+	if (r->plain_publish && !announced && rc != -EMSGSIZE &&
+	    (!r->announced || u32_at(r->sh, OFF_PLAIN_PUBS) != 1))
+		FAIL("plain publication not announced");
 	if (rc >= 0) {
 		if (len > r->max_payload || meta.len != len)
 			FAIL("push of %u bytes accepted as %u", len, meta.len);
@@ -579,6 +587,7 @@ static void do_attach(mp_ring_t *r, void *mem, size_t memsize)
 	    r2.max_payload != r->max_payload)
 		M.clean = 0;
 	r2.spin = 0;
+	r2.plain_publish = r->plain_publish; /* the input's choice */
 	*r = r2;
 	M.reread = 0; /* a new handle has woken nobody yet */
 	if (M.clean)
@@ -643,9 +652,12 @@ static void layout_check(void)
 		FAIL("the lock is not at offset %d: update the layout here",
 		     LOCK_OFF);
 	memset(&meta, 0, sizeof(meta));
+	r.plain_publish = 1;
 	if (mp_ring_push(&r, &meta, NULL, 0, 0) != 0 ||
-	    u64_at(mem, OFF_HEAD) != 40 || u64_at(mem, OFF_HEAD_SEQ) != 1)
-		FAIL("head, head_seq not where expected: update the layout");
+	    u64_at(mem, OFF_HEAD) != 40 || u64_at(mem, OFF_HEAD_SEQ) != 1 ||
+	    u32_at(mem, OFF_PLAIN_PUBS) != 1)
+		FAIL("head, head_seq, plain_pubs not where expected: update "
+		     "the layout");
 	if (mp_ring_pop(&r, &meta, NULL, 0, 0) != 0 ||
 	    u64_at(mem, OFF_TAIL) != 40 || u64_at(mem, OFF_TAIL_SEQ) != 1 ||
 	    u64_at(mem, OFF_HEAD_CACHE) != 40)
@@ -672,6 +684,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			 g->max_payload) != 0)
 		FAIL("init");
 	r.spin = 0; /* deadline 0 never spins anyway; be sure */
+	/* Bit 6: publish with plain stores (as where membarrier exists)
+	 * or with seq_cst ones; the ring must behave the same. */
+	r.plain_publish = (g0 >> 6) & 1;
 	m_restart(&r, 1);
 	M.next_seq = 0;
 	pc = mp_ring_tail(&r);
