@@ -380,8 +380,10 @@ int mp_chseg_create(mp_chseg_t *seg, const char *name,
 	h->srv_pidns = own_pidns();
 	/* Promise to fence clients from afar before sleeping only if the
 	 * fence works here (mp_chseg_server_wait); then clients publish
-	 * ring records with plain stores (mp_chseg_open). */
-	h->fence = mp_fence_remote() == 0;
+	 * ring records with plain stores (mp_chseg_open).  The per-process
+	 * decision mp_fence_register keeps says so without a fence (IPIs)
+	 * at every create. */
+	h->fence = (uint32_t)mp_fence_register();
 	h->alive = 1;
 	rc = mp_ring_init(&seg->ring, (uint8_t *)seg->shm.base + L.ring_off,
 			  (size_t)L.ring_size, c.ring_bytes, c.ring_records,
