@@ -878,7 +878,7 @@ static int take_ring(struct messip_channel_priv *c, struct mp_local *L,
 		 * While records come, pop straight away: the ring then works
 		 * from the head it saw last, without reading the producers'
 		 * line for every record. */
-		if (!L->ring_more && mp_ring_count(&L->seg->ring) == 0)
+		if (!L->ring_more && !mp_chseg_bpending(L->seg))
 			return MP_LOCAL_NOTHING;
 		buf = plain ? sink->buf : scratch(L);
 		if (!buf && !(plain && sink->maxlen == 0))

@@ -58,6 +58,20 @@ enum { HS_NONE = 0, HS_HELD, HS_CANCELED, HS_GONE, HS_RESET };
 #define DEF_NSLOTS	 16u
 #define DEF_RING_MIN	 (256u * 1024u)
 #define DEF_RING_RECORDS 1024u
+#define DEF_NLANES	 8u
+#define DEF_LANE_MIN	 (64u * 1024u)
+
+/* bpop: records taken from one lane (or the ring) in a row before the
+ * next queue gets its turn. */
+#define LANE_RUN 64u
+
+/* Lanes' owners are checked at most this often, unless a client asked
+ * (lanes_wanted) or the check is forced. */
+#define LANE_CHECK_NS 1000000000LL
+
+/* A client without a lane tries to claim one again after this many
+ * bsends through the ring (and only when the ring is empty). */
+#define LANE_RETRY 256u
 
 /* Clock reads in spin loops: one per this many turns. */
 #define SPIN_BATCH 32
@@ -126,6 +140,11 @@ static inline uint8_t *area_a(const mp_chseg_t *seg, uint32_t i)
 static inline uint8_t *area_b(const mp_chseg_t *seg, uint32_t i)
 {
 	return area_a(seg, i) + seg->area;
+}
+
+static inline void *lane_mem(const mp_chseg_t *seg, uint32_t i)
+{
+	return seg->lanes + (size_t)i * seg->lane_stride;
 }
 
 static inline uint32_t hiwater(const mp_chseg_t *seg)
@@ -232,6 +251,24 @@ static int pidfd_open_(pid_t pid)
 }
 
 /* 1 alive, 0 gone, for a pid with an optional pidfd on it. */
+static int pid_alive(pid_t pid, int pidfd);
+
+/* pid_alive with a pidfd cached per watched thing (*fd_pid, *pidfd). */
+static int pid_alive_cached(pid_t pid, pid_t *fd_pid, int *pidfd)
+{
+	if (pid <= 0)
+		return 0;
+	if (*fd_pid != pid) {
+		if (*pidfd >= 0)
+			close(*pidfd);
+		*pidfd = pidfd_open_(pid);
+		*fd_pid = pid;
+		if (*pidfd < 0 && errno == ESRCH)
+			return 0;
+	}
+	return pid_alive(pid, *pidfd);
+}
+
 static int pid_alive(pid_t pid, int pidfd)
 {
 	if (pid <= 0)
@@ -255,30 +292,40 @@ static int pid_alive(pid_t pid, int pidfd)
 /* ---- layout --------------------------------------------------------- */
 
 struct layout {
-	uint32_t area, block;
-	uint64_t slots_off, ring_off, ring_size, total;
+	uint32_t area, block, lane_stride;
+	uint64_t slots_off, lanes_off, ring_off, ring_size, total;
 };
 
+/* The geometry from the numbers the header keeps (nlanes 0: no lanes,
+ * lane_bytes then ignored). */
 static int layout_of(uint32_t nslots, uint32_t max_msg, uint32_t ring_bytes,
-		     struct layout *L)
+		     uint32_t nlanes, uint32_t lane_bytes, struct layout *L)
 {
 	size_t rs;
 
 	if (nslots < 1 || nslots > MP_CHSEG_MAX_SLOTS || max_msg < 1 ||
-	    max_msg > MP_CHSEG_MAX_MSG)
+	    max_msg > MP_CHSEG_MAX_MSG || nlanes > MP_CHSEG_MAX_LANES)
 		return -EINVAL;
 	if (ring_bytes < mp_ring_min_data_bytes(max_msg))
 		return -EINVAL;
 	rs = mp_ring_size(ring_bytes);
 	if (!rs)
 		return -EINVAL;
+	L->lane_stride = 0;
+	if (nlanes) {
+		if (lane_bytes < mp_lane_min_data_bytes(max_msg) ||
+		    !mp_lane_size(lane_bytes))
+			return -EINVAL;
+		L->lane_stride = (uint32_t)mp_lane_size(lane_bytes);
+	}
 	L->area = (max_msg + 63u) & ~63u;
 	/* 128-byte blocks: the ctl line and the first line of area A share
 	 * an aligned pair, which adjacent-line prefetchers fetch together. */
 	L->block = (64u + 2u * L->area + 127u) & ~127u;
 	L->slots_off = (MP_SHM_HDR_SIZE + sizeof(struct mp_chseg_hdr) + 127u) &
 		       ~(uint64_t)127u;
-	L->ring_off = L->slots_off + (uint64_t)nslots * L->block;
+	L->lanes_off = L->slots_off + (uint64_t)nslots * L->block;
+	L->ring_off = L->lanes_off + (uint64_t)nlanes * L->lane_stride;
 	L->ring_size = rs;
 	L->total = L->ring_off + rs;
 	return 0;
@@ -303,6 +350,17 @@ static void cfg_defaults(const struct mp_chseg_cfg *in, struct mp_chseg_cfg *c)
 	}
 	if (!c->ring_records)
 		c->ring_records = DEF_RING_RECORDS;
+	if (!c->nlanes)
+		c->nlanes = DEF_NLANES;
+	else if (c->nlanes == MP_CHSEG_NO_LANES)
+		c->nlanes = 0;
+	if (!c->lane_bytes && c->nlanes) {
+		uint32_t d = mp_lane_min_data_bytes(c->max_msg);
+
+		while (d && d < DEF_LANE_MIN)
+			d <<= 1;
+		c->lane_bytes = d;
+	}
 	if (!c->mode)
 		c->mode = 0600;
 }
@@ -313,7 +371,8 @@ size_t mp_chseg_size(const struct mp_chseg_cfg *cfg)
 	struct layout L;
 
 	cfg_defaults(cfg, &c);
-	if (layout_of(c.nslots, c.max_msg, c.ring_bytes, &L))
+	if (layout_of(c.nslots, c.max_msg, c.ring_bytes, c.nlanes,
+		      c.lane_bytes, &L))
 		return 0;
 	return (size_t)L.total;
 }
@@ -322,15 +381,28 @@ static void handle_init(mp_chseg_t *seg)
 {
 	memset(seg, 0, sizeof(*seg));
 	seg->srv_pidfd = -1;
+	seg->lane_idx = -1;
+	pthread_mutex_init(&seg->bmx, NULL);
 	for (int i = 0; i < MP_CHSEG_MAX_SLOTS; i++)
 		seg->held[i].pidfd = -1;
+	for (int i = 0; i < MP_CHSEG_MAX_LANES; i++)
+		seg->lanest[i].pidfd = -1;
 	tunables_init(seg);
 }
 
 static void handle_geometry(mp_chseg_t *seg, uint32_t nslots, uint32_t max_msg,
-			    const struct layout *L)
+			    uint32_t nlanes, uint32_t lane_bytes,
+			    uint32_t records, const struct layout *L)
 {
 	uint8_t *base = seg->shm.base;
+
+	seg->lanes = base + L->lanes_off;
+	seg->nlanes = nlanes;
+	seg->lane_stride = L->lane_stride;
+	seg->lane_geo.data_bytes = lane_bytes;
+	seg->lane_geo.max_records = records;
+	seg->lane_geo.max_payload = max_msg;
+	seg->lane_cur = nlanes;
 
 	seg->hdr = (struct mp_chseg_hdr *)(base + MP_SHM_HDR_SIZE);
 	seg->slots = base + L->slots_off;
@@ -352,17 +424,19 @@ int mp_chseg_create(mp_chseg_t *seg, const char *name,
 
 	handle_init(seg);
 	cfg_defaults(cfg, &c);
-	rc = layout_of(c.nslots, c.max_msg, c.ring_bytes, &L);
+	rc = layout_of(c.nslots, c.max_msg, c.ring_bytes, c.nlanes,
+		       c.lane_bytes, &L);
 	if (rc)
 		return rc;
-	if (c.ring_records < 1)
+	if (c.ring_records < 1 || c.ring_records > INT_MAX)
 		return -EINVAL;
 	rc = mp_shm_create(&seg->shm, name, MP_CHSEG_MAGIC, MP_CHSEG_VERSION,
 			   (size_t)L.total, c.mode,
 			   c.gid_set ? c.gid : (gid_t)-1);
 	if (rc)
 		return rc;
-	handle_geometry(seg, c.nslots, c.max_msg, &L);
+	handle_geometry(seg, c.nslots, c.max_msg, c.nlanes, c.lane_bytes,
+			c.ring_records, &L);
 	h = seg->hdr;
 	/* The object is fresh and zero-filled: every slot is FREE, gen 0. */
 	h->nslots = c.nslots;
@@ -374,6 +448,9 @@ int mp_chseg_create(mp_chseg_t *seg, const char *name,
 	h->ring_size = L.ring_size;
 	h->ring_bytes = c.ring_bytes;
 	h->ring_records = c.ring_records;
+	h->nlanes = c.nlanes;
+	h->lane_bytes = c.lane_bytes;
+	h->lanes_off = L.lanes_off;
 	h->srv_pid = (uint32_t)getpid();
 	h->srv_uid = (uint32_t)geteuid();
 	h->srv_start = proc_start_time(0);
@@ -390,6 +467,11 @@ int mp_chseg_create(mp_chseg_t *seg, const char *name,
 			  c.max_msg);
 	if (rc)
 		goto fail;
+	/* The consumer's side of every lane: commits are plain stores
+	 * where producers about to sleep can fence us (h->fence). */
+	for (uint32_t i = 0; i < c.nlanes; i++)
+		(void)mp_lane_attach(&seg->cons[i], lane_mem(seg, i),
+				     &seg->lane_geo, (int)h->fence);
 	rc = mp_lock_init(&h->alive_lock);
 	if (rc)
 		goto fail;
@@ -420,7 +502,7 @@ int mp_chseg_open(mp_chseg_t *seg, const char *name)
 {
 	struct mp_chseg_hdr *h;
 	struct layout L;
-	uint32_t nslots, max_msg, ring_bytes;
+	uint32_t nslots, max_msg, ring_bytes, nlanes, lane_bytes, records;
 	uint64_t ns, start;
 	pid_t spid;
 	int rc;
@@ -438,15 +520,21 @@ int mp_chseg_open(mp_chseg_t *seg, const char *name)
 	nslots = ld(&h->nslots);
 	max_msg = ld(&h->max_msg);
 	ring_bytes = ld(&h->ring_bytes);
-	if (layout_of(nslots, max_msg, ring_bytes, &L))
+	nlanes = ld(&h->nlanes);
+	lane_bytes = ld(&h->lane_bytes);
+	records = ld(&h->ring_records);
+	if (layout_of(nslots, max_msg, ring_bytes, nlanes, lane_bytes, &L))
 		goto fail;
 	if (ld(&h->area) != L.area || ld(&h->block) != L.block ||
 	    __atomic_load_n(&h->slots_off, __ATOMIC_RELAXED) != L.slots_off ||
 	    __atomic_load_n(&h->ring_off, __ATOMIC_RELAXED) != L.ring_off ||
+	    __atomic_load_n(&h->lanes_off, __ATOMIC_RELAXED) != L.lanes_off ||
 	    __atomic_load_n(&h->ring_size, __ATOMIC_RELAXED) != L.ring_size ||
 	    L.total != (uint64_t)seg->shm.size)
 		goto fail;
-	handle_geometry(seg, nslots, max_msg, &L);
+	handle_geometry(seg, nslots, max_msg, nlanes, lane_bytes, records, &L);
+	if (nlanes && mp_lane_geo_ok(&seg->lane_geo))
+		goto fail;
 	rc = mp_ring_attach(&seg->ring, (uint8_t *)seg->shm.base + L.ring_off,
 			    (size_t)L.ring_size);
 	if (rc)
@@ -521,6 +609,9 @@ void mp_chseg_close(mp_chseg_t *seg)
 		for (int i = 0; i < MP_CHSEG_MAX_SLOTS; i++)
 			if (seg->held[i].pidfd >= 0)
 				close(seg->held[i].pidfd);
+		for (int i = 0; i < MP_CHSEG_MAX_LANES; i++)
+			if (seg->lanest[i].pidfd >= 0)
+				close(seg->lanest[i].pidfd);
 		if (pthread_equal(seg->creator, pthread_self())) {
 			mp_lock_release(&h->alive_lock);
 			mp_shm_close(&seg->shm);
@@ -531,9 +622,13 @@ void mp_chseg_close(mp_chseg_t *seg)
 			mp_shm_unlink(seg->shm.name);
 		}
 	} else {
+		/* Our lane goes back; the server drains it, then frees it. */
+		if (seg->lane_idx >= 0)
+			mp_lane_release(&seg->lane);
 		if (seg->srv_pidfd >= 0)
 			close(seg->srv_pidfd);
 		mp_shm_close(&seg->shm);
+		pthread_mutex_destroy(&seg->bmx);
 	}
 	handle_init(seg);
 }
@@ -979,24 +1074,32 @@ int mp_chseg_call(mp_chseg_t *seg, int32_t type, const void *req, uint32_t len,
 	return rc;
 }
 
-int mp_chseg_bsend(mp_chseg_t *seg, int32_t type, const void *data,
-		   uint32_t len, int64_t deadline_ns)
+/* Doorbell after a buffered message: Dekker with the server's increment
+ * of srv_waiters before it looks at the ring and lanes.  The record was
+ * published by a seq_cst store, ordered before this seq_cst load, or by a
+ * plain release store that the server fences from afar
+ * (mp_chseg_sleeper_fence) after raising srv_waiters. */
+static void bell_after_push(struct mp_chseg_hdr *h)
 {
-	struct mp_chseg_hdr *h = seg->hdr;
+	if (__atomic_load_n(&h->srv_waiters, __ATOMIC_SEQ_CST))
+		ring_bell(h);
+}
+
+/* Through the ring: wait up to deadline_ns for room, in slices that check
+ * the server lives.  Not under bmx (ring_inflight counts us instead). */
+static int ring_bsend(mp_chseg_t *seg, int32_t type, const void *data,
+		      uint32_t len, int64_t deadline_ns)
+{
 	struct mp_ring_rec meta;
 	int64_t end;
 	int rc;
 
-	if (len > seg->max_msg)
-		return -EMSGSIZE;
-	if (!__atomic_load_n(&h->alive, __ATOMIC_RELAXED))
-		return -ESRCH;
 	memset(&meta, 0, sizeof(meta));
 	meta.type = type;
 	meta.sender = seg->sender;
 	memcpy(meta.id, seg->id, sizeof(meta.id));
 	/* First as a poll: the usual case (room, lock free) costs no clock
-	 * read.  Otherwise wait in slices that check the server lives. */
+	 * read. */
 	rc = mp_ring_push(&seg->ring, &meta, data, len, 0);
 	while (rc == -ETIMEDOUT) {
 		end = slice_end(deadline_ns, seg->live_ns);
@@ -1010,17 +1113,117 @@ int mp_chseg_bsend(mp_chseg_t *seg, int32_t type, const void *data,
 			return rc;
 		rc = -ETIMEDOUT;
 	}
+	return rc;
+}
+
+/*
+ * Under bmx, without a lane: try to claim one.  Per-sender order across
+ * the switch: none of our records may still wait in the ring, so only a
+ * handle that never used the ring, or whose ring records were all taken
+ * (none in flight, ring empty), claims; and not on every bsend.  When
+ * every lane is taken, ask the server to look for dead owners.
+ */
+static int lane_get(mp_chseg_t *seg)
+{
+	struct mp_chseg_hdr *h = seg->hdr;
+	uint32_t hw;
+
+	if (!seg->nlanes || seg->lane_tries++ % LANE_RETRY)
+		return 0;
+	if (seg->ring_used &&
+	    (__atomic_load_n(&seg->ring_inflight, __ATOMIC_ACQUIRE) ||
+	     mp_ring_count(&seg->ring) != 0))
+		return 0;
+	for (uint32_t i = 0; i < seg->nlanes; i++) {
+		if (mp_lane_claim(&seg->lane, lane_mem(seg, i), &seg->lane_geo,
+				  seg->pid, seg->sender, seg->id,
+				  seg->ring.plain_publish,
+				  ld(&h->fence) == 1) != 0)
+			continue;
+		/* Visible to the server's scans before our first record
+		 * (seq_cst, like the slots' hiwater). */
+		hw = ld(&h->lane_hiwater);
+		while (hw < i + 1 &&
+		       !__atomic_compare_exchange_n(&h->lane_hiwater, &hw,
+						    i + 1, 0, __ATOMIC_SEQ_CST,
+						    __ATOMIC_RELAXED))
+			;
+		/* Before our first plain publication: the server must fence
+		 * before it sleeps (seq_cst, as mp_ring's plain_pubs). */
+		if (seg->ring.plain_publish && !ld(&h->lane_plain))
+			__atomic_store_n(&h->lane_plain, 1, __ATOMIC_SEQ_CST);
+		seg->lane_idx = (int)i;
+		seg->ring_used = 0;
+		return 1;
+	}
+	__atomic_add_fetch(&h->lanes_wanted, 1, __ATOMIC_RELAXED);
+	mp_chseg_kick(seg);
+	return 0;
+}
+
+/* Our lane failed us (-EPIPE: broken by the server; -EBADMSG: its
+ * positions lie): give it back and use the ring.  What the lane still
+ * holds is the server's to drain or, if it broke it, lost. */
+static void lane_drop(mp_chseg_t *seg)
+{
+	mp_lane_release(&seg->lane);
+	seg->lane_idx = -1;
+	seg->lane_tries = 1; /* not again at once */
+}
+
+int mp_chseg_bsend(mp_chseg_t *seg, int32_t type, const void *data,
+		   uint32_t len, int64_t deadline_ns)
+{
+	struct mp_chseg_hdr *h = seg->hdr;
+	mp_lane_prod_t snap;
+	int64_t end;
+	int rc;
+
+	if (len > seg->max_msg)
+		return -EMSGSIZE;
+	if (!__atomic_load_n(&h->alive, __ATOMIC_RELAXED))
+		return -ESRCH;
+	/* bmx is never held while waiting: a poll of another thread is
+	 * never kept behind a full lane. */
+	for (;;) {
+		pthread_mutex_lock(&seg->bmx);
+		if (seg->lane_idx < 0 && !lane_get(seg)) {
+			seg->ring_used = 1;
+			__atomic_add_fetch(&seg->ring_inflight, 1,
+					   __ATOMIC_RELAXED);
+			pthread_mutex_unlock(&seg->bmx);
+			rc = ring_bsend(seg, type, data, len, deadline_ns);
+			__atomic_sub_fetch(&seg->ring_inflight, 1,
+					   __ATOMIC_RELEASE);
+			break;
+		}
+		rc = mp_lane_push(&seg->lane, type, data, len);
+		if (rc == -EAGAIN)
+			snap = seg->lane; /* for the wait, outside bmx */
+		if (rc == -EPIPE || rc == -EBADMSG) {
+			lane_drop(seg);
+			pthread_mutex_unlock(&seg->bmx);
+			continue;
+		}
+		pthread_mutex_unlock(&seg->bmx);
+		if (rc != -EAGAIN)
+			break;
+		/* Full: wait for the server to take some, in slices that
+		 * check it lives. */
+		end = slice_end(deadline_ns, seg->live_ns);
+		rc = mp_lane_wait(&snap, snap.tail_seen, end);
+		if (rc == -ETIMEDOUT) {
+			if (end == deadline_ns)
+				return -ETIMEDOUT;
+			rc = server_check(seg);
+			if (rc)
+				return rc;
+		}
+		/* 0 or -EPIPE: push again (the next push sees a lost lane). */
+	}
 	if (rc < 0)
 		return rc;
-	/* Dekker with the server's increment of srv_waiters before it
-	 * counts the ring: mp_ring commits a record with a seq_cst store of
-	 * its head (the first half of its own Dekker pairing), which is
-	 * ordered before this seq_cst load, so no fence of our own; or,
-	 * when the header's fence flag is set, with a plain release store
-	 * that the server fences from afar (mp_chseg_sleeper_fence) after
-	 * raising srv_waiters. */
-	if (__atomic_load_n(&h->srv_waiters, __ATOMIC_SEQ_CST))
-		ring_bell(h);
+	bell_after_push(h);
 	return rc;
 }
 
@@ -1422,8 +1625,82 @@ int mp_chseg_reply(mp_chseg_t *seg, uint64_t ticket, int32_t answer,
 	return -EBADMSG;
 }
 
-int mp_chseg_bpop(mp_chseg_t *seg, struct mp_ring_rec *meta, void *buf,
-		  uint32_t maxlen)
+/* Lanes that were ever claimed (an untrusted hint, clamped). */
+static inline uint32_t lanes_used(const mp_chseg_t *seg)
+{
+	uint32_t n = ld(&seg->hdr->lane_hiwater);
+
+	return n < seg->nlanes ? n : seg->nlanes;
+}
+
+static inline uint32_t lane_gen(uint32_t w)
+{
+	return w >> MP_LANE_GEN_SHIFT;
+}
+
+/* Did we break lane i in the ownership of word w? */
+static inline int lane_broken(const mp_chseg_t *seg, uint32_t i, uint32_t w)
+{
+	uint32_t b = seg->lanest[i].broken_word;
+
+	return b && lane_gen(b) == lane_gen(w);
+}
+
+/* Lane i is empty at word w: free it if its owner is done with it (gave
+ * it back, or was found dead), or if we broke it and may discard it. */
+static void lane_tidy(mp_chseg_t *seg, uint32_t i, uint32_t w)
+{
+	struct mp_chseg_lanest *ls = &seg->lanest[i];
+	uint32_t st = w & MP_LANE_ST_MASK;
+	int done = st == MP_LANE_CLOSED || ls->dead_word == w;
+
+	if (st == MP_LANE_FREE || !done)
+		return;
+	if (mp_lane_free(&seg->cons[i], w, lane_broken(seg, i, w)) == 1) {
+		ls->dead_word = 0;
+		ls->broken_word = 0;
+	}
+}
+
+/* Take one record from lane i.  1, 0 (none), -EBADMSG (it lied: broken,
+ * its producer told at its next push). */
+static int lane_take(mp_chseg_t *seg, uint32_t i, struct mp_ring_rec *meta,
+		     void *buf, uint32_t maxlen)
+{
+	mp_lane_cons_t *c = &seg->cons[i];
+	uint32_t w = mp_lane_word(c->sh), len;
+	int32_t type;
+	pid_t pid;
+	int rc;
+
+	if ((w & MP_LANE_ST_MASK) == MP_LANE_FREE)
+		return 0;
+	if (lane_broken(seg, i, w) || (w & MP_LANE_ST_MASK) == MP_LANE_BROKEN) {
+		lane_tidy(seg, i, w);
+		return 0;
+	}
+	rc = mp_lane_pop(c, &type, buf, maxlen, &len);
+	if (rc == 0) {
+		lane_tidy(seg, i, w);
+		return 0;
+	}
+	if (rc < 0) {
+		if (mp_lane_break(c, w))
+			seg->lanest[i].broken_word = w | MP_LANE_BROKEN;
+		else
+			seg->lanest[i].broken_word = w;
+		return -EBADMSG;
+	}
+	memset(meta, 0, sizeof(*meta));
+	meta->type = type;
+	meta->len = len;
+	meta->seq = c->tail_seq - 1;
+	mp_lane_owner(c, &pid, &meta->sender, meta->id);
+	return 1;
+}
+
+static int ring_take(mp_chseg_t *seg, struct mp_ring_rec *meta, void *buf,
+		     uint32_t maxlen)
 {
 	int rc = mp_ring_pop(&seg->ring, meta, buf, maxlen, 0);
 
@@ -1434,6 +1711,53 @@ int mp_chseg_bpop(mp_chseg_t *seg, struct mp_ring_rec *meta, void *buf,
 	if (rc == -EBADMSG)
 		mp_ring_reset(&seg->ring);
 	return rc;
+}
+
+int mp_chseg_bpop(mp_chseg_t *seg, struct mp_ring_rec *meta, void *buf,
+		  uint32_t maxlen)
+{
+	uint32_t n = lanes_used(seg), cur = seg->lane_cur, q;
+	int rc;
+
+	/* Queues 0..n-1 are lanes, n is the ring.  Stay on the one served
+	 * last for up to LANE_RUN records (its head is in hand), then go
+	 * round: no sender starves the others. */
+	if (cur > n)
+		cur = n;
+	q = cur;
+	if (seg->lane_run >= LANE_RUN) {
+		seg->lane_run = 0;
+		q = q == n ? 0 : q + 1;
+	}
+	for (uint32_t k = 0; k <= n; k++) {
+		rc = q == n ? ring_take(seg, meta, buf, maxlen)
+			    : lane_take(seg, q, meta, buf, maxlen);
+		if (rc != 0) {
+			if (rc < 0 || q != cur)
+				seg->lane_run = 0;
+			seg->lane_cur = q == n ? seg->nlanes : q;
+			seg->lane_run++;
+			return rc;
+		}
+		q = q == n ? 0 : q + 1;
+	}
+	return 0;
+}
+
+int mp_chseg_bpending(mp_chseg_t *seg)
+{
+	uint32_t n = lanes_used(seg), w;
+
+	for (uint32_t i = 0; i < n; i++) {
+		w = mp_lane_word(seg->cons[i].sh);
+		if ((w & MP_LANE_ST_MASK) == MP_LANE_FREE ||
+		    lane_broken(seg, i, w))
+			continue;
+		/* A head that lies counts: the pop reports it. */
+		if (mp_lane_pending(&seg->cons[i]) != 0)
+			return 1;
+	}
+	return mp_ring_count(&seg->ring) != 0;
 }
 
 /* Anything in the slots for the server?  Requests, withdrawals, corrupt
@@ -1459,8 +1783,7 @@ static int ready_slots(mp_chseg_t *seg)
 /* Anything at all: slots, queued events, buffered messages. */
 static int ready(mp_chseg_t *seg)
 {
-	return seg->evq_len || ready_slots(seg) ||
-	       mp_ring_count(&seg->ring) != 0;
+	return seg->evq_len || ready_slots(seg) || mp_chseg_bpending(seg);
 }
 
 /* Any slot not FREE (something the reaper may have to look at)? */
@@ -1481,6 +1804,10 @@ static int kicked(mp_chseg_t *seg)
 
 int mp_chseg_sleeper_fence(mp_chseg_t *seg)
 {
+	/* Seq_cst: after the caller's raise of srv_waiters (see
+	 * mp_ring_fence_producers for why reading 0 lets us skip it). */
+	if (__atomic_load_n(&seg->hdr->lane_plain, __ATOMIC_SEQ_CST))
+		return mp_fence_remote();
 	return mp_ring_fence_producers(&seg->ring);
 }
 
@@ -1579,17 +1906,43 @@ static int client_alive(mp_chseg_t *seg, uint32_t i, pid_t pid)
 {
 	struct mp_chseg_held *hd = &seg->held[i];
 
-	if (pid <= 0)
-		return 0;
-	if (hd->fd_pid != pid) {
-		if (hd->pidfd >= 0)
-			close(hd->pidfd);
-		hd->pidfd = pidfd_open_(pid);
-		hd->fd_pid = pid;
-		if (hd->pidfd < 0 && errno == ESRCH)
-			return 0;
+	return pid_alive_cached(pid, &hd->fd_pid, &hd->pidfd);
+}
+
+/*
+ * Look for lanes whose owner died: at most every LANE_CHECK_NS, at once
+ * when a client found no free lane (lanes_wanted moved) or when forced.
+ * A dead owner's lane is drained by mp_chseg_bpop and then freed; freed
+ * here already if it is empty.
+ */
+static void lanes_check(mp_chseg_t *seg, int force, int64_t now)
+{
+	uint32_t n = lanes_used(seg), wanted, w, st, sender;
+	struct mp_chseg_lanest *ls;
+	char id[MP_LANE_ID_LEN];
+	pid_t pid;
+
+	wanted = __atomic_load_n(&seg->hdr->lanes_wanted, __ATOMIC_RELAXED);
+	if (!n || (!force && wanted == seg->lanes_wanted_seen &&
+		   now - seg->lanes_checked_ns < LANE_CHECK_NS))
+		return;
+	seg->lanes_wanted_seen = wanted;
+	seg->lanes_checked_ns = now;
+	for (uint32_t i = 0; i < n; i++) {
+		ls = &seg->lanest[i];
+		w = mp_lane_word(seg->cons[i].sh);
+		st = w & MP_LANE_ST_MASK;
+		if ((st == MP_LANE_OWNED || st == MP_LANE_BROKEN) &&
+		    ls->dead_word != w) {
+			/* pid 0 is never blamed (a live claimer shows it
+			 * before its pid store), as for slots. */
+			mp_lane_owner(&seg->cons[i], &pid, &sender, id);
+			if (pid > 0 &&
+			    !pid_alive_cached(pid, &ls->fd_pid, &ls->pidfd))
+				ls->dead_word = w;
+		}
+		lane_tidy(seg, i, w);
 	}
-	return pid_alive(pid, hd->pidfd);
 }
 
 int mp_chseg_reap(mp_chseg_t *seg, int force)
@@ -1603,6 +1956,7 @@ int mp_chseg_reap(mp_chseg_t *seg, int force)
 	pid_t pid;
 
 	seg->last_reap_ns = now;
+	lanes_check(seg, force, now);
 	for (uint32_t i = 0; i < n; i++) {
 		hd = &seg->held[i];
 		c = slot_ctl(seg, i);

@@ -186,16 +186,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "mp_lane.h"
 #include "mp_lock.h"
 #include "mp_ring.h"
 #include "mp_shm.h"
 
 #define MP_CHSEG_MAGIC   0x4745534843504d53ULL /* "SMPCHSEG" */
-#define MP_CHSEG_VERSION 1
+#define MP_CHSEG_VERSION 2 /* 2: lanes */
 
 #define MP_CHSEG_MAX_SLOTS 64     /* slots per channel */
 #define MP_CHSEG_MAX_MSG   65536u /* request or reply bytes */
 #define MP_CHSEG_ID_LEN    16     /* sender id, NUL-terminated */
+#define MP_CHSEG_MAX_LANES 64     /* buffered lanes per channel */
+#define MP_CHSEG_NO_LANES  0xffffffffu /* cfg.nlanes: none, ring only */
 
 #define MP_CHSEG_SPIN_NS_DEFAULT  20000  /* busy-wait budget */
 #define MP_CHSEG_YIELD_NS_DEFAULT 50000  /* sched_yield polling budget */
@@ -259,15 +262,22 @@ struct mp_chseg_hdr {
 	uint64_t srv_pidns;    /* inode of its /proc/self/ns/pid, 0 unknown */
 	uint32_t fence;        /* 1: the server fences clients from afar
 				  (mp_fence_remote) before it sleeps, so
-				  they publish ring records with plain
-				  stores; 0 (also a segment made before this
-				  field): they use locked stores */
+				  they publish ring and lane records with
+				  plain stores; 0: they use locked stores */
+	uint32_t nlanes;       /* buffered lanes (0..MP_CHSEG_MAX_LANES) */
+	uint32_t lane_bytes;   /* data area of each lane */
+	uint64_t lanes_off;    /* first lane, from the start */
 
 	/* Read on every request, written rarely. */
 	_Alignas(64) uint32_t hiwater; /* 1 + highest slot ever claimed */
 	uint32_t srv_waiters;  /* server threads asleep on bell */
 	uint32_t alive;        /* 1 from create until close */
 	uint32_t srv_cpu;      /* 1 + the CPU the server last waited on */
+	uint32_t lane_hiwater; /* 1 + highest lane ever claimed */
+	uint32_t lane_plain;   /* 1 once a client published in a lane
+				  with plain stores (never cleared) */
+	uint32_t lanes_wanted; /* bumped by a client that found no free
+				  lane: the server looks for dead owners */
 
 	/* The doorbell the server sleeps on (bumped to wake it). */
 	_Alignas(64) uint32_t bell;
@@ -289,8 +299,13 @@ struct mp_chseg_cfg {
 	uint32_t ring_bytes;   /* ring data area, a power of two at least
 				  mp_ring_min_data_bytes(max_msg); default
 				  the smallest such, at least 256 KiB */
-	uint32_t ring_records; /* buffered messages queued at most;
-				  default 1024 */
+	uint32_t ring_records; /* buffered messages queued at most, in
+				  the ring and in each lane; default 1024 */
+	uint32_t nlanes;       /* lanes, 1..MP_CHSEG_MAX_LANES; default 8;
+				  MP_CHSEG_NO_LANES: none */
+	uint32_t lane_bytes;   /* lane data area, a power of two at least
+				  mp_lane_min_data_bytes(max_msg); default
+				  the smallest such, at least 64 KiB */
 	mode_t   mode;         /* default 0600 (masked by mp_shm: 0660) */
 	gid_t    gid;          /* group to hand the object to ... */
 	int      gid_set;      /* ... if set (else the creator's) */
@@ -327,6 +342,10 @@ typedef struct mp_chseg {
 	uint32_t area;         /* max_msg rounded up to 64 */
 	uint32_t block;        /* bytes per slot block */
 	mp_ring_t ring;
+	uint8_t *lanes;        /* first lane */
+	uint32_t nlanes;
+	uint32_t lane_stride;  /* bytes per lane */
+	struct mp_lane_geo lane_geo;
 	int      server;       /* created here */
 
 	/* Tunables (defaults, environment, or set by the caller). */
@@ -343,6 +362,13 @@ typedef struct mp_chseg {
 	uint32_t sender;       /* written into each request */
 	char     id[MP_CHSEG_ID_LEN];
 	uint32_t hint;         /* slot tried first (last one used) */
+	pthread_mutex_t bmx;   /* serialises this process's bsends */
+	int      lane_idx;     /* the lane we own, -1 none */
+	uint32_t lane_tries;   /* bsends through the ring since we last
+				  tried to claim a lane */
+	int      ring_used;    /* pushed to the ring since the last claim */
+	uint32_t ring_inflight; /* threads pushing to the ring now */
+	mp_lane_prod_t lane;
 	pid_t    srv_pid;
 	int      srv_pidfd;    /* -1: none (kill(pid, 0) instead) */
 
@@ -365,6 +391,19 @@ typedef struct mp_chseg {
 		char     id[MP_CHSEG_ID_LEN];
 	} evq[MP_CHSEG_EVQ];
 	unsigned evq_head, evq_len;
+	/* Server side, lanes. */
+	mp_lane_cons_t cons[MP_CHSEG_MAX_LANES];
+	struct mp_chseg_lanest {
+		uint32_t dead_word;  /* owner found dead at this word */
+		uint32_t broken_word; /* we broke it at this word */
+		pid_t    fd_pid;     /* pidfd cache of its owner */
+		int      pidfd;
+	} lanest[MP_CHSEG_MAX_LANES];
+	uint32_t lane_cur;     /* bpop: queue taken from last (nlanes: the
+				  ring) */
+	uint32_t lane_run;     /* records taken from it in a row */
+	uint32_t lanes_wanted_seen;
+	int64_t  lanes_checked_ns;
 } mp_chseg_t;
 
 /* ------------------------------------------------------------------ */
@@ -561,6 +600,12 @@ int mp_chseg_reply(mp_chseg_t *seg, uint64_t ticket, int32_t answer,
  */
 int mp_chseg_bpop(mp_chseg_t *seg, struct mp_ring_rec *meta, void *buf,
 		  uint32_t maxlen);
+
+/*
+ * Anything buffered (a cheap look at the lanes' heads and the ring's
+ * count)?  1 or 0; 1 also when a lane's head lies (bpop reports it).
+ */
+int mp_chseg_bpending(mp_chseg_t *seg);
 
 /*
  * Wait until there may be work: a request, a withdrawn request, a

@@ -18,7 +18,7 @@
  * scribbled) segment, or a scribble: bytes of a slot's control line, its
  * state word (raw or a plausible state and generation), its client pid,
  * bytes of its areas, the header's words and geometry, the ring's header
- * (not its lock) and data.
+ * (not its lock) and data, the lanes (owner line, positions, data).
  *
  * Checked, abort() on any violation: every call returns a documented
  * value; every pointer handed out (request view, request buffer, reply
@@ -30,9 +30,11 @@
  * agree with a model: a request arrives once, with its type, id, length
  * and bytes; a reply arrives with its answer and bytes, or -ECANCELED
  * after a withdrawal; no request is lost; buffered messages come out in
- * order, bsend is refused only when the ring is full, and its count is
- * the queue plus what was taken since the client last read the server's
- * position (the upper bound mp_ring_push documents, modelled).
+ * order, bsend is refused only when the client's queue (the ring, or in
+ * the geometries with lanes its own lane) is full, and its count is the
+ * queue plus what was taken since the client last read the server's
+ * position (the upper bound mp_ring_push and mp_lane_push document,
+ * modelled).
  *
  * Out of scope: the alive lock and the ring's lock (pthread mutexes) are
  * never scribbled, as for fuzz_ring.  The slot and header layout is the
@@ -57,10 +59,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 
 #define FAIL(...) FZ_FAIL("fuzz_chseg", __VA_ARGS__)
 
+/* The client's buffered messages go through the ring in the first
+ * geometry (no lanes) and through its own lane in the others. */
 static const struct mp_chseg_cfg cfgs[] = {
-	{.nslots = 1, .max_msg = 64, .ring_bytes = 128, .ring_records = 2},
-	{.nslots = 2, .max_msg = 100, .ring_bytes = 256, .ring_records = 3},
-	{.nslots = 3, .max_msg = 32, .ring_bytes = 256, .ring_records = 8},
+	{.nslots = 1, .max_msg = 64, .ring_bytes = 128, .ring_records = 2,
+	 .nlanes = MP_CHSEG_NO_LANES},
+	{.nslots = 2, .max_msg = 100, .ring_bytes = 256, .ring_records = 3,
+	 .nlanes = 1, .lane_bytes = 256},
+	{.nslots = 3, .max_msg = 32, .ring_bytes = 256, .ring_records = 8,
+	 .nlanes = 2, .lane_bytes = 128},
 };
 #define NCFGS	(sizeof(cfgs) / sizeof(cfgs[0]))
 #define MAXMSG	128 /* >= every max_msg above */
@@ -72,9 +79,13 @@ static const struct mp_chseg_cfg cfgs[] = {
 #define RING_LOCK_OFF 64
 #define RING_LOCK_END 192
 
+/* Bytes a record takes: a 40-byte header in the ring (mp_ring.c), an
+ * 8-byte one in a lane (mp_lane.c). */
+static uint32_t rec_hdr;
+
 static inline uint32_t rec_size(uint32_t len)
 {
-	return (40u + len + 7u) & ~7u;
+	return (rec_hdr + len + 7u) & ~7u;
 }
 
 /* ---- state ---- */
@@ -86,6 +97,8 @@ static struct state {
 	const char *name;      /* the segment's */
 	uint32_t max_msg, nslots, ring_bytes, ring_records;
 	int clean;
+	/* The client's queue: the ring, or its lane (then ring_bytes is the
+	 * lane's data area; the bound in records is the same). */
 
 	struct creq {
 		struct mp_chseg_req r;
@@ -178,6 +191,7 @@ enum {
 	OP_AREA_BYTES,
 	OP_HDR_WORD,
 	OP_RING_BYTES,
+	OP_LANE_BYTES,
 	OP_OPEN,
 	NOPS
 };
@@ -753,6 +767,9 @@ static void do_hdr_word(struct fz *f)
 		{offsetof(struct mp_chseg_hdr, bell), 4, 0},
 		{offsetof(struct mp_chseg_hdr, free_seq), 4, 0},
 		{offsetof(struct mp_chseg_hdr, free_waiters), 4, 0},
+		{offsetof(struct mp_chseg_hdr, lane_hiwater), 4, 1},
+		{offsetof(struct mp_chseg_hdr, lane_plain), 4, 0},
+		{offsetof(struct mp_chseg_hdr, lanes_wanted), 4, 0},
 		/* Read by an open only. */
 		{offsetof(struct mp_chseg_hdr, nslots), 4, 0},
 		{offsetof(struct mp_chseg_hdr, max_msg), 4, 0},
@@ -763,6 +780,9 @@ static void do_hdr_word(struct fz *f)
 		{offsetof(struct mp_chseg_hdr, ring_size), 8, 0},
 		{offsetof(struct mp_chseg_hdr, ring_bytes), 4, 0},
 		{offsetof(struct mp_chseg_hdr, ring_records), 4, 0},
+		{offsetof(struct mp_chseg_hdr, nlanes), 4, 0},
+		{offsetof(struct mp_chseg_hdr, lane_bytes), 4, 0},
+		{offsetof(struct mp_chseg_hdr, lanes_off), 8, 0},
 		{offsetof(struct mp_chseg_hdr, srv_pid), 4, 0},
 		{offsetof(struct mp_chseg_hdr, srv_start), 8, 0},
 		{offsetof(struct mp_chseg_hdr, srv_pidns), 8, 0},
@@ -803,13 +823,29 @@ static void do_ring_bytes(struct fz *f)
 	scribble(base + off, f, len);
 }
 
+/* The lanes: owner line, positions, data.  Any byte may matter (the
+ * state word, a position, a record the model expects): no model after. */
+static void do_lane_bytes(struct fz *f)
+{
+	uint32_t span = S.srv->nlanes * S.srv->lane_stride, off, len;
+
+	if (!span)
+		return;
+	off = fz_u16(f) % span;
+	len = 1 + fz_u8(f) % 16;
+	if (off + len > span)
+		len = span - off;
+	scribble(S.srv->lanes + off, f, len);
+	S.clean = 0;
+}
+
 /* A second client opens the segment as it now is: refused, or a handle
  * whose geometry fits the object, which then serves a round of calls. */
 static void do_open(struct fz *f)
 {
 	mp_chseg_t c2;
 	struct mp_chseg_req r;
-	size_t end, ring;
+	size_t end, lanes, ring;
 	int rc = mp_chseg_open(&c2, S.name);
 
 	if (rc == -EBADMSG || rc == -ESRCH || rc == -EXDEV || rc == -EAGAIN)
@@ -819,10 +855,16 @@ static void do_open(struct fz *f)
 	/* Slots, then the ring, inside the object. */
 	end = (size_t)(c2.slots - (uint8_t *)c2.shm.base) +
 	      (size_t)c2.nslots * c2.block;
+	lanes = (size_t)(c2.lanes - (uint8_t *)c2.shm.base);
 	ring = (size_t)((uint8_t *)c2.ring.sh - (uint8_t *)c2.shm.base);
 	if (c2.nslots < 1 || c2.nslots > MP_CHSEG_MAX_SLOTS || c2.max_msg < 1 ||
 	    c2.max_msg > MP_CHSEG_MAX_MSG || c2.area < c2.max_msg ||
-	    c2.block < 64 + 2 * c2.area || end > ring ||
+	    c2.block < 64 + 2 * c2.area || end > lanes ||
+	    c2.nlanes > MP_CHSEG_MAX_LANES ||
+	    (c2.nlanes &&
+	     (c2.lane_stride < mp_lane_size(c2.lane_geo.data_bytes) ||
+	      c2.lane_geo.max_payload != c2.max_msg)) ||
+	    lanes + (size_t)c2.nlanes * c2.lane_stride > ring ||
 	    ring + c2.ring.memsize > c2.shm.size)
 		FAIL("open accepted a geometry that does not fit the object");
 	c2.spin_ns = c2.yield_ns = 0;
@@ -879,7 +921,7 @@ static void setup(unsigned gi)
 	static int registered;
 	struct geo *g = &G[gi];
 	uint8_t *base;
-	int rc;
+	int rc, lanes;
 
 	memset(&S, 0, sizeof(S));
 	S.srv = &g->srv;
@@ -887,14 +929,19 @@ static void setup(unsigned gi)
 	S.name = g->name;
 	S.max_msg = cfg->max_msg;
 	S.nslots = cfg->nslots;
-	S.ring_bytes = cfg->ring_bytes;
+	lanes = cfg->nlanes != MP_CHSEG_NO_LANES;
+	S.ring_bytes = lanes ? cfg->lane_bytes : cfg->ring_bytes;
 	S.ring_records = cfg->ring_records;
+	rec_hdr = lanes ? 8u : 40u;
 	S.clean = 1;
 	if (g->ready) {
 		base = g->srv.shm.base;
 		for (int i = 0; i < MP_CHSEG_MAX_SLOTS; i++)
 			if (g->srv.held[i].pidfd >= 0)
 				close(g->srv.held[i].pidfd);
+		for (int i = 0; i < MP_CHSEG_MAX_LANES; i++)
+			if (g->srv.lanest[i].pidfd >= 0)
+				close(g->srv.lanest[i].pidfd);
 		memcpy(base, g->snap, g->skip[0][0]);
 		memcpy(base + g->skip[0][1], g->snap + g->skip[0][1],
 		       g->skip[1][0] - g->skip[0][1]);
@@ -1011,6 +1058,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			break;
 		case OP_RING_BYTES:
 			do_ring_bytes(&f);
+			break;
+		case OP_LANE_BYTES:
+			do_lane_bytes(&f);
 			break;
 		default:
 			do_open(&f);

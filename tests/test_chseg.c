@@ -1003,8 +1003,13 @@ static pid_t blocked_client(const char *name, int what, int64_t live_ns)
 			rc = mp_chseg_loan(&cl, &r, mp_time_deadline(20000));
 			break;
 		default:
+			/* Through the ring, full already; or through a lane
+			 * of its own, which the first fills. */
 			rc = mp_chseg_bsend(&cl, 1, "y", 1,
 					    mp_time_deadline(20000));
+			if (rc >= 0)
+				rc = mp_chseg_bsend(&cl, 1, "y", 1,
+						    mp_time_deadline(20000));
 			break;
 		}
 		_exit(rc == -ESRCH ? 0 : 20 + what);
@@ -1173,11 +1178,14 @@ static void test_creator_thread_exits(void)
 
 /* ---- buffered messages ---------------------------------------------- */
 
-static void test_buffered(void)
+/* 500 messages of 0..64 KiB from a child, in order, with back-pressure:
+ * through its lane (nlanes 0: the default) or the ring
+ * (MP_CHSEG_NO_LANES). */
+static void buffered_run(uint32_t nlanes)
 {
 	static uint8_t buf[MP_CHSEG_MAX_MSG];
 	const char *name = new_name();
-	struct mp_chseg_cfg cfg = {.ring_records = 8};
+	struct mp_chseg_cfg cfg = {.ring_records = 8, .nlanes = nlanes};
 	struct mp_ring_rec meta;
 	mp_chseg_t srv;
 	int64_t dl;
@@ -1234,6 +1242,16 @@ static void test_buffered(void)
 	mp_chseg_close(&srv);
 }
 
+static void test_buffered(void)
+{
+	buffered_run(0);
+}
+
+static void test_buffered_ring(void)
+{
+	buffered_run(MP_CHSEG_NO_LANES);
+}
+
 static void test_buffered_corrupt(void)
 {
 	mp_chseg_t srv, cl;
@@ -1241,7 +1259,9 @@ static void test_buffered_corrupt(void)
 	uint8_t buf[64];
 	uint8_t *data;
 
-	CU_ASSERT_FATAL(pair_open(&srv, &cl, NULL) == 0);
+	struct mp_chseg_cfg cfg = {.nlanes = MP_CHSEG_NO_LANES};
+
+	CU_ASSERT_FATAL(pair_open(&srv, &cl, &cfg) == 0);
 	CU_ASSERT_EQUAL(mp_chseg_bsend(&cl, 1, "first", 5, 0), 0);
 	/* Scribble over the first record's header in the data area (the
 	 * ring header is 7 lines; the data follows). */
@@ -1257,6 +1277,256 @@ static void test_buffered_corrupt(void)
 	CU_ASSERT_EQUAL(meta.type, 2);
 	CU_ASSERT(memcmp(buf, "second", 6) == 0);
 	pair_close(&srv, &cl);
+}
+
+/* ---- lanes ------------------------------------------------------------ */
+
+/* Pop everything queued now; B's messages (sender 2) must come in order
+ * from *next on.  Returns how many of B's came. */
+static int drain_b(mp_chseg_t *srv, int *next)
+{
+	struct mp_ring_rec meta;
+	uint8_t buf[16];
+	int got = 0, rc;
+
+	while ((rc = mp_chseg_bpop(srv, &meta, buf, sizeof(buf))) == 1) {
+		if (meta.sender != 2)
+			continue;
+		CU_ASSERT_EQUAL(meta.type, *next);
+		*next = meta.type + 1;
+		got++;
+	}
+	CU_ASSERT_EQUAL(rc, 0);
+	return got;
+}
+
+/* A lane whose record lies: -EBADMSG for it, the lane broken; its owner
+ * learns at its next send, which goes through the ring instead; once the
+ * owner gave it back the lane is freed and serves a new owner. */
+static void test_lane_corrupt(void)
+{
+	mp_chseg_t srv, cl, cl2;
+	struct mp_ring_rec meta;
+	uint8_t buf[64];
+
+	CU_ASSERT_FATAL(pair_open(&srv, &cl, NULL) == 0);
+	CU_ASSERT_EQUAL(mp_chseg_bsend(&cl, 1, "first", 5, 0), 0);
+	CU_ASSERT_EQUAL_FATAL(cl.lane_idx, 0);
+	memset(cl.lane.data, 0xa5, 8); /* the record's header */
+	CU_ASSERT_EQUAL(mp_chseg_bpop(&srv, &meta, buf, sizeof(buf)), -EBADMSG);
+	CU_ASSERT_EQUAL(mp_lane_word(srv.cons[0].sh) & MP_LANE_ST_MASK,
+			MP_LANE_BROKEN);
+	/* Nothing more from the broken lane; the server keeps serving. */
+	CU_ASSERT_EQUAL(mp_chseg_bpop(&srv, &meta, buf, sizeof(buf)), 0);
+	CU_ASSERT_EQUAL(mp_chseg_bsend(&cl, 2, "second", 6, 0), 0);
+	CU_ASSERT_EQUAL(cl.lane_idx, -1);
+	CU_ASSERT_EQUAL(mp_chseg_bpop(&srv, &meta, buf, sizeof(buf)), 1);
+	CU_ASSERT_EQUAL(meta.type, 2);
+	CU_ASSERT(memcmp(buf, "second", 6) == 0);
+	/* Given back (CLOSED) and discarded: free again. */
+	CU_ASSERT_EQUAL(mp_chseg_bpop(&srv, &meta, buf, sizeof(buf)), 0);
+	CU_ASSERT_EQUAL(mp_lane_word(srv.cons[0].sh) & MP_LANE_ST_MASK,
+			MP_LANE_FREE);
+	CU_ASSERT_FATAL(mp_chseg_open(&cl2, srv.shm.name) == 0);
+	CU_ASSERT_EQUAL(mp_chseg_bsend(&cl2, 3, "third", 5, 0), 0);
+	CU_ASSERT_EQUAL(cl2.lane_idx, 0);
+	CU_ASSERT_EQUAL(mp_chseg_bpop(&srv, &meta, buf, sizeof(buf)), 1);
+	CU_ASSERT_EQUAL(meta.type, 3);
+	mp_chseg_close(&cl2);
+	pair_close(&srv, &cl);
+}
+
+/* One lane, two senders: B goes through the ring while A holds the lane;
+ * A leaves; B moves to the lane only once none of its ring records is
+ * still queued, and its messages arrive in order throughout. */
+static void test_lane_switch_order(void)
+{
+	struct mp_chseg_cfg cfg = {.nlanes = 1, .ring_records = 1024};
+	mp_chseg_t srv, a, b;
+	int sent = 0, next = 0, got = 0, switched_at = -1;
+
+	CU_ASSERT_FATAL(pair_open(&srv, &a, &cfg) == 0);
+	CU_ASSERT_FATAL(mp_chseg_open(&b, srv.shm.name) == 0);
+	mp_chseg_set_identity(&a, 1, "a");
+	mp_chseg_set_identity(&b, 2, "b");
+	CU_ASSERT_EQUAL(mp_chseg_bsend(&a, 1000, NULL, 0, 0), 0);
+	CU_ASSERT_EQUAL(a.lane_idx, 0);
+	CU_ASSERT_EQUAL(mp_chseg_bsend(&b, sent++, NULL, 0, 0), 0);
+	CU_ASSERT_EQUAL(b.lane_idx, -1);
+	/* B found no free lane and asked the server to look. */
+	CU_ASSERT(srv.hdr->lanes_wanted > 0);
+	mp_chseg_close(&a);
+	/* 300 more without a pop: B's retry (every 256th send) finds its
+	 * records in the ring and stays there. */
+	while (sent < 300)
+		CU_ASSERT_EQUAL(mp_chseg_bsend(&b, sent++, NULL, 0, 0) >= 0, 1);
+	CU_ASSERT_EQUAL(b.lane_idx, -1);
+	got += drain_b(&srv, &next);
+	/* The lane was drained and freed; now the ring empties after each
+	 * send, so the next retry moves B to the lane. */
+	CU_ASSERT_EQUAL(mp_lane_word(srv.cons[0].sh) & MP_LANE_ST_MASK,
+			MP_LANE_FREE);
+	while (sent < 1200) {
+		CU_ASSERT_EQUAL(mp_chseg_bsend(&b, sent++, NULL, 0, 0) >= 0, 1);
+		if (switched_at < 0 && b.lane_idx == 0)
+			switched_at = sent;
+		got += drain_b(&srv, &next);
+	}
+	CU_ASSERT(switched_at > 300 && switched_at <= 300 + 256);
+	CU_ASSERT_EQUAL(got, sent);
+	CU_ASSERT_EQUAL(next, sent);
+	mp_chseg_close(&b);
+	mp_chseg_close(&srv);
+}
+
+/* A client killed with messages in its lane: they are all delivered, then
+ * the lane is freed for a new owner. */
+static void test_lane_dead_owner(void)
+{
+	struct mp_chseg_cfg cfg = {.nlanes = 1, .ring_records = 64};
+	const char *name = new_name();
+	struct mp_ring_rec meta;
+	mp_chseg_t srv, cl, cl2;
+	uint8_t buf[64];
+	int pp[2], next = 0, others = 0, rc;
+	pid_t pid;
+	char b;
+
+	CU_ASSERT_FATAL(pipe(pp) == 0);
+	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, &cfg) == 0);
+	pid = mp_test_fork();
+	if (pid == 0) {
+		mp_chseg_t c;
+
+		if (mp_chseg_open(&c, name))
+			_exit(10);
+		mp_chseg_set_identity(&c, 9, "doomed");
+		for (int i = 0; i < 5; i++)
+			if (mp_chseg_bsend(&c, i, "x", 1, 0) < 0)
+				_exit(11);
+		if (c.lane_idx != 0 || write(pp[1], "k", 1) != 1)
+			_exit(12);
+		pause();
+		_exit(13);
+	}
+	close(pp[1]);
+	CU_ASSERT_EQUAL_FATAL(read(pp[0], &b, 1), 1);
+	close(pp[0]);
+	mp_test_kill(pid);
+	/* Found dead, but its lane still holds five messages: kept. */
+	mp_chseg_reap(&srv, 1);
+	CU_ASSERT_EQUAL(mp_lane_word(srv.cons[0].sh) & MP_LANE_ST_MASK,
+			MP_LANE_OWNED);
+	CU_ASSERT_FATAL(mp_chseg_open(&cl, name) == 0);
+	CU_ASSERT_EQUAL(mp_chseg_bsend(&cl, 100, "y", 1, 0), 0);
+	CU_ASSERT_EQUAL(cl.lane_idx, -1); /* the ring */
+	while ((rc = mp_chseg_bpop(&srv, &meta, buf, sizeof(buf))) == 1) {
+		if (meta.sender == 9) {
+			CU_ASSERT_STRING_EQUAL(meta.id, "doomed");
+			CU_ASSERT_EQUAL(meta.type, next);
+			next++;
+		} else {
+			CU_ASSERT_EQUAL(meta.type, 100);
+			others++;
+		}
+	}
+	CU_ASSERT_EQUAL(rc, 0);
+	CU_ASSERT_EQUAL(next, 5);
+	CU_ASSERT_EQUAL(others, 1);
+	/* Drained: freed, and a new client gets it. */
+	CU_ASSERT_EQUAL(mp_lane_word(srv.cons[0].sh) & MP_LANE_ST_MASK,
+			MP_LANE_FREE);
+	CU_ASSERT_FATAL(mp_chseg_open(&cl2, name) == 0);
+	CU_ASSERT_EQUAL(mp_chseg_bsend(&cl2, 7, "z", 1, 0), 0);
+	CU_ASSERT_EQUAL(cl2.lane_idx, 0);
+	mp_chseg_close(&cl2);
+	mp_chseg_close(&cl);
+	mp_chseg_close(&srv);
+}
+
+#define MS_SENDERS 4
+#define MS_EACH	   3000
+
+struct ms_thread {
+	mp_chseg_t *cl;
+	uint32_t thread, count;
+	int rc;
+};
+
+static void *ms_send(void *arg)
+{
+	struct ms_thread *t = arg;
+	uint32_t rec[2];
+
+	for (uint32_t i = 0; i < t->count; i++) {
+		rec[0] = t->thread;
+		rec[1] = i;
+		t->rc = mp_chseg_bsend(t->cl, 1, rec, sizeof(rec),
+				       mp_time_deadline(20000));
+		if (t->rc < 0)
+			break;
+	}
+	return NULL;
+}
+
+/* Four sender processes, two lanes (two senders through the ring), the
+ * first with two threads sharing its handle; a small bound
+ * (back-pressure).  Every message arrives once, each thread's in order. */
+static void test_lanes_many_senders(void)
+{
+	struct mp_chseg_cfg cfg = {.nlanes = 2, .ring_records = 16};
+	const char *name = new_name();
+	uint32_t next[MS_SENDERS][2] = {{0}}, rec[2];
+	struct mp_ring_rec meta;
+	pid_t pid[MS_SENDERS];
+	mp_chseg_t srv;
+	int64_t dl;
+	int total = 0, rc;
+
+	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, &cfg) == 0);
+	for (int k = 0; k < MS_SENDERS; k++) {
+		pid[k] = mp_test_fork();
+		if (pid[k] == 0) {
+			struct ms_thread t[2];
+			pthread_t th;
+			mp_chseg_t cl;
+
+			if (mp_chseg_open(&cl, name))
+				_exit(10);
+			mp_chseg_set_identity(&cl, (uint32_t)k, "ms");
+			for (int j = 0; j < 2; j++)
+				t[j] = (struct ms_thread){
+					&cl, (uint32_t)j,
+					k == 0 ? MS_EACH / 2 : (j ? 0 : MS_EACH),
+					0};
+			if (pthread_create(&th, NULL, ms_send, &t[1]))
+				_exit(11);
+			ms_send(&t[0]);
+			pthread_join(th, NULL);
+			mp_chseg_close(&cl);
+			_exit(t[0].rc < 0 || t[1].rc < 0 ? 12 : 0);
+		}
+	}
+	dl = mp_time_deadline(30000);
+	while (total < MS_SENDERS * MS_EACH && mp_time_now_ns() < dl) {
+		rc = mp_chseg_bpop(&srv, &meta, rec, sizeof(rec));
+		if (rc == 0) {
+			mp_chseg_server_wait(&srv, mp_time_deadline(100));
+			continue;
+		}
+		CU_ASSERT_EQUAL_FATAL(rc, 1);
+		CU_ASSERT_EQUAL_FATAL(meta.len, sizeof(rec));
+		CU_ASSERT_FATAL(meta.sender < MS_SENDERS && rec[0] < 2);
+		CU_ASSERT_EQUAL(rec[1], next[meta.sender][rec[0]]);
+		next[meta.sender][rec[0]] = rec[1] + 1;
+		total++;
+	}
+	CU_ASSERT_EQUAL(total, MS_SENDERS * MS_EACH);
+	for (int k = 0; k < MS_SENDERS; k++)
+		CU_ASSERT_EQUAL(child_status(pid[k], 5000), 0);
+	CU_ASSERT_EQUAL(mp_chseg_bpop(&srv, &meta, rec, sizeof(rec)), 0);
+	printf("[%d messages] ", total);
+	mp_chseg_close(&srv);
 }
 
 /* ---- scribbles ---------------------------------------------------------- */
@@ -1812,8 +2082,17 @@ static const struct mp_test_case tests[] = {
 	{"server killed while clients wait", test_server_killed},
 	{"server closes while a client waits", test_server_closes},
 	{"server's creating thread exits", test_creator_thread_exits},
-	{"buffered messages through the ring", test_buffered},
+	{"buffered messages through a lane", test_buffered},
+	{"buffered messages through the ring (no lanes)", test_buffered_ring},
 	{"corrupt ring record", test_buffered_corrupt},
+	{"corrupt lane record: broken, owner moves to the ring, lane reused",
+	 test_lane_corrupt},
+	{"lane taken: ring, then the lane once the ring holds none of ours",
+	 test_lane_switch_order},
+	{"lane owner killed: its messages delivered, then the lane freed",
+	 test_lane_dead_owner},
+	{"four senders, two lanes, two threads: all in order",
+	 test_lanes_many_senders},
 	{"scribbled slots and header", test_scribbles},
 	{"random scribbles", test_random_scribbles},
 	{"credentials", test_credentials},

@@ -379,6 +379,15 @@ static void parked_sender(void *p)
 	CHILD_CHECK(cnx);
 	ch = messip_channel_locate(cnx, "f-bufdie", 5000);
 	CHILD_CHECK(ch);
+	/* Full for us too: over TCP the queue the parent filled; on the
+	 * same host our own lane (its bound is per sender), which we fill
+	 * first. */
+	for (int i = 0; i <= Q_CAP; i++) {
+		rc = messip_buffered_send(ch, 40, "fill", 4, 100);
+		if (rc < 0)
+			break;
+	}
+	CHILD_CHECK(rc == -1 && errno == ETIMEDOUT);
 	api_gate_signal(a->ready);
 	errno = 0;
 	rc = messip_buffered_send(ch, 50, "parked", 6, 10000);
