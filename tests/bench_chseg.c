@@ -24,7 +24,7 @@
  *
  * Usage: bench_chseg [seconds per slice [repetitions [rt]]]; defaults
  * 0.2 and 5 (about 25 s in all); "rt" runs only the small round trips
- * and their floor.  Pairs are pinned to CPUs 0 and 1 for the main table
+ * and their floor, "buf" only the buffered messages and theirs.  Pairs are pinned to CPUs 0 and 1 for the main table
  * (the floor is a property of the hardware, not of the scheduler), and
  * run unpinned for the rest.  On a shared or virtual machine, expect the
  * floor itself to move between slices: the ratios are taken slice by
@@ -540,7 +540,7 @@ int main(int argc, char **argv)
 	       zc[NS] = {0}, nospin = 0;
 	double u_spin = 0, u_futex = 0, u_copy = 0, u_zc = 0, four = 0;
 	double s1, s2, x[NS], y[NS], rg1, rg2, b, uf, uc, f;
-	int reps = 5, quick;
+	int reps = 5, quick, bufonly;
 	mp_chseg_t cl, cl0;
 	pid_t srv, srv0;
 	char l[80];
@@ -552,6 +552,8 @@ int main(int argc, char **argv)
 	/* "rt": only the pinned small round trips and their floor, for
 	 * tuning (a few seconds). */
 	quick = argc > 3 && !strcmp(argv[3], "rt");
+	/* "buf": only the pinned buffered messages and their floor. */
+	bufonly = argc > 3 && !strcmp(argv[3], "buf");
 	C = mmap(NULL, sizeof(*C), PROT_READ | PROT_WRITE,
 		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (C == MAP_FAILED)
@@ -568,6 +570,17 @@ int main(int argc, char **argv)
 	for (int k = 0; k < reps; k++) {
 		pinned = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
 		pin_self(0);
+		if (bufonly) {
+			snprintf(seg_name, sizeof(seg_name),
+				 "/messip-bench-chseg-%ld-a", (long)getpid());
+			rg1 = spsc();
+			b = buffered();
+			rg2 = spsc();
+			ring = max2(ring, max2(rg1, rg2));
+			buf = max2(buf, b);
+			rr[R_BUF].v[k] = b / max2(rg1, rg2);
+			continue;
+		}
 		snprintf(seg_name, sizeof(seg_name),
 			 "/messip-bench-chseg-%ld-a", (long)getpid());
 		srv = server_start(1);
@@ -650,6 +663,11 @@ int main(int argc, char **argv)
 		rr[R_FOUR1].v[k] = f / uc;
 	}
 
+	if (bufonly) {
+		printf("spsc %.0f buffered %.0f\n", ring, buf);
+		ratio_print(&rr[R_BUF], reps);
+		return 0;
+	}
 	if (quick) {
 		printf("spin %.0f copy0 %.0f zc0 %.0f copy64 %.0f zc64 %.0f\n",
 		       spin, copy[0], zc[0], copy[1], zc[1]);
