@@ -26,7 +26,29 @@
  *           the reply, so the area can be reused)
  *     B     max_msg bytes (rounded up to 64): the reply the server writes
  *           in place (a loaned reply buffer), while it may still read A
+ *   nlanes lanes (mp_lane.h), each a single-producer queue of buffered
+ *     messages owned by one client process at a time
  *   one mp_ring for buffered messages (clients push, the server pops)
+ *
+ * Buffered messages: a client process claims a lane at its first bsend
+ * (mp_lane_claim: a CAS on the lane's state word, then its pid and
+ * identity) and sends through it until it closes its handle: no lock in
+ * the segment, an 8-byte record header, its threads serialised by a
+ * process-local mutex (bmx, never held while waiting).  When no lane is
+ * free it uses the ring, asks the server to look for dead owners
+ * (lanes_wanted, a kick), and tries again every LANE_RETRY sends, but
+ * only when none of its ring records can still be queued (none in
+ * flight, the ring empty): a sender's messages are popped in the order it
+ * sent them, across the switch too.  The server pops from the lanes in
+ * use and the ring in turn, up to LANE_RUN records from one before the
+ * next.  A lane whose owner closed (CLOSED) or is found dead (pidfd,
+ * mp_chseg_reap, at most once a second unless a client asked) is freed
+ * once drained: nothing accepted is lost.  A lane whose record or head
+ * lies is broken (-EBADMSG once, its content dropped); its owner sees
+ * that at its next send, gives it back and uses the ring.  Each lane is
+ * bounded by ring_records, like the ring: the bound of the queue is per
+ * sender for lane owners, and the count a bsend returns is that of the
+ * sender's own queue (an upper bound, as mp_ring_push's).
  *
  * A slot's state word (32 bits) holds a state (bits 0-2), the WAIT bit
  * (bit 3: the client sleeps on this word, so whoever changes the state must
@@ -512,12 +534,16 @@ int mp_chseg_call(mp_chseg_t *seg, int32_t type, const void *req,
 		  int64_t deadline_ns);
 
 /*
- * Buffered message: push to the ring (waiting up to deadline_ns for room,
- * in slices that check the server is alive) and ring the doorbell if the
- * server sleeps.  Returns an upper bound of the messages queued before
- * this one (mp_ring_push: this handle's last reading of the server's
- * position), or -ETIMEDOUT (not queued), -ESRCH, -EMSGSIZE, -EBADMSG.
- * The doorbell does not depend on that count: it follows srv_waiters.
+ * Buffered message: push to this process's lane, or to the ring when it
+ * has none (banner), waiting up to deadline_ns for room, in slices that
+ * check the server is alive, and ring the doorbell if the server sleeps.
+ * Thread-safe.  Returns an upper bound of the messages queued before this
+ * one in the same queue (the lane: this sender's; the ring: everyone's
+ * there), from this handle's last reading of the server's position
+ * (mp_lane_push, mp_ring_push), or -ETIMEDOUT (not queued), -ESRCH,
+ * -EMSGSIZE, -EBADMSG, -ENOTRECOVERABLE (ring lock).  A lane the server
+ * broke is given back and the message goes to the ring.  The doorbell
+ * does not depend on that count: it follows srv_waiters.
  */
 int mp_chseg_bsend(mp_chseg_t *seg, int32_t type, const void *data,
 		   uint32_t len, int64_t deadline_ns);
@@ -594,9 +620,12 @@ int mp_chseg_reply(mp_chseg_t *seg, uint64_t ticket, int32_t answer,
 		   const void *data, uint32_t len);
 
 /*
- * Pop one buffered message without waiting.  Returns 1 (*meta filled,
- * min(len, maxlen) bytes in buf, meta->len the full length), 0 (ring
- * empty), -EBADMSG (ring corrupt: it was reset, its content lost).
+ * Pop one buffered message without waiting, from the lanes and the ring
+ * in turn (banner).  Returns 1 (*meta filled: type, len, the sender's
+ * number and id; seq counts per queue; min(len, maxlen) bytes in buf,
+ * meta->len the full length), 0 (nothing queued), -EBADMSG (the ring was
+ * corrupt: reset, its content lost; or a lane was: broken, its content
+ * lost; call again for the others).
  */
 int mp_chseg_bpop(mp_chseg_t *seg, struct mp_ring_rec *meta, void *buf,
 		  uint32_t maxlen);
