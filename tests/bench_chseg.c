@@ -509,6 +509,17 @@ static void ratio_print(struct ratio *r, int n)
 	       v[n - 1], r->target);
 }
 
+/* Buffered messages between two bare SPSC runs; keeps the best of each
+ * in *ring and *buf, returns the slice's ratio. */
+static double buffered_vs_spsc(double *ring, double *buf)
+{
+	double rg1 = spsc(), b = buffered(), rg2 = spsc();
+
+	*ring = max2(*ring, max2(rg1, rg2));
+	*buf = max2(*buf, b);
+	return b / max2(rg1, rg2);
+}
+
 int main(int argc, char **argv)
 {
 	static const uint32_t sizes[] = {0, 64, 1024, 16384, 65536};
@@ -539,7 +550,7 @@ int main(int argc, char **argv)
 	double spin = 0, futex = 0, ring = 0, buf = 0, copy[NS] = {0},
 	       zc[NS] = {0}, nospin = 0;
 	double u_spin = 0, u_futex = 0, u_copy = 0, u_zc = 0, four = 0;
-	double s1, s2, x[NS], y[NS], rg1, rg2, b, uf, uc, f;
+	double s1, s2, x[NS], y[NS], uf, uc, f;
 	int reps = 5, quick, bufonly;
 	mp_chseg_t cl, cl0;
 	pid_t srv, srv0;
@@ -573,12 +584,7 @@ int main(int argc, char **argv)
 		if (bufonly) {
 			snprintf(seg_name, sizeof(seg_name),
 				 "/messip-bench-chseg-%ld-a", (long)getpid());
-			rg1 = spsc();
-			b = buffered();
-			rg2 = spsc();
-			ring = max2(ring, max2(rg1, rg2));
-			buf = max2(buf, b);
-			rr[R_BUF].v[k] = b / max2(rg1, rg2);
+			rr[R_BUF].v[k] = buffered_vs_spsc(&ring, &buf);
 			continue;
 		}
 		snprintf(seg_name, sizeof(seg_name),
@@ -631,12 +637,7 @@ int main(int argc, char **argv)
 		mp_chseg_close(&cl0);
 		if (quick)
 			continue;
-		rg1 = spsc();
-		b = buffered();
-		rg2 = spsc();
-		ring = max2(ring, max2(rg1, rg2));
-		buf = max2(buf, b);
-		rr[R_BUF].v[k] = b / max2(rg1, rg2);
+		rr[R_BUF].v[k] = buffered_vs_spsc(&ring, &buf);
 
 		/* Unpinned: wherever the scheduler puts them, other load
 		 * included; and 4 clients with 1 server on whatever CPUs
