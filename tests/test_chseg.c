@@ -1444,6 +1444,71 @@ static void test_lane_dead_owner(void)
 	mp_chseg_close(&srv);
 }
 
+/* A sender killed at random points of a stream through its lane: what
+ * arrives is a gap-free prefix of what it sent, every message intact (a
+ * push cut short leaves nothing visible), and the lane is freed after. */
+static void test_lane_killed_midstream(void)
+{
+	struct mp_chseg_cfg cfg = {.nlanes = 1, .ring_records = 256};
+	const char *name = new_name();
+	struct mp_ring_rec meta;
+	uint8_t buf[256];
+	mp_chseg_t srv;
+	int rounds_ok = 0, rc;
+
+	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, &cfg) == 0);
+	for (int round = 0; round < 12; round++) {
+		int next = 0, bad = 0;
+		pid_t pid = mp_test_fork();
+
+		if (pid == 0) {
+			mp_chseg_t c;
+
+			if (mp_chseg_open(&c, name))
+				_exit(10);
+			mp_chseg_set_identity(&c, 5, "stream");
+			for (uint32_t i = 0;; i++) {
+				uint32_t len = 1 + i % 200;
+
+				fill(buf, len, i);
+				if (mp_chseg_bsend(&c, (int32_t)i, buf, len,
+						   MP_TIME_FOREVER) < 0)
+					_exit(11);
+			}
+		}
+		/* Let it run a while (filling the lane, then racing our
+		 * pops), then kill it wherever it is. */
+		for (int k = 0; k < 20 + round * 37; k++) {
+			rc = mp_chseg_bpop(&srv, &meta, buf, sizeof(buf));
+			if (rc == 1) {
+				bad += meta.type != next ||
+				       meta.len != 1 + (uint32_t)next % 200 ||
+				       !check(buf, meta.len, (unsigned)next, 0);
+				next++;
+			}
+			usleep(50);
+		}
+		mp_test_kill(pid);
+		mp_chseg_reap(&srv, 1);
+		while ((rc = mp_chseg_bpop(&srv, &meta, buf, sizeof(buf))) ==
+		       1) {
+			bad += meta.type != next ||
+			       meta.len != 1 + (uint32_t)next % 200 ||
+			       !check(buf, meta.len, (unsigned)next, 0);
+			next++;
+		}
+		CU_ASSERT_EQUAL(rc, 0);
+		CU_ASSERT_EQUAL(bad, 0);
+		CU_ASSERT(next > 0);
+		/* Drained and its owner dead: free for the next round. */
+		CU_ASSERT_EQUAL(mp_lane_word(srv.cons[0].sh) & MP_LANE_ST_MASK,
+				MP_LANE_FREE);
+		rounds_ok += bad == 0 && next > 0;
+	}
+	CU_ASSERT_EQUAL(rounds_ok, 12);
+	mp_chseg_close(&srv);
+}
+
 #define MS_SENDERS 4
 #define MS_EACH	   3000
 
@@ -2091,6 +2156,9 @@ static const struct mp_test_case tests[] = {
 	 test_lane_switch_order},
 	{"lane owner killed: its messages delivered, then the lane freed",
 	 test_lane_dead_owner},
+	{"lane owner killed at random points of a stream: a gap-free prefix, "
+	 "intact, lane freed",
+	 test_lane_killed_midstream},
 	{"four senders, two lanes, two threads: all in order",
 	 test_lanes_many_senders},
 	{"scribbled slots and header", test_scribbles},
