@@ -1561,12 +1561,11 @@ static const struct row_kind kinds[] = {
 		.legend =
 			"shm-buffered: messip_buffered_send to a server of "
 			"the same host\n"
-			"  (straight into its segment's ring, no manager), "
-			"counted at the\n"
-			"  receiver.  raw: a bare single-producer "
-			"single-consumer ring of\n"
-			"  128-byte cells on shared memory.  Target: >= "
-			"50%.\n",
+			"  (straight into the sender's lane of its segment, "
+			"no manager),\n  counted at the receiver.  raw: a "
+			"bare single-producer single-consumer\n"
+			"  ring of 128-byte cells on shared memory.  Target: "
+			">= 50%.\n",
 		.raw = &bare_ring,
 		.messip = &mp_shm_buffered,
 		.sized = true,
