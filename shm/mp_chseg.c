@@ -110,7 +110,9 @@ static inline int word_ok(uint32_t w)
 
 	if (w & MP_CHSEG_ST_RSVD || s > ST_CANCELED)
 		return 0;
-	return !(w & ST_WAIT) || s == ST_REQ;
+	/* WAIT: the client sleeps on its request (REQ), or a client takes
+	 * over a parked slot and has not written its pid yet (CLAIMED). */
+	return !(w & ST_WAIT) || s == ST_REQ || s == ST_CLAIMED;
 }
 
 static inline struct mp_chseg_slot *slot_ctl(const mp_chseg_t *seg, uint32_t i)
@@ -126,6 +128,21 @@ static inline uint8_t *area_a(const mp_chseg_t *seg, uint32_t i)
 static inline uint8_t *area_b(const mp_chseg_t *seg, uint32_t i)
 {
 	return area_a(seg, i) + seg->area;
+}
+
+/* The slot's park word, in the block's last line (its own client writes
+ * it when it parks the slot; nobody polls it). */
+static inline uint32_t *park_word(const mp_chseg_t *seg, uint32_t i)
+{
+	return (uint32_t *)(void *)(area_b(seg, i) + seg->area);
+}
+
+/* Is w (slot i's state word) a parked slot: REPLIED, and parked by its
+ * client at exactly that word? */
+static inline int parked(const mp_chseg_t *seg, uint32_t i, uint32_t w)
+{
+	return (w & (ST_MASK | ST_WAIT)) == ST_REPLIED &&
+	       __atomic_load_n(park_word(seg, i), __ATOMIC_ACQUIRE) == w;
 }
 
 static inline uint32_t hiwater(const mp_chseg_t *seg)
@@ -274,8 +291,10 @@ static int layout_of(uint32_t nslots, uint32_t max_msg, uint32_t ring_bytes,
 		return -EINVAL;
 	L->area = (max_msg + 63u) & ~63u;
 	/* 128-byte blocks: the ctl line and the first line of area A share
-	 * an aligned pair, which adjacent-line prefetchers fetch together. */
-	L->block = (64u + 2u * L->area + 127u) & ~127u;
+	 * an aligned pair, which adjacent-line prefetchers fetch together.
+	 * The last line holds the park word (the same size as before it:
+	 * 2 * area is a multiple of 128, so that line was padding). */
+	L->block = (64u + 2u * L->area + 64u + 127u) & ~127u;
 	L->slots_off = (MP_SHM_HDR_SIZE + sizeof(struct mp_chseg_hdr) + 127u) &
 		       ~(uint64_t)127u;
 	L->ring_off = L->slots_off + (uint64_t)nslots * L->block;
@@ -500,6 +519,8 @@ static void wake_word(uint32_t *w)
 	mp_futex_wake(w, INT32_MAX);
 }
 
+static void unpark_own(mp_chseg_t *seg);
+
 void mp_chseg_close(mp_chseg_t *seg)
 {
 	struct mp_chseg_hdr *h = seg->hdr;
@@ -531,6 +552,7 @@ void mp_chseg_close(mp_chseg_t *seg)
 			mp_shm_unlink(seg->shm.name);
 		}
 	} else {
+		unpark_own(seg);
 		if (seg->srv_pidfd >= 0)
 			close(seg->srv_pidfd);
 		mp_shm_close(&seg->shm);
@@ -613,18 +635,54 @@ void mp_chseg_set_identity(mp_chseg_t *seg, uint32_t sender, const char *id)
 		strncpy(seg->id, id, sizeof(seg->id) - 1);
 }
 
-static int try_claim(mp_chseg_t *seg, uint32_t i, struct mp_chseg_req *r)
+/* Write our identity into slot s (ours, CLAIMED), each field only where
+ * it differs from what the slot holds: a slot we parked holds it all
+ * already, and a store into the slot's line is a store the server's scan
+ * may have to fetch back.  The pid first: until it is stored a FREE
+ * slot's claimer shows pid 0, which the reaper never blames. */
+static void identity_put(mp_chseg_t *seg, struct mp_chseg_slot *s)
+{
+	if (ld(&s->pid) != (uint32_t)seg->pid)
+		st(&s->pid, (uint32_t)seg->pid);
+	if (ld(&s->uid) != (uint32_t)seg->uid)
+		st(&s->uid, (uint32_t)seg->uid);
+	if (ld(&s->gid) != (uint32_t)seg->gid)
+		st(&s->gid, (uint32_t)seg->gid);
+	if (ld(&s->sender) != seg->sender)
+		st(&s->sender, seg->sender);
+	if (memcmp(s->id, seg->id, sizeof(s->id)))
+		memcpy(s->id, seg->id, sizeof(s->id));
+}
+
+/*
+ * Claim slot i if it is FREE or parked by this process (a slot its
+ * client left REPLIED after mp_chseg_done, see mp_chseg.h), or, with
+ * steal, parked by another client.  A take-over of another's parked slot
+ * goes through CLAIMED|WAIT until our pid is in: the slot names the
+ * previous owner until then, and the reaper never blames that word.
+ */
+static int try_claim(mp_chseg_t *seg, uint32_t i, struct mp_chseg_req *r,
+		     int steal)
 {
 	struct mp_chseg_slot *s = slot_ctl(seg, i);
 	struct mp_chseg_hdr *h = seg->hdr;
 	uint32_t w = ld(&s->state), nw, hw;
 
-	if ((w & ~(GEN_MASK << MP_CHSEG_GEN_SHIFT)) != ST_FREE)
+	if ((w & ~(GEN_MASK << MP_CHSEG_GEN_SHIFT)) == ST_FREE) {
+		nw = word(gen_of(w) + 1, ST_CLAIMED);
+	} else if (parked(seg, i, w)) {
+		if (ld(&s->pid) == (uint32_t)seg->pid)
+			nw = word(gen_of(w) + 1, ST_CLAIMED);
+		else if (steal)
+			nw = word(gen_of(w) + 1, ST_CLAIMED) | ST_WAIT;
+		else
+			return 0;
+	} else {
 		return 0;
-	nw = word(gen_of(w) + 1, ST_CLAIMED);
-	/* Acquire: the slot is ours from here; nothing of the previous
-	 * owner's needs to be seen, but it orders our writes after the
-	 * claim. */
+	}
+	/* Acquire: the slot is ours from here; it orders our writes after
+	 * the claim (and, for a parked slot, after its owner's last read
+	 * of its reply: the park word was released after it). */
 	if (!__atomic_compare_exchange_n(&s->state, &w, nw, 0, __ATOMIC_ACQUIRE,
 					 __ATOMIC_RELAXED))
 		return 0;
@@ -635,13 +693,17 @@ static int try_claim(mp_chseg_t *seg, uint32_t i, struct mp_chseg_req *r)
 	       !__atomic_compare_exchange_n(&h->hiwater, &hw, i + 1, 0,
 					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 		;
-	/* Who holds it, for the reaper: the pid first (until it is stored
-	 * the slot shows pid 0, which the reaper never blames). */
-	st(&s->pid, (uint32_t)seg->pid);
-	st(&s->uid, (uint32_t)seg->uid);
-	st(&s->gid, (uint32_t)seg->gid);
-	st(&s->sender, seg->sender);
-	memcpy(s->id, seg->id, sizeof(s->id));
+	identity_put(seg, s);
+	if (nw & ST_WAIT) {
+		/* Our pid is in: the reaper may judge the slot by it now.
+		 * Release: the pid store is visible with the word.  Fails
+		 * only if the slot was reset meanwhile: not ours then. */
+		w = nw;
+		if (!__atomic_compare_exchange_n(&s->state, &w, nw & ~ST_WAIT,
+						 0, __ATOMIC_RELEASE,
+						 __ATOMIC_RELAXED))
+			return 0;
+	}
 	__atomic_store_n(&seg->hint, i, __ATOMIC_RELAXED);
 	r->slot = i;
 	r->gen = gen_of(nw);
@@ -658,11 +720,16 @@ static int claim_any(mp_chseg_t *seg, struct mp_chseg_req *r)
 {
 	uint32_t hint = __atomic_load_n(&seg->hint, __ATOMIC_RELAXED);
 
-	if (hint < seg->nslots && try_claim(seg, hint, r))
+	/* The one used last: usually parked by us, re-used as it is. */
+	if (hint < seg->nslots && try_claim(seg, hint, r, 0))
 		return 1;
 	/* Lowest first: keeps hiwater, hence the server's scan, short. */
 	for (uint32_t i = 0; i < seg->nslots; i++)
-		if (i != hint && try_claim(seg, i, r))
+		if (i != hint && try_claim(seg, i, r, 0))
+			return 1;
+	/* None free: take over a slot another client parked. */
+	for (uint32_t i = 0; i < seg->nslots; i++)
+		if (try_claim(seg, i, r, 1))
 			return 1;
 	return 0;
 }
@@ -918,9 +985,30 @@ void mp_chseg_done(mp_chseg_t *seg, struct mp_chseg_req *r)
 		return;
 	}
 	s = slot_ctl(seg, r->slot);
+	if (r->phase == PH_REPLY) {
+		/* Park: the slot stays REPLIED, ours, with our identity in
+		 * it, and the next loan re-uses it with one CAS; no store
+		 * into its line, which the server's scan reads.  The park
+		 * word (the block's last line, ours) says that the view has
+		 * ended, so another client or the reaper may take the slot
+		 * over from exactly this word.  Release: our reads of the
+		 * reply happen before anyone who acquires the park word
+		 * overwrites the slot. */
+		r->phase = PH_NONE;
+		r->rdata = NULL;
+		__atomic_store_n(park_word(seg, r->slot),
+				 word(r->gen, ST_REPLIED), __ATOMIC_RELEASE);
+		/* A client waiting for a slot may take this one over: the
+		 * same unfenced wake-up as for a FREE slot below. */
+		if (__atomic_load_n(&h->free_waiters, __ATOMIC_RELAXED)) {
+			__atomic_add_fetch(&h->free_seq, 1, __ATOMIC_SEQ_CST);
+			wake_word(&h->free_seq);
+		}
+		return;
+	}
 	r->phase = PH_NONE;
 	r->rdata = NULL;
-	/* pid 0 first: a FREE slot names nobody, so a reaper never blames
+	/* A loan never sent.  pid 0 first: a FREE slot names nobody, so a reaper never blames
 	 * the next claimer, between its claim and its pid store, for us.
 	 * Between this store and the next, our REPLIED or CLAIMED slot
 	 * names nobody either, which the reaper leaves alone as well. */
@@ -937,6 +1025,32 @@ void mp_chseg_done(mp_chseg_t *seg, struct mp_chseg_req *r)
 	if (__atomic_load_n(&h->free_waiters, __ATOMIC_RELAXED)) {
 		__atomic_add_fetch(&h->free_seq, 1, __ATOMIC_SEQ_CST);
 		wake_word(&h->free_seq);
+	}
+}
+
+/* Client closing: free the slots this process parked, so that they are
+ * FREE again (pid 0) rather than left for a take-over or the reaper.
+ * Each is taken back from its exact parked word first (one CAS: another
+ * client or the reaper may be taking it over), as a claim would. */
+static void unpark_own(mp_chseg_t *seg)
+{
+	for (uint32_t i = 0; i < seg->nslots; i++) {
+		struct mp_chseg_slot *s = slot_ctl(seg, i);
+		uint32_t w = ld_acq(&s->state), nw;
+
+		if (!parked(seg, i, w) || ld(&s->pid) != (uint32_t)seg->pid)
+			continue;
+		nw = word(gen_of(w) + 1, ST_CLAIMED);
+		if (!__atomic_compare_exchange_n(&s->state, &w, nw, 0,
+						 __ATOMIC_ACQUIRE,
+						 __ATOMIC_RELAXED))
+			continue;
+		st(&s->pid, 0);
+		/* Seq_cst: ordered before free_notify's load (Dekker with a
+		 * client waiting in mp_chseg_loan). */
+		__atomic_store_n(&s->state, word(gen_of(nw), ST_FREE),
+				 __ATOMIC_SEQ_CST);
+		free_notify(seg->hdr);
 	}
 }
 
@@ -1468,9 +1582,15 @@ static int slots_in_use(mp_chseg_t *seg)
 {
 	uint32_t n = hiwater(seg);
 
-	for (uint32_t i = 0; i < n; i++)
-		if ((ld(&slot_ctl(seg, i)->state) & ST_MASK) != ST_FREE)
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t w = ld(&slot_ctl(seg, i)->state);
+
+		/* A parked slot is not in use: any client takes it over
+		 * when it needs it, so a server need not wake up for it
+		 * (a dead owner's is reaped when the reaper runs anyway). */
+		if ((w & ST_MASK) != ST_FREE && !parked(seg, i, w))
 			return 1;
+	}
 	return 0;
 }
 
@@ -1627,6 +1747,11 @@ int mp_chseg_reap(mp_chseg_t *seg, int force)
 		if (!word_ok(w) ||
 		    (s != ST_CLAIMED && s != ST_REQ && s != ST_REPLIED) ||
 		    (s == ST_REQ && held_as(seg, i, w, HS_GONE)))
+			continue;
+		/* A take-over of a parked slot in progress: the pid is still
+		 * the previous owner's, never blamed on the new one (like
+		 * pid 0 below). */
+		if (s == ST_CLAIMED && (w & ST_WAIT))
 			continue;
 		/* For a held request, the pid copied when it was taken. */
 		pid = held ? hd->pid : (pid_t)ld(&c->pid);

@@ -179,6 +179,7 @@ enum {
 	OP_HDR_WORD,
 	OP_RING_BYTES,
 	OP_OPEN,
+	OP_PARK_WORD,
 	NOPS
 };
 
@@ -729,6 +730,20 @@ static void do_slot_pid(struct fz *f)
 	s->pid = v;
 }
 
+/* A slot's park word (the block's last line): the slot's own state word
+ * (a forgery that makes a REPLIED slot look parked, so that a loan takes
+ * it over even while its client reads the reply), or raw. */
+static void do_park_word(struct fz *f)
+{
+	uint8_t *s = slot_ctl(f);
+	uint32_t *p = (uint32_t *)(void *)(s + S.srv->block - 64), v, old = *p;
+
+	v = fz_u8(f) & 1 ? fz_u32(f) : *(uint32_t *)(void *)s;
+	*p = v;
+	if (v != old)
+		S.clean = 0;
+}
+
 static void do_area_bytes(struct fz *f)
 {
 	uint8_t *a = slot_ctl(f) + 64;
@@ -1011,6 +1026,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			break;
 		case OP_RING_BYTES:
 			do_ring_bytes(&f);
+			break;
+		case OP_PARK_WORD:
+			do_park_word(&f);
 			break;
 		default:
 			do_open(&f);
