@@ -49,8 +49,14 @@
 #define ST_WAIT	    MP_CHSEG_ST_WAIT
 #define GEN_MASK    0xffffffu
 
-/* Client request phases (struct mp_chseg_req.phase). */
-enum { PH_NONE = 0, PH_LOANED, PH_SENT, PH_REPLY };
+/* Client request phases (struct mp_chseg_req.phase).  PH_REUSED: a loan
+ * of a slot we had parked, still REPLIED at generation gen - 1 (only the
+ * publish writes the state word). */
+enum { PH_NONE = 0, PH_LOANED, PH_SENT, PH_REPLY, PH_REUSED };
+
+/* A park word while a client takes the slot out of its parked state:
+ * never a state word (reserved bits set), so the slot is not parked. */
+#define PARK_TAKEN 0xffffffffu
 
 /* Server per-slot status (struct mp_chseg_held.status). */
 enum { HS_NONE = 0, HS_HELD, HS_CANCELED, HS_GONE, HS_RESET };
@@ -654,35 +660,68 @@ static void identity_put(mp_chseg_t *seg, struct mp_chseg_slot *s)
 		memcpy(s->id, seg->id, sizeof(s->id));
 }
 
+/* Fill r for a loan of slot i, the request to be generation gen. */
+static void loaned(mp_chseg_t *seg, uint32_t i, uint32_t gen, int phase,
+		   struct mp_chseg_req *r)
+{
+	__atomic_store_n(&seg->hint, i, __ATOMIC_RELAXED);
+	r->slot = i;
+	r->gen = gen & GEN_MASK;
+	r->buf = area_a(seg, i);
+	r->cap = seg->max_msg;
+	r->answer = 0;
+	r->rlen = 0;
+	r->rdata = NULL;
+	r->phase = phase;
+}
+
 /*
  * Claim slot i if it is FREE or parked by this process (a slot its
  * client left REPLIED after mp_chseg_done, see mp_chseg.h), or, with
- * steal, parked by another client.  A take-over of another's parked slot
- * goes through CLAIMED|WAIT until our pid is in: the slot names the
- * previous owner until then, and the reaper never blames that word.
+ * steal, parked by another client.  Whoever takes a parked slot first
+ * wins the park word (CAS from the parked word to PARK_TAKEN): that
+ * word is the one place where the owner, a client taking it over and a
+ * closing owner meet.  The owner then leaves the state word alone until
+ * it publishes (no store into the line the server scans); a take-over
+ * moves it to CLAIMED|WAIT until our pid is in (the slot names the
+ * previous owner until then, and the reaper never blames that word).
  */
 static int try_claim(mp_chseg_t *seg, uint32_t i, struct mp_chseg_req *r,
 		     int steal)
 {
 	struct mp_chseg_slot *s = slot_ctl(seg, i);
 	struct mp_chseg_hdr *h = seg->hdr;
-	uint32_t w = ld(&s->state), nw, hw;
+	uint32_t w = ld(&s->state), nw, hw, pw;
 
 	if ((w & ~(GEN_MASK << MP_CHSEG_GEN_SHIFT)) == ST_FREE) {
 		nw = word(gen_of(w) + 1, ST_CLAIMED);
 	} else if (parked(seg, i, w)) {
-		if (ld(&s->pid) == (uint32_t)seg->pid)
-			nw = word(gen_of(w) + 1, ST_CLAIMED);
-		else if (steal)
-			nw = word(gen_of(w) + 1, ST_CLAIMED) | ST_WAIT;
-		else
+		int own = ld(&s->pid) == (uint32_t)seg->pid;
+
+		if (!own && !steal)
 			return 0;
+		/* Acquire: the owner's reads of its last reply happen
+		 * before our writes (it released the park word). */
+		pw = w;
+		if (!__atomic_compare_exchange_n(park_word(seg, i), &pw,
+						 PARK_TAKEN, 0,
+						 __ATOMIC_ACQUIRE,
+						 __ATOMIC_RELAXED))
+			return 0;
+		if (own) {
+			/* Ours, unless the server reset it meanwhile. */
+			if (ld_acq(&s->state) != w)
+				return 0;
+			identity_put(seg, s);
+			loaned(seg, i, gen_of(w) + 1, PH_REUSED, r);
+			return 1;
+		}
+		nw = word(gen_of(w) + 1, ST_CLAIMED) | ST_WAIT;
 	} else {
 		return 0;
 	}
 	/* Acquire: the slot is ours from here; it orders our writes after
-	 * the claim (and, for a parked slot, after its owner's last read
-	 * of its reply: the park word was released after it). */
+	 * the claim. */
 	if (!__atomic_compare_exchange_n(&s->state, &w, nw, 0, __ATOMIC_ACQUIRE,
 					 __ATOMIC_RELAXED))
 		return 0;
@@ -704,15 +743,7 @@ static int try_claim(mp_chseg_t *seg, uint32_t i, struct mp_chseg_req *r,
 						 __ATOMIC_RELAXED))
 			return 0;
 	}
-	__atomic_store_n(&seg->hint, i, __ATOMIC_RELAXED);
-	r->slot = i;
-	r->gen = gen_of(nw);
-	r->buf = area_a(seg, i);
-	r->cap = seg->max_msg;
-	r->answer = 0;
-	r->rlen = 0;
-	r->rdata = NULL;
-	r->phase = PH_LOANED;
+	loaned(seg, i, gen_of(nw), PH_LOANED, r);
 	return 1;
 }
 
@@ -787,7 +818,8 @@ int mp_chseg_send(mp_chseg_t *seg, struct mp_chseg_req *r, int32_t type,
 	struct mp_chseg_slot *s;
 	uint32_t w;
 
-	if (r->phase != PH_LOANED || r->slot >= seg->nslots)
+	if ((r->phase != PH_LOANED && r->phase != PH_REUSED) ||
+	    r->slot >= seg->nslots)
 		return -EINVAL;
 	if (len > seg->max_msg)
 		return -EMSGSIZE;
@@ -803,7 +835,8 @@ int mp_chseg_send(mp_chseg_t *seg, struct mp_chseg_req *r, int32_t type,
 	 * the server's increment before its last scan).  A CAS rather
 	 * than a store: if the slot was reset under us, we must not
 	 * publish into someone else's slot. */
-	w = word(r->gen, ST_CLAIMED);
+	w = r->phase == PH_REUSED ? word(r->gen - 1, ST_REPLIED)
+				  : word(r->gen, ST_CLAIMED);
 	if (!__atomic_compare_exchange_n(&s->state, &w, word(r->gen, ST_REQ), 0,
 					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
 		r->phase = PH_NONE;
@@ -947,7 +980,7 @@ int mp_chseg_cancel(mp_chseg_t *seg, struct mp_chseg_req *r)
 	uint32_t w;
 	int rc;
 
-	if (r->phase == PH_LOANED) {
+	if (r->phase == PH_LOANED || r->phase == PH_REUSED) {
 		mp_chseg_done(seg, r);
 		return 0;
 	}
@@ -980,11 +1013,18 @@ void mp_chseg_done(mp_chseg_t *seg, struct mp_chseg_req *r)
 	struct mp_chseg_slot *s;
 
 	if (r->slot >= seg->nslots ||
-	    (r->phase != PH_REPLY && r->phase != PH_LOANED)) {
+	    (r->phase != PH_REPLY && r->phase != PH_LOANED &&
+	     r->phase != PH_REUSED)) {
 		r->phase = PH_NONE;
 		return;
 	}
 	s = slot_ctl(seg, r->slot);
+	if (r->phase == PH_REUSED) {
+		/* A re-used loan never sent: the slot is still REPLIED at
+		 * the generation before; park it again. */
+		r->phase = PH_REPLY;
+		r->gen = (r->gen - 1) & GEN_MASK;
+	}
 	if (r->phase == PH_REPLY) {
 		/* Park: the slot stays REPLIED, ours, with our identity in
 		 * it, and the next loan re-uses it with one CAS; no store
@@ -1038,7 +1078,14 @@ static void unpark_own(mp_chseg_t *seg)
 		struct mp_chseg_slot *s = slot_ctl(seg, i);
 		uint32_t w = ld_acq(&s->state), nw;
 
+		uint32_t pw = w;
+
 		if (!parked(seg, i, w) || ld(&s->pid) != (uint32_t)seg->pid)
+			continue;
+		if (!__atomic_compare_exchange_n(park_word(seg, i), &pw,
+						 PARK_TAKEN, 0,
+						 __ATOMIC_ACQUIRE,
+						 __ATOMIC_RELAXED))
 			continue;
 		nw = word(gen_of(w) + 1, ST_CLAIMED);
 		if (!__atomic_compare_exchange_n(&s->state, &w, nw, 0,

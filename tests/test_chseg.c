@@ -1897,12 +1897,17 @@ static void test_parked_take_over(void)
 	CU_ASSERT_EQUAL_FATAL(mp_chseg_loan(&cl, &r, 0), 0);
 	CU_ASSERT_EQUAL(r.slot, 0);
 	CU_ASSERT_EQUAL(r.gen, (w >> MP_CHSEG_GEN_SHIFT) + 1);
-	mp_chseg_done(&cl, &r); /* a loan never sent: freed */
-	CU_ASSERT_EQUAL(slot_state(&srv, 0) & MP_CHSEG_ST_MASK,
-			MP_CHSEG_ST_FREE);
-	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, 0);
+	/* Re-used as it was: the state word is not written before the
+	 * request is published. */
+	CU_ASSERT_EQUAL(slot_state(&srv, 0), w);
+	CU_ASSERT_NOT_EQUAL(park_of(&srv, 0), w); /* not parked now */
+	CU_ASSERT_EQUAL(mp_chseg_next(&srv, &m), 0);
+	mp_chseg_done(&cl, &r); /* a loan never sent: parked again */
+	CU_ASSERT_EQUAL(slot_state(&srv, 0), w);
+	CU_ASSERT_EQUAL(park_of(&srv, 0), w);
 	CU_ASSERT_EQUAL(pair_rt(&srv, &cl, NULL), 0);
 	w = slot_state(&srv, 0);
+	CU_ASSERT_EQUAL(park_of(&srv, 0), w);
 
 	/* Another process, with no free slot, takes ours over while we are
 	 * idle; its request carries its own identity. */
