@@ -17,8 +17,11 @@
  * operation is a call on either side, a second open of the (maybe
  * scribbled) segment, or a scribble: bytes of a slot's control line, its
  * state word (raw or a plausible state and generation), its client pid,
- * bytes of its areas, the header's words and geometry, the ring's header
- * (not its lock) and data.
+ * bytes of its areas, its park word (its own state word, which makes a
+ * REPLIED slot look parked, or raw), the header's words and geometry,
+ * the ring's header (not its lock) and data.  Slots the client is done
+ * with stay parked; the second opener (same pid, another handle) re-uses
+ * or takes them over, and its close frees them.
  *
  * Checked, abort() on any violation: every call returns a documented
  * value; every pointer handed out (request view, request buffer, reply
