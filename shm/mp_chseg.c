@@ -1655,8 +1655,7 @@ static int ready(mp_chseg_t *seg)
 	       mp_ring_count(&seg->ring) != 0;
 }
 
-/* Any slot not FREE (something the reaper may have to look at)? */
-static int slots_in_use(mp_chseg_t *seg)
+int mp_chseg_slots_in_use(const mp_chseg_t *seg)
 {
 	uint32_t n = hiwater(seg);
 
@@ -1752,7 +1751,7 @@ int mp_chseg_server_wait(mp_chseg_t *seg, int64_t deadline_ns)
 			rc = 0;
 			break;
 		}
-		end = slots_in_use(seg)
+		end = mp_chseg_slots_in_use(seg)
 			      ? slice_end(deadline_ns, seg->reap_ns / 2)
 			      : deadline_ns;
 		if (unfenced)

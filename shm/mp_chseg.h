@@ -638,6 +638,16 @@ int mp_chseg_sleeper_fence(mp_chseg_t *seg);
 void mp_chseg_kick(mp_chseg_t *seg);
 
 /*
+ * Is any slot in use, i.e. neither FREE nor parked (something whose
+ * client the reaper may have to check)?  1 or 0.  Read-only atomic loads:
+ * any thread of the server may call it, e.g. to decide whether to wake
+ * up for reaping while another thread serves.  A parked slot does not
+ * count: it holds nothing, any client takes it over when it needs it,
+ * and a dead owner's is reclaimed whenever the reaper runs.
+ */
+int mp_chseg_slots_in_use(const mp_chseg_t *seg);
+
+/*
  * Check the clients of non-free slots now: force != 0 checks every one,
  * 0 only those unchanged for reap_ns.  A dead client's slot is reclaimed
  * (one whose request the server holds, at the reply) and an

@@ -2007,6 +2007,7 @@ static void test_parked_dead_client(void)
 	w = slot_state(&srv, 0);
 	CU_ASSERT_EQUAL(w & MP_CHSEG_ST_MASK, MP_CHSEG_ST_REPLIED);
 	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+	CU_ASSERT_EQUAL(mp_chseg_slots_in_use(&srv), 0);
 	/* Alive and parked: the server's wait sleeps to its deadline, no
 	 * reaping slices. */
 	t0 = mp_time_now_ns();
@@ -2047,6 +2048,7 @@ static void test_parked_dead_client(void)
 	CU_ASSERT_EQUAL(r.slot, 0);
 	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, (uint32_t)getpid());
 	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+	CU_ASSERT_EQUAL(mp_chseg_slots_in_use(&srv), 1);
 
 	/* A take-over stopped before its pid store: the dead previous
 	 * owner's pid, CLAIMED with WAIT.  Never blamed, and nothing for
