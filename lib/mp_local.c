@@ -387,27 +387,6 @@ static bool reap_wanted(struct mp_local *L, int64_t now)
 	       now < __atomic_load_n(&L->reap_until, __ATOMIC_RELAXED);
 }
 
-/* Is any slot in use (something a dead client may have left)?  Read-only
- * atomic loads of the state words, which any thread may do; hiwater is
- * clamped to the trusted slot count. */
-static bool slots_busy(const struct mp_local *L)
-{
-	const mp_chseg_t *seg = L->seg;
-	uint32_t n = __atomic_load_n(&seg->hdr->hiwater, __ATOMIC_RELAXED);
-
-	if (n > seg->nslots)
-		n = seg->nslots;
-	for (uint32_t i = 0; i < n; i++) {
-		const struct mp_chseg_slot *s =
-			(const void *)(seg->slots + (size_t)i * seg->block);
-
-		if ((__atomic_load_n(&s->state, __ATOMIC_RELAXED) &
-		     MP_CHSEG_ST_MASK) != MP_CHSEG_ST_FREE)
-			return true;
-	}
-	return false;
-}
-
 /* fd mode: sleep on the doorbell for the program, which sleeps in the
  * epoll; make localfd readable when the bell moves. */
 static void bell_watch(struct mp_local *L)
@@ -430,7 +409,8 @@ static void bell_watch(struct mp_local *L)
 		 * looks for dead clients (only its thread may reap). */
 		if (mp_futex_wait(&h->bell, b, now + REAP_TICK_NS) ==
 			    -ETIMEDOUT &&
-		    reap_wanted(L, coarse_ns()) && slots_busy(L))
+		    reap_wanted(L, coarse_ns()) &&
+		    mp_chseg_slots_in_use(L->seg))
 			post(L);
 	}
 }

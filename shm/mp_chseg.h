@@ -26,6 +26,8 @@
  *           the reply, so the area can be reused)
  *     B     max_msg bytes (rounded up to 64): the reply the server writes
  *           in place (a loaned reply buffer), while it may still read A
+ *     park  (64 bytes, the block's last line, formerly padding): the park
+ *           word, written by the slot's own client (see "Parked slots")
  *   nlanes lanes (mp_lane.h), each a single-producer queue of buffered
  *     messages owned by one client process at a time
  *   one mp_ring for buffered messages (clients push, the server pops)
@@ -51,17 +53,50 @@
  * sender's own queue (an upper bound, as mp_ring_push's).
  *
  * A slot's state word (32 bits) holds a state (bits 0-2), the WAIT bit
- * (bit 3: the client sleeps on this word, so whoever changes the state must
- * futex-wake it) and a 24-bit generation (bits 8-31) bumped by every claim
- * and by every server reclaim, so no compare-and-swap can succeed on a
- * slot that was recycled under it (ABA).  Bits 4-7 are always zero.
+ * (bit 3: with REQ, the client sleeps on this word, so whoever changes
+ * the state must futex-wake it; with CLAIMED, a take-over of a parked
+ * slot whose new client has not stored its pid yet) and a 24-bit
+ * generation (bits 8-31) bumped by every claim, every re-use of a parked
+ * slot (at its publish) and by every server reclaim, so no
+ * compare-and-swap can succeed on a slot that was recycled under it
+ * (ABA).  Bits 4-7 are always zero.
  *
  *   FREE --claim (client CAS)--> CLAIMED --publish (client CAS)--> REQ
- *   REQ --reply (server CAS)--> REPLIED --done (client store)--> FREE
+ *   REQ --reply (server CAS)--> REPLIED --done: park (park word only)
+ *   REPLIED parked --re-use (its client: park word CAS; publish CAS
+ *     REPLIED(g) -> REQ(g + 1))--> REQ
+ *   REPLIED parked --take-over (another client: park word CAS, then
+ *     CAS)--> CLAIMED|WAIT --pid stored (CAS)--> CLAIMED
+ *   REPLIED parked --client closes (park word CAS, CAS, store)--> FREE
  *   REQ --cancel (client CAS)--> CANCELED --reclaim (server CAS)--> FREE
  *   CLAIMED --abandon (client store)--> FREE
  *   any state of a dead client --reap (server)--> FREE
  *   an impossible state word --reset (server)--> FREE, -EBADMSG reported
+ *
+ * Parked slots: a client that is done with a reply leaves its slot
+ * REPLIED, with its identity in it, and stores that exact state word into
+ * the slot's park word (release: its reads of the reply come first).  A
+ * slot is parked when its park word equals its REPLIED state word; the
+ * parked word is never PARK_TAKEN (all ones, reserved bits set).  The
+ * park word is the one place where everyone who wants a parked slot
+ * meets: the first to CAS it from the parked word to all ones has it.
+ * Its own client (same pid) then re-uses it as it is: identity fields
+ * rewritten only where they differ, request written, and one CAS
+ * REPLIED(g) -> REQ(g + 1) publishes it -- the only write of the round
+ * trip into the line the server scans, so the line moves to the server
+ * once per request instead of at the free, the claim and the publish.  A
+ * loan re-used and not sent is parked again.  A client that finds no
+ * FREE slot and none parked by itself takes over another's parked slot
+ * (CAS to CLAIMED|WAIT at the next generation, its pid, CAS to CLAIMED),
+ * whatever that client is doing meanwhile: a parked slot holds no view,
+ * and its owner, coming back, finds its park word taken or its state
+ * moved and claims another (or takes one over in turn).  A client that
+ * closes frees the slots its process parked.  A parked slot is not "in
+ * use" for the server's sleep (it does not wake up to reap it); the
+ * reaper, whenever it runs, reclaims a dead client's parked slot like
+ * any REPLIED slot of a dead client, and a client in need takes it over
+ * without waiting for that.  Measured (tests/bench_chseg, rt): see
+ * mp_chseg.c's notes.
  *
  * The server frees a slot (reap, reclaim of a withdrawn request, reset)
  * in two steps: it takes the slot over first (CAS, or for a reset an
@@ -77,7 +112,8 @@
  *
  * Invariants:
  * - Exactly one party may write a slot's fields at a time, and the state
- *   says who: the client in CLAIMED and REPLIED, the server in REQ (only
+ *   says who (with the park word for a parked slot: whoever took it): the
+ *   client in CLAIMED and REPLIED, the server in REQ (only
  *   answer, rlen, rarea and area B or A, and only once it has taken the
  *   request).  CANCELED is a hand-over to the server.  Every transition
  *   between two parties is one atomic operation on the state word, so a
@@ -137,9 +173,11 @@
  *   parent has not reaped from a live process; a pidfd can), and a dead
  *   client's slot is reclaimed and reported (MP_CHSEG_GONE).  A slot
  *   that shows pid 0 is never blamed: a live client shows it just after
- *   its claim (before its pid store) and while it frees the slot (pid
- *   cleared, FREE not yet stored), without its state word moving.  So a
- *   client killed within one of those two stores leaves its slot taken
+ *   its claim (before its pid store) and while it frees a loan it never
+ *   sent (pid cleared, FREE not yet stored), without its state word
+ *   moving.  Nor is CLAIMED|WAIT: a take-over of a parked slot before the
+ *   new client's pid store (the slot still names the previous owner).
+ *   So a client killed within one of those stores leaves its slot taken
  *   until the segment closes (a correct client spends nanoseconds
  *   there).  The check
  *   runs from mp_chseg_server_wait
@@ -214,7 +252,8 @@
 #include "mp_shm.h"
 
 #define MP_CHSEG_MAGIC   0x4745534843504d53ULL /* "SMPCHSEG" */
-#define MP_CHSEG_VERSION 2 /* 2: lanes */
+#define MP_CHSEG_VERSION 2 /* 2: lanes, parked slots (park word,
+				  CLAIMED|WAIT) */
 
 #define MP_CHSEG_MAX_SLOTS 64     /* slots per channel */
 #define MP_CHSEG_MAX_MSG   65536u /* request or reply bytes */
@@ -231,7 +270,9 @@
 
 /* ---- In-segment layout (fixed-width fields, offsets, no pointers) ---- */
 
-/* Slot states (state word bits 0-2), the WAIT bit, the generation. */
+/* Slot states (state word bits 0-2), the WAIT bit, the generation.  A
+ * slot is parked (see the banner) when its park word, the first word of
+ * the block's last line, equals its REPLIED state word. */
 #define MP_CHSEG_ST_MASK     0x7u
 #define MP_CHSEG_ST_FREE     0u
 #define MP_CHSEG_ST_CLAIMED  1u
@@ -458,7 +499,8 @@ int mp_chseg_open(mp_chseg_t *seg, const char *name);
  * If called from a thread other than the creator the alive lock cannot be
  * released, and the mapping is then deliberately left in place (a robust
  * lock may not be unmapped while held: glibc links it into the holder
- * thread's robust list).  Client: unmaps.  Idempotent.
+ * thread's robust list).  Client: frees the slots its process
+ * parked, then unmaps.  Idempotent.
  */
 void mp_chseg_close(mp_chseg_t *seg);
 
@@ -483,10 +525,11 @@ struct mp_chseg_req {
 };
 
 /*
- * Borrow a slot: claim a free one (the one used last if free) and point
- * r->buf at its request area (r->cap bytes), to fill in place.  Waits up
- * to deadline_ns when every slot is taken.  Returns 0, -ETIMEDOUT,
- * -ESRCH (server gone).
+ * Borrow a slot: re-use the one used last if we parked it, else claim a
+ * free one or one we parked, else take over one another client parked;
+ * point r->buf at its request area (r->cap bytes), to fill in place.
+ * Waits up to deadline_ns when every slot is taken.  Returns 0,
+ * -ETIMEDOUT, -ESRCH (server gone).
  */
 int mp_chseg_loan(mp_chseg_t *seg, struct mp_chseg_req *r,
 		  int64_t deadline_ns);
@@ -519,7 +562,9 @@ int mp_chseg_wait(mp_chseg_t *seg, struct mp_chseg_req *r,
  */
 int mp_chseg_cancel(mp_chseg_t *seg, struct mp_chseg_req *r);
 
-/* Release r: after a reply (ends the view), or a loan never sent. */
+/* Release r: after a reply (ends the view; the slot stays parked for our
+ * next loan), or a loan never sent (freed, or parked again if it was a
+ * parked slot re-used). */
 void mp_chseg_done(mp_chseg_t *seg, struct mp_chseg_req *r);
 
 /*
@@ -666,6 +711,16 @@ int mp_chseg_sleeper_fence(mp_chseg_t *seg);
  * server sleeps.  Any handle of the segment will do.
  */
 void mp_chseg_kick(mp_chseg_t *seg);
+
+/*
+ * Is any slot in use, i.e. neither FREE nor parked (something whose
+ * client the reaper may have to check)?  1 or 0.  Read-only atomic loads:
+ * any thread of the server may call it, e.g. to decide whether to wake
+ * up for reaping while another thread serves.  A parked slot does not
+ * count: it holds nothing, any client takes it over when it needs it,
+ * and a dead owner's is reclaimed whenever the reaper runs.
+ */
+int mp_chseg_slots_in_use(const mp_chseg_t *seg);
 
 /*
  * Check the clients of non-free slots now: force != 0 checks every one,

@@ -17,8 +17,12 @@
  * operation is a call on either side, a second open of the (maybe
  * scribbled) segment, or a scribble: bytes of a slot's control line, its
  * state word (raw or a plausible state and generation), its client pid,
- * bytes of its areas, the header's words and geometry, the ring's header
- * (not its lock) and data, the lanes (owner line, positions, data).
+ * bytes of its areas, its park word (its own state word, which makes a
+ * REPLIED slot look parked, or raw), the header's words and geometry,
+ * the ring's header (not its lock) and data, the lanes (owner line,
+ * positions, data).  Slots the client is done with stay parked; the
+ * second opener (same pid, another handle) re-uses or takes them over,
+ * and its close frees them.
  *
  * Checked, abort() on any violation: every call returns a documented
  * value; every pointer handed out (request view, request buffer, reply
@@ -193,6 +197,7 @@ enum {
 	OP_RING_BYTES,
 	OP_LANE_BYTES,
 	OP_OPEN,
+	OP_PARK_WORD,
 	NOPS
 };
 
@@ -743,6 +748,20 @@ static void do_slot_pid(struct fz *f)
 	s->pid = v;
 }
 
+/* A slot's park word (the block's last line): the slot's own state word
+ * (a forgery that makes a REPLIED slot look parked, so that a loan takes
+ * it over even while its client reads the reply), or raw. */
+static void do_park_word(struct fz *f)
+{
+	uint8_t *s = slot_ctl(f);
+	uint32_t *p = (uint32_t *)(void *)(s + S.srv->block - 64), v, old = *p;
+
+	v = fz_u8(f) & 1 ? fz_u32(f) : *(uint32_t *)(void *)s;
+	*p = v;
+	if (v != old)
+		S.clean = 0;
+}
+
 static void do_area_bytes(struct fz *f)
 {
 	uint8_t *a = slot_ctl(f) + 64;
@@ -1061,6 +1080,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			break;
 		case OP_LANE_BYTES:
 			do_lane_bytes(&f);
+			break;
+		case OP_PARK_WORD:
+			do_park_word(&f);
 			break;
 		default:
 			do_open(&f);

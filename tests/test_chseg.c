@@ -842,7 +842,7 @@ static void test_reap_spares_pid0(void)
 	struct mp_chseg_msg m, g;
 	struct mp_chseg_req r;
 	mp_chseg_t srv, cl;
-	uint32_t w;
+	uint32_t w, s0;
 
 	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, NULL) == 0);
 	CU_ASSERT_FATAL(mp_chseg_open(&cl, name) == 0);
@@ -880,11 +880,16 @@ static void test_reap_spares_pid0(void)
 	CU_ASSERT_EQUAL(slot_state(&srv, r.slot), w);
 	CU_ASSERT_EQUAL(r.rlen, 4);
 	CU_ASSERT(memcmp(r.rdata, "bcde", 4) == 0);
+	/* The client parks the slot as it is (its pid back, as a real
+	 * client's slot shows it: mp_chseg_done stores nothing there). */
+	__atomic_store_n(&ctl(&srv, r.slot)->pid, (uint32_t)getpid(),
+			 __ATOMIC_RELAXED);
+	s0 = r.slot;
 	mp_chseg_done(&cl, &r);
-	CU_ASSERT_EQUAL(slot_state(&srv, r.slot),
-			(w & ~MP_CHSEG_ST_MASK) | MP_CHSEG_ST_FREE);
-	/* And the slot works on. */
+	CU_ASSERT_EQUAL(slot_state(&srv, s0), w);
+	/* And the slot works on: the next loan re-uses it. */
 	CU_ASSERT_EQUAL(mp_chseg_loan(&cl, &r, 0), 0);
+	CU_ASSERT_EQUAL(r.slot, s0);
 	CU_ASSERT_EQUAL(r.gen, (w >> MP_CHSEG_GEN_SHIFT) + 1);
 	mp_chseg_done(&cl, &r);
 	mp_chseg_close(&cl);
@@ -1690,9 +1695,10 @@ static void test_scribbles(void)
 			ctl(&srv, r.slot)->rarea = 7;
 		CU_ASSERT_EQUAL(mp_chseg_wait(&cl, &r, mp_time_deadline(1000)),
 				-EBADMSG);
-		/* The client released the slot: it serves again. */
+		/* The client released the slot (parked it): it serves
+		 * again. */
 		CU_ASSERT_EQUAL(slot_state(&srv, r.slot) & MP_CHSEG_ST_MASK,
-				MP_CHSEG_ST_FREE);
+				MP_CHSEG_ST_REPLIED);
 		CU_ASSERT_EQUAL(pair_rt(&srv, &cl, NULL), 0);
 	}
 
@@ -2132,6 +2138,279 @@ static void test_slot_exhaustion(void)
 	mp_chseg_close(&srv);
 }
 
+/* ---- parked slots ------------------------------------------------------ */
+
+static uint32_t park_of(mp_chseg_t *seg, uint32_t i)
+{
+	return __atomic_load_n((uint32_t *)(void *)(seg->slots +
+						    (size_t)i * seg->block +
+						    seg->block - 64),
+			       __ATOMIC_ACQUIRE);
+}
+
+/* Fork a client (identity 5, "parker") that makes one round trip on
+ * `name`, served here through srv, and then stays, idle, with its slot
+ * parked, until killed.  Returns its pid once it parked. */
+static pid_t parking_client(const char *name, mp_chseg_t *srv)
+{
+	struct mp_chseg_msg m;
+	int p[2], rc = 0;
+	int64_t dl;
+	pid_t pid;
+	char b;
+
+	if (pipe(p))
+		return -1;
+	pid = mp_test_fork();
+	if (pid == 0) {
+		struct mp_chseg_req r;
+		mp_chseg_t cl;
+
+		close(p[0]);
+		if (mp_chseg_open(&cl, name))
+			_exit(10);
+		mp_chseg_set_identity(&cl, 5, "parker");
+		if (mp_chseg_loan(&cl, &r, mp_time_deadline(5000)))
+			_exit(11);
+		memcpy(r.buf, "park", 4);
+		if (mp_chseg_send(&cl, &r, T_COPY, 1, 4) ||
+		    mp_chseg_wait(&cl, &r, mp_time_deadline(5000)) ||
+		    r.rlen != 4 || memcmp(r.rdata, "qbsl", 4))
+			_exit(12);
+		mp_chseg_done(&cl, &r);
+		if (write(p[1], &b, 1) != 1)
+			_exit(13);
+		pause();
+		_exit(0);
+	}
+	close(p[1]);
+	dl = mp_time_deadline(5000);
+	while (pid > 0 && mp_time_now_ns() < dl &&
+	       ((rc = mp_chseg_next(srv, &m)) != 1 ||
+		m.kind != MP_CHSEG_REQUEST))
+		if (rc == 0)
+			mp_chseg_server_wait(srv, dl);
+	if (pid < 0 || rc != 1 || serve_one(srv, &m) != 0 ||
+	    read(p[0], &b, 1) != 1) {
+		close(p[0]);
+		return -1;
+	}
+	close(p[0]);
+	return pid;
+}
+
+/*
+ * A client's slot stays parked (REPLIED, its identity in it) after
+ * mp_chseg_done, and its next loan re-uses it.  Another client that finds
+ * no free slot takes a parked one over while its owner is idle; the owner
+ * coming back takes one over in turn.  Each request carries the identity
+ * of the client that sent it, and each take-over moves the generation.
+ */
+static void test_parked_take_over(void)
+{
+	const char *name = new_name();
+	struct mp_chseg_cfg cfg = {.nslots = 1, .max_msg = 256};
+	struct mp_chseg_msg m;
+	struct mp_chseg_req r;
+	mp_chseg_t srv, cl;
+	struct creds c;
+	uint32_t w, w2;
+	pid_t pid;
+
+	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, &cfg) == 0);
+	CU_ASSERT_FATAL(mp_chseg_open(&cl, name) == 0);
+	mp_chseg_set_identity(&cl, 1, "owner");
+
+	/* Our round trip parks slot 0; the next loan re-uses it. */
+	CU_ASSERT_EQUAL(pair_rt(&srv, &cl, NULL), 0);
+	w = slot_state(&srv, 0);
+	CU_ASSERT_EQUAL(w & MP_CHSEG_ST_MASK, MP_CHSEG_ST_REPLIED);
+	CU_ASSERT_EQUAL(park_of(&srv, 0), w);
+	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, (uint32_t)getpid());
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0); /* alive: untouched */
+	CU_ASSERT_EQUAL(slot_state(&srv, 0), w);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_loan(&cl, &r, 0), 0);
+	CU_ASSERT_EQUAL(r.slot, 0);
+	CU_ASSERT_EQUAL(r.gen, (w >> MP_CHSEG_GEN_SHIFT) + 1);
+	/* Re-used as it was: the state word is not written before the
+	 * request is published. */
+	CU_ASSERT_EQUAL(slot_state(&srv, 0), w);
+	CU_ASSERT_NOT_EQUAL(park_of(&srv, 0), w); /* not parked now */
+	CU_ASSERT_EQUAL(mp_chseg_next(&srv, &m), 0);
+	mp_chseg_done(&cl, &r); /* a loan never sent: parked again */
+	CU_ASSERT_EQUAL(slot_state(&srv, 0), w);
+	CU_ASSERT_EQUAL(park_of(&srv, 0), w);
+	CU_ASSERT_EQUAL(pair_rt(&srv, &cl, NULL), 0);
+	w = slot_state(&srv, 0);
+	CU_ASSERT_EQUAL(park_of(&srv, 0), w);
+
+	/* Another process, with no free slot, takes ours over while we are
+	 * idle; its request carries its own identity. */
+	pid = parking_client(name, &srv);
+	CU_ASSERT_FATAL(pid > 0);
+	w2 = slot_state(&srv, 0);
+	CU_ASSERT_EQUAL(w2 & MP_CHSEG_ST_MASK, MP_CHSEG_ST_REPLIED);
+	CU_ASSERT_EQUAL(w2 >> MP_CHSEG_GEN_SHIFT,
+			(w >> MP_CHSEG_GEN_SHIFT) + 1);
+	CU_ASSERT_EQUAL(park_of(&srv, 0), w2);
+	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, (uint32_t)pid);
+	CU_ASSERT_EQUAL(ctl(&srv, 0)->sender, 5);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+
+	/* We come back: our slot is gone, we take it over in turn, and the
+	 * server sees us, not the parker. */
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_loan(&cl, &r, 0), 0);
+	CU_ASSERT_EQUAL(r.slot, 0);
+	CU_ASSERT_EQUAL(r.gen, (w2 >> MP_CHSEG_GEN_SHIFT) + 1);
+	CU_ASSERT_FATAL(mp_chseg_send(&cl, &r, T_CREDS, 3, 0) == 0);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_next(&srv, &m), 1);
+	CU_ASSERT_EQUAL(m.kind, MP_CHSEG_REQUEST);
+	CU_ASSERT_EQUAL(m.pid, getpid());
+	CU_ASSERT_EQUAL(m.sender, 1);
+	CU_ASSERT_STRING_EQUAL(m.id, "owner");
+	CU_ASSERT_EQUAL(m.cred, MP_CHSEG_CRED_CHECKED);
+	CU_ASSERT_EQUAL(serve_one(&srv, &m), 0);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_wait(&cl, &r, mp_time_deadline(1000)),
+			      0);
+	CU_ASSERT_EQUAL_FATAL(r.rlen, sizeof(c));
+	memcpy(&c, r.rdata, sizeof(c));
+	CU_ASSERT_EQUAL(c.pid, getpid());
+	CU_ASSERT_EQUAL(c.sender, 1);
+	mp_chseg_done(&cl, &r);
+	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, (uint32_t)getpid());
+
+	/* A slot whose client still reads its reply is not parked: the
+	 * other process cannot take it, and waits. */
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_loan(&cl, &r, 0), 0);
+	CU_ASSERT_FATAL(mp_chseg_send(&cl, &r, T_COPY, 4, 0) == 0);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_next(&srv, &m), 1);
+	CU_ASSERT_EQUAL(serve_one(&srv, &m), 0);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_wait(&cl, &r, mp_time_deadline(1000)),
+			      0);
+	{
+		mp_chseg_t c2;
+		struct mp_chseg_req x;
+
+		/* Same process, other handle: it may only take over a
+		 * parked slot, and ours is in use. */
+		CU_ASSERT_FATAL(mp_chseg_open(&c2, name) == 0);
+		CU_ASSERT_EQUAL(mp_chseg_loan(&c2, &x, mp_time_deadline(20)),
+				-ETIMEDOUT);
+		mp_chseg_done(&cl, &r);
+		CU_ASSERT_EQUAL(mp_chseg_loan(&c2, &x, 0), 0);
+		mp_chseg_done(&c2, &x);
+		mp_chseg_close(&c2);
+	}
+	mp_test_kill(pid);
+
+	/* A client that closes frees the slots it parked. */
+	CU_ASSERT_EQUAL(pair_rt(&srv, &cl, NULL), 0);
+	CU_ASSERT_EQUAL(slot_state(&srv, 0) & MP_CHSEG_ST_MASK,
+			MP_CHSEG_ST_REPLIED);
+	mp_chseg_close(&cl);
+	CU_ASSERT_EQUAL(slot_state(&srv, 0) & MP_CHSEG_ST_MASK,
+			MP_CHSEG_ST_FREE);
+	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, 0);
+	mp_chseg_close(&srv);
+	CU_ASSERT(!shm_exists(name));
+}
+
+/*
+ * A client that dies with its slot parked: the reaper reclaims the slot
+ * (on demand, or by itself after reap_ns) and reports MP_CHSEG_GONE with
+ * no ticket held; a client needing a slot takes one over without
+ * waiting for the reaper.  A take-over in progress (CLAIMED with WAIT,
+ * the previous owner's pid still in) is never blamed.  An idle server
+ * does not wake up for a live client's parked slot.
+ */
+static void test_parked_dead_client(void)
+{
+	const char *name = new_name();
+	struct mp_chseg_cfg cfg = {.nslots = 1, .max_msg = 256};
+	struct mp_chseg_msg g;
+	struct mp_chseg_req r;
+	mp_chseg_t srv, cl;
+	int64_t t0;
+	uint32_t w;
+	pid_t pid;
+
+	CU_ASSERT_FATAL(mp_chseg_create(&srv, name, &cfg) == 0);
+
+	/* On demand. */
+	pid = parking_client(name, &srv);
+	CU_ASSERT_FATAL(pid > 0);
+	w = slot_state(&srv, 0);
+	CU_ASSERT_EQUAL(w & MP_CHSEG_ST_MASK, MP_CHSEG_ST_REPLIED);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+	CU_ASSERT_EQUAL(mp_chseg_slots_in_use(&srv), 0);
+	/* Alive and parked: the server's wait sleeps to its deadline, no
+	 * reaping slices. */
+	t0 = mp_time_now_ns();
+	srv.spin_ns = srv.yield_ns = 0;
+	srv.reap_ns = 20000000;
+	CU_ASSERT_EQUAL(mp_chseg_server_wait(&srv, mp_time_deadline(100)), 0);
+	CU_ASSERT(mp_time_now_ns() - t0 >= 100000000);
+	CU_ASSERT_EQUAL(slot_state(&srv, 0), w);
+	mp_test_kill(pid);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 1);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_next(&srv, &g), 1);
+	CU_ASSERT_EQUAL(g.kind, MP_CHSEG_GONE);
+	CU_ASSERT_EQUAL(g.pid, pid);
+	CU_ASSERT_EQUAL(g.sender, 5);
+	CU_ASSERT_PTR_NULL(mp_chseg_reply_buf(&srv, g.ticket, NULL));
+	CU_ASSERT_EQUAL(slot_state(&srv, 0),
+			(((w >> MP_CHSEG_GEN_SHIFT) + 1) << MP_CHSEG_GEN_SHIFT) |
+				MP_CHSEG_ST_FREE);
+	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, 0);
+
+	/* By the reaper's own schedule: unchanged for reap_ns. */
+	pid = parking_client(name, &srv);
+	CU_ASSERT_FATAL(pid > 0);
+	mp_test_kill(pid);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 0), 0); /* first sight */
+	usleep(30000);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 0), 1);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_next(&srv, &g), 1);
+	CU_ASSERT_EQUAL(g.kind, MP_CHSEG_GONE);
+	CU_ASSERT_EQUAL(g.pid, pid);
+
+	/* Taken over by a client in need, reaper or not. */
+	pid = parking_client(name, &srv);
+	CU_ASSERT_FATAL(pid > 0);
+	mp_test_kill(pid);
+	CU_ASSERT_FATAL(mp_chseg_open(&cl, name) == 0);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_loan(&cl, &r, 0), 0);
+	CU_ASSERT_EQUAL(r.slot, 0);
+	CU_ASSERT_EQUAL(ctl(&srv, 0)->pid, (uint32_t)getpid());
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+	CU_ASSERT_EQUAL(mp_chseg_slots_in_use(&srv), 1);
+
+	/* A take-over stopped before its pid store: the dead previous
+	 * owner's pid, CLAIMED with WAIT.  Never blamed, and nothing for
+	 * next() either. */
+	w = slot_state(&srv, 0);
+	__atomic_store_n(&ctl(&srv, 0)->pid, (uint32_t)pid, __ATOMIC_RELAXED);
+	__atomic_store_n(&ctl(&srv, 0)->state, w | MP_CHSEG_ST_WAIT,
+			 __ATOMIC_RELEASE);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 1), 0);
+	usleep(30000);
+	CU_ASSERT_EQUAL(mp_chseg_reap(&srv, 0), 0);
+	CU_ASSERT_EQUAL(mp_chseg_next(&srv, &g), 0);
+	CU_ASSERT_EQUAL(slot_state(&srv, 0), w | MP_CHSEG_ST_WAIT);
+	__atomic_store_n(&ctl(&srv, 0)->pid, (uint32_t)getpid(),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&ctl(&srv, 0)->state, w, __ATOMIC_RELEASE);
+	CU_ASSERT_EQUAL(mp_chseg_send(&cl, &r, T_COPY, 1, 0), 0);
+	CU_ASSERT_EQUAL_FATAL(mp_chseg_next(&srv, &g), 1);
+	CU_ASSERT_EQUAL(g.pid, getpid());
+	CU_ASSERT_EQUAL(serve_one(&srv, &g), 0);
+	CU_ASSERT_EQUAL(mp_chseg_wait(&cl, &r, mp_time_deadline(1000)), 0);
+	mp_chseg_done(&cl, &r);
+	mp_chseg_close(&cl);
+	mp_chseg_close(&srv);
+	CU_ASSERT(!shm_exists(name));
+}
+
 static const struct mp_test_case tests[] = {
 	{"round trips at 0..64 KiB, copy, loan, echo", test_round_trip_sizes},
 	{"zero-copy request, view and reply", test_zero_copy},
@@ -2175,6 +2454,10 @@ static const struct mp_test_case tests[] = {
 	 test_buffered_trickle_server_unfenced},
 	{"open errors", test_open_errors},
 	{"slot exhaustion and free-slot wake-up", test_slot_exhaustion},
+	{"parked slot re-used, taken over while its owner is idle, owner "
+	 "comes back",
+	 test_parked_take_over},
+	{"parked slot of a dead client reclaimed", test_parked_dead_client},
 	MP_TEST_END};
 
 int main(void)
