@@ -1481,9 +1481,14 @@ static void test_lane_killed_midstream(void)
 					_exit(11);
 			}
 		}
-		/* Let it run a while (filling the lane, then racing our
-		 * pops), then kill it wherever it is. */
-		for (int k = 0; k < 20 + round * 37; k++) {
+		/* Let it start (bounded: a slow child, under TSan say, may
+		 * take a while), run a while more (filling the lane, then
+		 * racing our pops), then kill it wherever it is. */
+		int64_t dl = mp_time_deadline(10000);
+
+		for (int k = 0; k < 20 + round * 37 ||
+				(next == 0 && mp_time_now_ns() < dl);
+		     k++) {
 			rc = mp_chseg_bpop(&srv, &meta, buf, sizeof(buf));
 			if (rc == 1) {
 				bad += meta.type != next ||
