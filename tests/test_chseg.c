@@ -719,6 +719,17 @@ static void test_cancel_reply_race_stress(void)
 
 /* ---- a client dies holding a slot ------------------------------------ */
 
+/* Parent side of a forked child's "ready" byte on pipe fd rfd (the write
+ * end already closed): pid once the byte came, -1 if it did not. */
+static pid_t child_ready(pid_t pid, int rfd)
+{
+	char b;
+	int ok = pid > 0 && read(rfd, &b, 1) == 1;
+
+	close(rfd);
+	return ok ? pid : -1;
+}
+
 /* Child: open, loan, optionally write and send, then tell the parent
  * (one byte) and sleep until killed. */
 static pid_t doomed_client(const char *name, int send, int wait)
@@ -748,12 +759,7 @@ static pid_t doomed_client(const char *name, int send, int wait)
 		_exit(0);
 	}
 	close(p[1]);
-	if (pid < 0 || read(p[0], &b, 1) != 1) {
-		close(p[0]);
-		return -1;
-	}
-	close(p[0]);
-	return pid;
+	return child_ready(pid, p[0]);
 }
 
 static void test_client_killed(void)
@@ -2195,13 +2201,11 @@ static pid_t parking_client(const char *name, mp_chseg_t *srv)
 		m.kind != MP_CHSEG_REQUEST))
 		if (rc == 0)
 			mp_chseg_server_wait(srv, dl);
-	if (pid < 0 || rc != 1 || serve_one(srv, &m) != 0 ||
-	    read(p[0], &b, 1) != 1) {
+	if (rc != 1 || serve_one(srv, &m) != 0) {
 		close(p[0]);
 		return -1;
 	}
-	close(p[0]);
-	return pid;
+	return child_ready(pid, p[0]);
 }
 
 /*
