@@ -425,6 +425,8 @@ typedef struct mp_chseg {
 	uint32_t sender;       /* written into each request */
 	char     id[MP_CHSEG_ID_LEN];
 	uint32_t hint;         /* slot tried first (last one used) */
+	uint32_t rarea_last;   /* area of the last reply (a hint: the one
+				  prefetched while waiting) */
 	pthread_mutex_t bmx;   /* serialises this process's bsends */
 	int      lane_idx;     /* the lane we own, -1 none */
 	uint32_t lane_tries;   /* bsends through the ring since we last
