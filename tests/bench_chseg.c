@@ -5,6 +5,12 @@
  * Baselines, between two processes over a MAP_SHARED page:
  *   - spin ping-pong: two processes flip one word, busy-waiting (the
  *     floor: the cost of moving a cache line there and back);
+ *   - the same carrying 64 bytes: before it flips the word, each side
+ *     copies the other's 64-byte message (a line of its own) into its
+ *     own, as a copying round trip does: the floor of a round trip that
+ *     moves 64 bytes each way.  On a 2-vCPU EPYC VM it runs at 0.35-0.40
+ *     of the word flip (a second line each way, fetched after the word
+ *     says it is ready, and taken back for writing);
  *   - futex ping-pong: the same, but every turn sleeps on a futex and is
  *     woken (the machine's wake-up cost);
  *   - bare SPSC ring: 64-byte records through a minimal lock-free
@@ -24,7 +30,8 @@
  *
  * Usage: bench_chseg [seconds per slice [repetitions [rt]]]; defaults
  * 0.2 and 5 (about 25 s in all); "rt" runs only the small round trips
- * and their floor, "buf" only the buffered messages and theirs.  Pairs are pinned to CPUs 0 and 1 for the main table
+ * and their floors, "buf" only the buffered messages and theirs.  Pairs
+ * are pinned to CPUs 0 and 1 for the main table
  * (the floor is a property of the hardware, not of the scheduler), and
  * run unpinned for the rest.  On a shared or virtual machine, expect the
  * floor itself to move between slices: the ratios are taken slice by
@@ -51,6 +58,9 @@ enum { T_COPY = 1, T_ZC, T_EXIT };
 /* Control page shared by the bench's processes. */
 struct ctl {
 	_Alignas(64) uint32_t word; /* ping-pong word */
+	/* ping-pong with a payload: each side's message, a line of its own */
+	_Alignas(64) uint8_t ask[64];
+	_Alignas(64) uint8_t answer[64];
 	_Alignas(64) uint32_t go;
 	uint32_t stop;
 	_Alignas(64) uint64_t count[8];
@@ -115,8 +125,24 @@ static void reap(pid_t pid)
 
 #define STOP 0xffffffffu
 
-/* Child side of the ping-pong: answer every odd value with value + 1. */
-static void pong(int futex)
+/* The payload ping-pong's copies (len bytes, at most 64): what a copying
+ * call does on each side, the bytes read and written in place.  The
+ * first byte carries the turn, so the copy cannot be left out. */
+static void carry(uint8_t *out, const uint8_t *in, uint32_t len, uint32_t v)
+{
+	uint8_t tmp[64];
+
+	if (!len)
+		return;
+	memcpy(tmp, in, len);
+	tmp[0] = (uint8_t)(tmp[0] + v);
+	memcpy(out, tmp, len);
+	__asm__ __volatile__("" ::: "memory");
+}
+
+/* Child side of the ping-pong: answer every odd value with value + 1,
+ * copying len bytes of the ask into the answer first. */
+static void pong(int futex, uint32_t len)
 {
 	uint32_t v;
 
@@ -129,13 +155,17 @@ static void pong(int futex)
 		}
 		if (v == STOP)
 			_exit(0);
+		carry(C->answer, C->ask, len, v);
 		st(&C->word, v + 1);
 		if (futex)
 			mp_futex_wake(&C->word, 1);
 	}
 }
 
-static double pingpong(int futex)
+/* Round trips per second flipping one word, each side copying len bytes
+ * (0 or up to 64: one line each way) of the other's message into its own
+ * before it flips: the floor for a round trip carrying len bytes. */
+static double pingpong(int futex, uint32_t len)
 {
 	uint32_t v = 0;
 	double t0, t;
@@ -145,10 +175,11 @@ static double pingpong(int futex)
 	C->word = 0;
 	pid = fork_peer();
 	if (pid == 0)
-		pong(futex);
+		pong(futex, len);
 	t0 = now_s();
 	do {
 		for (int k = 0; k < 64; k++) {
+			carry(C->ask, C->answer, len, v);
 			st(&C->word, v + 1);
 			if (futex)
 				mp_futex_wake(&C->word, 1);
@@ -529,6 +560,9 @@ int main(int argc, char **argv)
 		R_Z0,
 		R_C64,
 		R_Z64,
+		R_P64,
+		R_C64P,
+		R_Z64P,
 		R_ZC64K,
 		R_BUF,
 		R_UC64,
@@ -541,16 +575,19 @@ int main(int argc, char **argv)
 		{"zero-copy 0 B / spin ping-pong", ">= 0.33", {0}},
 		{"copy 64 B / spin ping-pong", ">= 0.33", {0}},
 		{"zero-copy 64 B / spin ping-pong", ">= 0.33", {0}},
+		{"64 B ping-pong / spin ping-pong", "", {0}},
+		{"copy 64 B / 64 B ping-pong", ">= 0.33", {0}},
+		{"zero-copy 64 B / 64 B ping-pong", ">= 0.33", {0}},
 		{"zero-copy 64 KiB / copy 64 KiB", ">= 10", {0}},
 		{"buffered / bare SPSC ring", ">= 0.5", {0}},
 		{"unpinned copy 64 B / spin p-p", "", {0}},
 		{"4 clients / futex ping-pong", ">= 1", {0}},
 		{"4 clients / 1 client (unpinned)", "", {0}},
 	};
-	double spin = 0, futex = 0, ring = 0, buf = 0, copy[NS] = {0},
+	double spin = 0, spin64 = 0, futex = 0, ring = 0, buf = 0, copy[NS] = {0},
 	       zc[NS] = {0}, nospin = 0;
 	double u_spin = 0, u_futex = 0, u_copy = 0, u_zc = 0, four = 0;
-	double s1, s2, x[NS], y[NS], uf, uc, f;
+	double s1, s2, p1, p2, x[NS], y[NS], uf, uc, f;
 	int reps = 5, quick, bufonly;
 	mp_chseg_t cl, cl0;
 	pid_t srv, srv0;
@@ -607,17 +644,23 @@ int main(int argc, char **argv)
 			       "MESSIP_YIELD_NS)\n",
 			       reps, secs, (long long)cl.spin_ns,
 			       (long long)cl.yield_ns);
-		s1 = pingpong(0);
+		s1 = pingpong(0, 0);
+		p1 = pingpong(0, 64);
 		for (int i = 0; i < 2; i++) {
 			x[i] = timed(&cl, rt_copy, sizes[i]);
 			y[i] = timed(&cl, rt_zc, sizes[i]);
 		}
-		s2 = pingpong(0);
+		p2 = pingpong(0, 64);
+		s2 = pingpong(0, 0);
 		spin = max2(spin, max2(s1, s2));
+		spin64 = max2(spin64, max2(p1, p2));
 		rr[R_C0].v[k] = x[0] / max2(s1, s2);
 		rr[R_Z0].v[k] = y[0] / max2(s1, s2);
 		rr[R_C64].v[k] = x[1] / max2(s1, s2);
 		rr[R_Z64].v[k] = y[1] / max2(s1, s2);
+		rr[R_P64].v[k] = max2(p1, p2) / max2(s1, s2);
+		rr[R_C64P].v[k] = x[1] / max2(p1, p2);
+		rr[R_Z64P].v[k] = y[1] / max2(p1, p2);
 		for (int i = 2; i < (quick ? 2 : NS); i++) {
 			x[i] = timed(&cl, rt_copy, sizes[i]);
 			y[i] = timed(&cl, rt_zc, sizes[i]);
@@ -628,7 +671,7 @@ int main(int argc, char **argv)
 		}
 		if (!quick) {
 			rr[R_ZC64K].v[k] = y[4] / x[4];
-			futex = max2(futex, pingpong(1));
+			futex = max2(futex, pingpong(1, 0));
 			nospin = max2(nospin, timed(&cl0, rt_copy, 64));
 		}
 		server_stop(&cl, srv);
@@ -644,15 +687,15 @@ int main(int argc, char **argv)
 		 * there are. */
 		pinned = 0;
 		pin_self(0);
-		s1 = pingpong(0);
-		uf = pingpong(1);
+		s1 = pingpong(0, 0);
+		uf = pingpong(1, 0);
 		srv = server_start(1);
 		if (mp_chseg_open(&cl, seg_name))
 			return 1;
 		uc = timed(&cl, rt_copy, 64);
 		u_zc = max2(u_zc, timed(&cl, rt_zc, 64));
 		f = multi(4, 64);
-		s2 = pingpong(0);
+		s2 = pingpong(0, 0);
 		server_stop(&cl, srv);
 		mp_chseg_close(&cl);
 		u_spin = max2(u_spin, max2(s1, s2));
@@ -670,15 +713,17 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (quick) {
-		printf("spin %.0f copy0 %.0f zc0 %.0f copy64 %.0f zc64 %.0f\n",
-		       spin, copy[0], zc[0], copy[1], zc[1]);
-		for (int i = R_C0; i <= R_Z64; i++)
+		printf("spin %.0f spin64 %.0f copy0 %.0f zc0 %.0f copy64 %.0f "
+		       "zc64 %.0f\n",
+		       spin, spin64, copy[0], zc[0], copy[1], zc[1]);
+		for (int i = R_C0; i <= R_Z64P; i++)
 			ratio_print(&rr[i], reps);
 		return 0;
 	}
 	printf("\n%-46s %14s\n", "pinned pairs (CPU 0 and 1), best slice",
 	       "per second");
 	row("baseline: spin ping-pong, round trips", spin);
+	row("baseline: spin ping-pong carrying 64 B", spin64);
 	row("baseline: futex ping-pong, round trips", futex);
 	row("baseline: bare SPSC ring, 64 B messages", ring);
 	for (int i = 0; i < NS; i++) {
