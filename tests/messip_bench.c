@@ -788,8 +788,11 @@ static int op_mp_send(void *arg)
 	struct mp_peer *p = arg;
 	int32_t answer;
 
+	/* The reply buffer's whole capacity, as a program passes it: a
+	 * reply_maxlen of 0 would ask for dynamic mode (a malloc per call,
+	 * the caller's to free). */
 	if (messip_send(p->ch, MSG_DATA, p->buf, p->size, &answer, p->rbuf,
-			p->size, MESSIP_NOTIMEOUT) != 0)
+			MESSIP_MAX_MSGLEN, MESSIP_NOTIMEOUT) != 0)
 		return -mp_errno();
 	return p->ch->datalen == p->size ? 0 : -EBADMSG;
 }
@@ -805,7 +808,7 @@ static int mp_sync_client(struct trial *t, struct slot *s)
 	rc = run_ops(op_mp_send, &p, t->secs, WARMUP_OPS, true, s);
 	if (rc < 0)
 		rc = fail(s, -rc, "messip_send");
-	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, p.rbuf, 0,
+	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, NULL, 0,
 			     CALL_MS) != 0)
 		rc = fail(s, mp_errno(), "messip_send (end)");
 out:
@@ -1275,7 +1278,7 @@ static int mp_zc_client(struct trial *t, struct slot *s)
 	rc = run_ops(op_mp_send_zc, &p, t->secs, WARMUP_OPS, true, s);
 	if (rc < 0)
 		rc = fail(s, -rc, "zero-copy round trip");
-	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, p.rbuf, 0,
+	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, NULL, 0,
 			     CALL_MS) != 0)
 		rc = fail(s, mp_errno(), "messip_send (end)");
 out:
@@ -1338,7 +1341,7 @@ static int mp_shm_sync_client(struct trial *t, struct slot *s)
 	rc = run_ops(op_mp_send, &p, t->secs, WARMUP_OPS, true, s);
 	if (rc < 0)
 		rc = fail(s, -rc, "messip_send");
-	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, p.rbuf, 0,
+	else if (messip_send(p.ch, MSG_END, p.buf, 0, &answer, NULL, 0,
 			     CALL_MS) != 0)
 		rc = fail(s, mp_errno(), "messip_send (end)");
 out:
