@@ -1968,7 +1968,8 @@ MESSIP_EXPORT int messip_receive_view(messip_channel_t *ch, int32_t *type,
 	rc = mp_srv_poll(c, type ? type : &dummy, &sink, &result);
 	if (rc == MP_LOCAL_NOTHING)
 		rc = mp_srv_receive(c, type ? type : &dummy, &sink,
-				    mp_time_deadline(msec_timeout), &result);
+				    mp_time_deadline(msec_timeout), true,
+				    &result);
 	L->view_mode = false;
 	if (rc == -ETIMEDOUT) {
 		errno = ETIMEDOUT;

@@ -458,6 +458,8 @@ bool mp_spin_again(struct mp_spin *sp, struct mp_spin_wait *w, int64_t deadline)
 
 		w->started = true;
 		w->on = budget > 0;
+		if (!w->on)
+			return false; /* no clock read for no spin */
 		w->end = mp_time_now_ns() + budget;
 		/* Pause before the first poll too: the caller just sent its
 		 * request, so the answer is not there yet (a poll now would

@@ -1168,7 +1168,7 @@ int mp_srv_poll(struct messip_channel_priv *c, int32_t *type,
 
 int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		   const struct mp_iov_sink *sink, int64_t deadline,
-		   int *result)
+		   bool polled, int *result)
 {
 	struct epoll_event evs[MP_SRV_EVENTS];
 	struct messip_cnx *cnx = c->cnx;
@@ -1176,9 +1176,13 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 	int rc, n;
 
 	for (;;) {
-		int64_t until;
+		int64_t until, now;
 
-		rc = take_any(c, type, sink, result);
+		/* A look the caller has just made (mp_srv_poll) is not
+		 * repeated: on a same-host stream the way from the reply
+		 * back to the wait is on every round trip's path. */
+		rc = polled ? MP_NOTHING : take_any(c, type, sink, result);
+		polled = false;
 		if (rc != MP_NOTHING) {
 			mp_srv_update_wake(c);
 			return rc;
@@ -1235,15 +1239,17 @@ int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		}
 		for (int i = 0; i < n; i++)
 			handle_event(c, &evs[i]);
-		until = mp_cnx_wake_time(cnx); /* FOREVER: no clock read */
-		if (until != MP_TIME_FOREVER && until <= mp_time_now_ns())
+		/* One clock read for both, and none when neither is due at
+		 * all (FOREVER). */
+		until = mp_cnx_wake_time(cnx);
+		if (until == MP_TIME_FOREVER &&
+		    c->srv.chore_ns == MP_TIME_FOREVER)
+			continue;
+		now = mp_time_now_ns();
+		if (until <= now)
 			mp_cnx_pump(cnx);
-		if (c->srv.chore_ns != MP_TIME_FOREVER) {
-			int64_t now = mp_time_now_ns();
-
-			if (now >= c->srv.chore_ns)
-				srv_chores(c, now);
-		}
+		if (now >= c->srv.chore_ns)
+			srv_chores(c, now);
 		/* No mp_srv_update_wake() here: take() runs next, and the
 		 * flag is settled when receive returns. */
 	}
@@ -1428,7 +1434,8 @@ static int receive_common(messip_channel_t *ch, int32_t *type,
 		     : MP_NOTHING;
 	if (rc == MP_NOTHING)
 		rc = mp_srv_receive(c, type ? type : &dummy, sink,
-				    mp_time_deadline(msec_timeout), &result);
+				    mp_time_deadline(msec_timeout),
+				    c->local || c->inproc, &result);
 	if (rc == -ETIMEDOUT) {
 		errno = ETIMEDOUT;
 		return MESSIP_MSG_TIMEOUT;

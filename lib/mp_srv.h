@@ -66,11 +66,13 @@ void mp_srv_update_wake(struct messip_channel_priv *c);
  * See messip_receive.  0 with *result = an index >= 0 or a MESSIP_MSG_*
  * code (kept out of the return value: MESSIP_MSG_DISCONNECT == -2 would
  * read as -ENOENT); or -ETIMEDOUT, -ENOMEM, -ESHUTDOWN (once, when the
- * manager link is declared dead), -errno from epoll.
+ * manager link is declared dead), -errno from epoll.  polled: the caller
+ * has just called mp_srv_poll and it found nothing (the first look is
+ * then skipped).
  */
 int mp_srv_receive(struct messip_channel_priv *c, int32_t *type,
 		   const struct mp_iov_sink *sink, int64_t deadline,
-		   int *result);
+		   bool polled, int *result);
 
 /*
  * Hand a request of another path (same host, in process) to the program
