@@ -30,21 +30,27 @@
  *   instead of after the client saw REPLIED.  Measured the same way
  *   (four pairs, parked slots on both sides), prefetching both areas
  *   then: copy 64 B 0.31-0.33 -> 0.34-0.36, zero-copy 64 B 0.28-0.31 ->
- *   0.30-0.32; 0 B rows unchanged.  Prefetching only the last reply's
- *   area (the other line is then not pulled away from a server writing
- *   it): zero-copy 64 B 0.30-0.32 -> 0.32-0.33 (tests/bench_chseg 0.2 5
- *   rt, pairs against the version before).
- * - send and reply store a field of the slot's line only when its value
- *   changes (put32): the line the other party polls is then written by
- *   fewer stores before the publishing CAS, each of which can cost a
- *   transfer while the poller keeps taking the line back.  Measured
- *   against the version before, three pairs: copy 64 B 0.33-0.35 ->
- *   0.35-0.38, copy 0 B 0.37-0.39 -> 0.39-0.42.  Prefetching in the server's spin
+ *   0.30-0.32; 0 B rows unchanged.  Prefetching in the server's spin
  *   (the request's first line) and prefetching the reply once REPLIED
  *   was seen measured nothing; a software prefetch for write of B when
- *   the server takes a request made zero-copy 64 B slower (0.27-0.28); a
- *   longer pause between polls (3 per turn, client, server or both) was
+ *   the server takes a request made zero-copy 64 B slower (0.27-0.28,
+ *   and 0.26 again with the client not prefetching B); a longer pause
+ *   between polls (3 per turn, client, server or both) was
  *   inconsistent, from 0.27 to 0.41 on the same row.
+ * - send and reply store a field of the slot's line only when its value
+ *   changes (put32), so that the line the other party polls takes fewer
+ *   stores before the publishing CAS (each can cost a transfer while the
+ *   poller takes the line back); and the client prefetches only the
+ *   last reply's area, not both (the other line is then not pulled away
+ *   from a server about to write it).  Together, against the version
+ *   before, seven pairs of tests/bench_chseg 0.2 5 rt in the VM's normal
+ *   regime: copy 0 B 0.33-0.36 -> 0.32-0.39 (median .35 -> .37); copy
+ *   64 B 0.29-0.36 -> 0.28-0.34 and zero-copy 64 B 0.31-0.33 ->
+ *   0.31-0.34 (no change beyond the noise).  Kept: they write less into
+ *   shared lines, and cost nothing measurable.  A 64-byte round trip
+ *   moves a second line each way; a bare ping-pong carrying 64 bytes
+ *   runs at about 0.45 of the one-word flip here (bench_chseg's second
+ *   floor), so the segment's 64 B round trips run at 0.7-0.8 of that.
  * - The hot server path is a scan of the state words of the slots below
  *   hiwater (one line each, cache hits unless they changed), reads of the
  *   request's line(s), and one CAS to reply.  A 0-byte round trip moves
