@@ -38,7 +38,7 @@
  *   between polls (3 per turn, client, server or both) was
  *   inconsistent, from 0.27 to 0.41 on the same row.
  * - send and reply store a field of the slot's line only when its value
- *   changes (put32), so that the line the other party polls takes fewer
+ *   changes (put), so that the line the other party polls takes fewer
  *   stores before the publishing CAS (each can cost a transfer while the
  *   poller takes the line back); and the client prefetches only the
  *   last reply's area, not both (the other line is then not pulled away
@@ -151,13 +151,14 @@ static inline void st(uint32_t *p, uint32_t v)
 	__atomic_store_n(p, v, __ATOMIC_RELAXED);
 }
 
-/* Store v at p unless p holds it already: a line another party polls is
- * written only when something changed. */
-static inline void put32(uint32_t *p, uint32_t v)
-{
-	if (ld(p) != v)
-		st(p, v);
-}
+/* Store v at *p (any width) unless *p holds it already: a line another
+ * party polls is written only when something changed. */
+#define put(p, v)                                                  \
+	do {                                                       \
+		__typeof__(*(p)) put_v_ = (v);                     \
+		if (__atomic_load_n((p), __ATOMIC_RELAXED) != put_v_) \
+			__atomic_store_n((p), put_v_, __ATOMIC_RELAXED); \
+	} while (0)
 
 static inline uint32_t word(uint32_t gen, uint32_t state)
 {
@@ -320,24 +321,6 @@ static int pidfd_open_(pid_t pid)
 }
 
 /* 1 alive, 0 gone, for a pid with an optional pidfd on it. */
-static int pid_alive(pid_t pid, int pidfd);
-
-/* pid_alive with a pidfd cached per watched thing (*fd_pid, *pidfd). */
-static int pid_alive_cached(pid_t pid, pid_t *fd_pid, int *pidfd)
-{
-	if (pid <= 0)
-		return 0;
-	if (*fd_pid != pid) {
-		if (*pidfd >= 0)
-			close(*pidfd);
-		*pidfd = pidfd_open_(pid);
-		*fd_pid = pid;
-		if (*pidfd < 0 && errno == ESRCH)
-			return 0;
-	}
-	return pid_alive(pid, *pidfd);
-}
-
 static int pid_alive(pid_t pid, int pidfd)
 {
 	if (pid <= 0)
@@ -356,6 +339,22 @@ static int pid_alive(pid_t pid, int pidfd)
 	 * pidfd_open) kill() still finds a process that exited and was not
 	 * reaped yet: a zombie is gone too. */
 	return !mp_proc_zombie(pid);
+}
+
+/* pid_alive with a pidfd cached per watched thing (*fd_pid, *pidfd). */
+static int pid_alive_cached(pid_t pid, pid_t *fd_pid, int *pidfd)
+{
+	if (pid <= 0)
+		return 0;
+	if (*fd_pid != pid) {
+		if (*pidfd >= 0)
+			close(*pidfd);
+		*pidfd = pidfd_open_(pid);
+		*fd_pid = pid;
+		if (*pidfd < 0 && errno == ESRCH)
+			return 0;
+	}
+	return pid_alive(pid, *pidfd);
 }
 
 /* ---- layout --------------------------------------------------------- */
@@ -789,14 +788,10 @@ void mp_chseg_set_identity(mp_chseg_t *seg, uint32_t sender, const char *id)
  * slot's claimer shows pid 0, which the reaper never blames. */
 static void identity_put(mp_chseg_t *seg, struct mp_chseg_slot *s)
 {
-	if (ld(&s->pid) != (uint32_t)seg->pid)
-		st(&s->pid, (uint32_t)seg->pid);
-	if (ld(&s->uid) != (uint32_t)seg->uid)
-		st(&s->uid, (uint32_t)seg->uid);
-	if (ld(&s->gid) != (uint32_t)seg->gid)
-		st(&s->gid, (uint32_t)seg->gid);
-	if (ld(&s->sender) != seg->sender)
-		st(&s->sender, seg->sender);
+	put(&s->pid, (uint32_t)seg->pid);
+	put(&s->uid, (uint32_t)seg->uid);
+	put(&s->gid, (uint32_t)seg->gid);
+	put(&s->sender, seg->sender);
 	if (memcmp(s->id, seg->id, sizeof(s->id)))
 		memcpy(s->id, seg->id, sizeof(s->id));
 }
@@ -965,12 +960,10 @@ int mp_chseg_send(mp_chseg_t *seg, struct mp_chseg_req *r, int32_t type,
 	if (len > seg->max_msg)
 		return -EMSGSIZE;
 	s = slot_ctl(seg, r->slot);
-	put32((uint32_t *)&s->type, (uint32_t)type);
-	put32(&s->len, len);
-	if (__atomic_load_n(&s->reqid, __ATOMIC_RELAXED) != reqid)
-		__atomic_store_n(&s->reqid, reqid, __ATOMIC_RELAXED);
-	if (__atomic_load_n(&s->cpu, __ATOMIC_RELAXED) != (uint16_t)tl_cpu)
-		__atomic_store_n(&s->cpu, (uint16_t)tl_cpu, __ATOMIC_RELAXED);
+	put(&s->type, type);
+	put(&s->len, len);
+	put(&s->reqid, reqid);
+	put(&s->cpu, (uint16_t)tl_cpu);
 	/* Publish.  Release: the request bytes and fields above are
 	 * visible to a server that takes REQ with acquire.  Seq_cst: the
 	 * store is ordered before the srv_waiters load below (Dekker with
@@ -1022,8 +1015,7 @@ static int req_check(mp_chseg_t *seg, struct mp_chseg_req *r, uint32_t w)
 	r->rlen = rlen;
 	r->rdata = rarea ? area_b(seg, r->slot) : area_a(seg, r->slot);
 	r->phase = PH_REPLY;
-	if (rarea != __atomic_load_n(&seg->rarea_last, __ATOMIC_RELAXED))
-		__atomic_store_n(&seg->rarea_last, rarea, __ATOMIC_RELAXED);
+	put(&seg->rarea_last, rarea);
 	return 1;
 }
 
@@ -1813,10 +1805,9 @@ int mp_chseg_reply(mp_chseg_t *seg, uint64_t ticket, int32_t answer,
 		memcpy(a, data, len);
 		rarea = 0;
 	}
-	put32((uint32_t *)&s->answer, (uint32_t)answer);
-	put32(&s->rlen, len);
-	if (__atomic_load_n(&s->rarea, __ATOMIC_RELAXED) != (uint16_t)rarea)
-		__atomic_store_n(&s->rarea, (uint16_t)rarea, __ATOMIC_RELAXED);
+	put(&s->answer, answer);
+	put(&s->rlen, len);
+	put(&s->rarea, (uint16_t)rarea);
 	for (;;) {
 		w = ld(&s->state);
 		if (gen_of(w) != gen || !word_ok(w))

@@ -18,6 +18,7 @@
 #include "mp_futex.h"
 #include "mp_lane.h"
 #include "mp_time.h"
+#include "mp_wrap.h"
 
 #define LANE_LINE     64
 #define LANE_MIN_DATA 64u
@@ -79,14 +80,9 @@ static inline uint32_t check_of(uint64_t pos, uint32_t len, int32_t type)
 	return (uint32_t)(x >> (64 - (32 - LEN_BITS)));
 }
 
-static int is_pow2(uint32_t x)
-{
-	return x && !(x & (x - 1));
-}
-
 size_t mp_lane_size(uint32_t data_bytes)
 {
-	if (!is_pow2(data_bytes) || data_bytes < LANE_MIN_DATA ||
+	if (!mp_wrap_pow2(data_bytes) || data_bytes < LANE_MIN_DATA ||
 	    data_bytes > LANE_MAX_DATA)
 		return 0;
 	return (size_t)LANE_HDR + data_bytes;
@@ -115,33 +111,6 @@ int mp_lane_geo_ok(const struct mp_lane_geo *g)
 uint32_t mp_lane_word(const struct mp_lane_sh *sh)
 {
 	return __atomic_load_n(&sh->state, __ATOMIC_ACQUIRE);
-}
-
-/* Copy in / out at pos, in two pieces if it wraps (n <= data_bytes). */
-static void lane_write(uint8_t *data, uint32_t bytes, uint64_t pos,
-		       const void *src, uint32_t n)
-{
-	uint32_t off = (uint32_t)pos & (bytes - 1), first = bytes - off;
-
-	if (n <= first) {
-		memcpy(data + off, src, n);
-	} else {
-		memcpy(data + off, src, first);
-		memcpy(data, (const uint8_t *)src + first, n - first);
-	}
-}
-
-static void lane_read(const uint8_t *data, uint32_t bytes, uint64_t pos,
-		      void *dst, uint32_t n)
-{
-	uint32_t off = (uint32_t)pos & (bytes - 1), first = bytes - off;
-
-	if (n <= first) {
-		memcpy(dst, data + off, n);
-	} else {
-		memcpy(dst, data + off, first);
-		memcpy((uint8_t *)dst + first, data, n - first);
-	}
 }
 
 /* ---- producer -------------------------------------------------------- */
@@ -279,8 +248,8 @@ int mp_lane_push(mp_lane_prod_t *p, int32_t type, const void *data,
 	rh->len_check = len | check_of(p->head, len, type) << LEN_BITS;
 	rh->type = type;
 	if (len)
-		lane_write(p->data, p->geo.data_bytes, p->head + REC_HDR, data,
-			   len);
+		mp_wrap_put(p->data, p->geo.data_bytes, p->head + REC_HDR, data,
+			    len);
 	p->head += need;
 	p->head_seq++;
 	/* Release: the record is complete before head counts it.  Also the
@@ -375,8 +344,8 @@ int mp_lane_pop(mp_lane_cons_t *c, int32_t *type, void *buf, uint32_t maxlen,
 	    rh.len_check >> LEN_BITS != check_of(c->tail, len, rh.type))
 		return -EBADMSG;
 	if (buf && maxlen)
-		lane_read(c->data, c->geo.data_bytes, c->tail + REC_HDR, buf,
-			  len < maxlen ? len : maxlen);
+		mp_wrap_get(c->data, c->geo.data_bytes, c->tail + REC_HDR, buf,
+			    len < maxlen ? len : maxlen);
 	*type = rh.type;
 	*lenp = len;
 	c->tail += rec_size(len);

@@ -68,6 +68,7 @@
 #include "mp_lock.h"
 #include "mp_ring.h"
 #include "mp_time.h"
+#include "mp_wrap.h"
 
 #define RING_MAGIC    0x4d50524eu /* "MPRN" */
 #define RING_VERSION  2u
@@ -199,14 +200,9 @@ static inline uint32_t rec_size(uint32_t len)
 	return (REC_HDR + len + 7u) & ~7u;
 }
 
-static int is_pow2(uint32_t x)
-{
-	return x && !(x & (x - 1));
-}
-
 size_t mp_ring_size(uint32_t data_bytes)
 {
-	if (!is_pow2(data_bytes) || data_bytes < RING_MIN_DATA ||
+	if (!mp_wrap_pow2(data_bytes) || data_bytes < RING_MIN_DATA ||
 	    data_bytes > RING_MAX_DATA)
 		return 0;
 	return (size_t)RING_HDR_BYTES + data_bytes;
@@ -252,29 +248,13 @@ static inline uint32_t rec_check(uint64_t pos, const struct rec_hdr *h)
 static inline void ring_write(const mp_ring_t *r, uint64_t pos, const void *src,
 			      uint32_t n)
 {
-	uint32_t off = (uint32_t)pos & r->mask;
-	uint32_t first = r->data_bytes - off;
-
-	if (n <= first) {
-		memcpy(r->data + off, src, n);
-	} else {
-		memcpy(r->data + off, src, first);
-		memcpy(r->data, (const uint8_t *)src + first, n - first);
-	}
+	mp_wrap_put(r->data, r->data_bytes, pos, src, n);
 }
 
 static inline void ring_read(const mp_ring_t *r, uint64_t pos, void *dst,
 			     uint32_t n)
 {
-	uint32_t off = (uint32_t)pos & r->mask;
-	uint32_t first = r->data_bytes - off;
-
-	if (n <= first) {
-		memcpy(dst, r->data + off, n);
-	} else {
-		memcpy(dst, r->data + off, first);
-		memcpy((uint8_t *)dst + first, r->data, n - first);
-	}
+	mp_wrap_get(r->data, r->data_bytes, pos, dst, n);
 }
 
 /*
